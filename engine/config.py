@@ -1,0 +1,291 @@
+"""Presets: TOML -> a validated, fully resolved :class:`RunConfig`, with every problem reported at once.
+
+Who reads what:
+
+==================  =========================================================================
+``preset.toml``     the user's file, kept verbatim in the run directory
+``--set k=v``       dotted overrides applied to the parsed TOML before validation
+``config.json``     ``RunConfig.to_dict()``: every default filled in; compare and resume read it
+locked keys         ``seed``, ``data``, ``modalities``, ``model``, ``method``, ``train.batch_size``:
+                    resume refuses to change them (exit 3); the rest of ``[train]`` may change
+==================  =========================================================================
+
+Validation follows torchtune/harlequin: unknown keys get a "did you mean", types and ranges are
+checked against the config dataclasses that live beside the code they configure, registry names
+(encoder, fusion, method) are checked against their registries, and modality names against the
+dataset's schema (read without loading the data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import DataConfig
+from .data.parquet import ModalityInfo, peek_schema
+from .errors import DataError, PresetError
+from .methods import METHODS
+from .models import ENCODERS, FUSIONS, ModalitySpec, ModelSpec, default_encoder
+from .registry import did_you_mean
+from .schema import build, to_dict
+from .train.config import TrainConfig
+
+TOP_KEYS = ("name", "seed", "data", "modalities", "model", "method", "train")
+LOCKED = ("seed", "data", "modalities", "model", "method", "train.batch_size")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    seed: int
+    data: DataConfig
+    model: ModelSpec
+    method_name: str
+    method: Any  # the method's Config dataclass instance
+    train: TrainConfig
+    columns: dict[str, str]  # modality name -> dataset column
+    base_dir: str  # folder the preset's relative paths are resolved against
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m.name for m in self.model.modalities]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "data": to_dict(self.data),
+            "modalities": {m.name: {"encoder": m.encoder, "column": self.columns[m.name], **to_dict(m.options)}
+                           for m in self.model.modalities},
+            "model": {"fusion": self.model.fusion, **to_dict(self.model.fusion_options)},
+            "method": {"name": self.method_name, **to_dict(self.method)},
+            "train": to_dict(self.train),
+            "base_dir": self.base_dir,
+        }
+
+    def hash(self) -> str:
+        text = json.dumps({k: v for k, v in self.to_dict().items() if k != "base_dir"}, sort_keys=True)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- reading and overriding ---------------------------------------------------------------------
+def read_toml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PresetError(str(path), ["the preset file does not exist"]) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise PresetError(str(path), [f"cannot read the preset: {exc}"]) from None
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(source, [f"not valid TOML: {exc}"]) from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=1`` -> (["a", "b"], 1); the value is read as TOML, else kept as a plain string."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", key):
+        raise PresetError("--set", [f"'{item}': expected KEY=VALUE with a dotted key, e.g. train.epochs=3"])
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    out = json.loads(json.dumps(raw))  # deep copy of plain TOML data
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k, {}), dict):
+                raise PresetError("--set", [f"'{item}': '{k}' is not a table"])
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return out
+
+
+# -- resolving ----------------------------------------------------------------------------------
+def load_preset(path: str | Path, overrides: list[str] = ()) -> tuple[RunConfig, str]:
+    """Read, override and resolve a preset file; returns the config and the file's text."""
+    path = Path(path)
+    raw = read_toml(path)
+    text = path.read_text(encoding="utf-8")
+    return resolve(apply_overrides(raw, list(overrides)), source=str(path),
+                   base_dir=path.resolve().parent, default_name=path.stem), text
+
+
+def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -> RunConfig:
+    """Validate a parsed preset; raises :class:`PresetError` listing every problem."""
+    problems: list[str] = []
+    for key in raw:
+        if key not in TOP_KEYS:
+            problems.append(f"{key}: unknown key{did_you_mean(key, TOP_KEYS)}; known: {', '.join(TOP_KEYS)}")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"name: expected a non-empty string, got {name!r}")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        problems.append(f"seed: expected an integer >= 0, got {seed!r}")
+
+    data = build(DataConfig, _table(raw, "data", problems), "data", problems)
+    available = _available_modalities(data, base_dir, problems) if data else None
+    modalities, columns = _resolve_modalities(raw, available, problems)
+    fusion, fusion_options = _resolve_registry_table(raw, "model", "fusion", FUSIONS, "concat", problems)
+    method_name, method_cfg = _resolve_registry_table(raw, "method", "name", METHODS, "joint", problems)
+    train = build(TrainConfig, _table(raw, "train", problems), "train", problems)
+    _check_method_modality(method_cfg, modalities, problems)
+    _check_select_metric(train, modalities, problems)
+
+    if problems:
+        raise PresetError(source, problems)
+    return RunConfig(name=name, seed=seed, data=data,
+                     model=ModelSpec(tuple(modalities), fusion, fusion_options),
+                     method_name=method_name, method=method_cfg, train=train, columns=columns,
+                     base_dir=str(base_dir))
+
+
+def _table(raw: dict, key: str, problems: list[str]) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        problems.append(f"{key}: expected a table ([{key}]), got {value!r}")
+        return {}
+    return value
+
+
+def _available_modalities(data: DataConfig, base_dir: Path, problems: list[str]) -> dict[str, ModalityInfo] | None:
+    """The modalities the dataset offers (schema only), or None when it cannot be read."""
+    if data.source == "synthetic":
+        s = data.synthetic
+        return {m: ModalityInfo(m, m, (d,), "vector") for m, d in zip(s.modalities, s.dims)}
+    path = Path(data.path)
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        infos, _ = peek_schema(path)
+    except DataError as exc:
+        problems.append(f"data.path: {exc}")
+        return None
+    return infos
+
+
+def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None,
+                        problems: list[str]) -> tuple[list[ModalitySpec], dict[str, str]]:
+    tables = _table(raw, "modalities", problems)
+    if not tables and available is not None:
+        tables = {name: {} for name in available}
+    specs, columns = [], {}
+    by_column = {info.column: info for info in (available or {}).values()}
+    for name, table in tables.items():
+        path = f"modalities.{name}"
+        if not isinstance(table, dict):
+            problems.append(f"{path}: expected a table ([{path}]), got {table!r}")
+            continue
+        column = table.get("column", name)
+        info = by_column.get(column) if available is not None else None
+        if available is not None and info is None:
+            problems.append(f"{path}" + (".column" if "column" in table else "") +
+                            f": the dataset has no modality column '{column}'"
+                            f"{did_you_mean(column, list(by_column))}; it has: {', '.join(by_column) or 'none'}")
+        encoder = table.get("encoder")
+        if encoder is None:
+            encoder = default_encoder(info.kind, info.shape) if info else "mlp"
+        if encoder not in ENCODERS:
+            problems.append(f"{path}.encoder: {ENCODERS.unknown_message(encoder)}")
+            continue
+        options = build(ENCODERS.entry(encoder).config, table, path, problems, ignore=("encoder", "column"))
+        if options is not None:
+            specs.append(ModalitySpec(name, encoder, options))
+            columns[name] = column
+    if available is not None and len(tables) < 2:
+        problems.append(f"modalities: at least two modalities are needed, got {len(tables)}")
+    return specs, columns
+
+
+def _resolve_registry_table(raw: dict, key: str, name_key: str, registry, default: str,
+                            problems: list[str]) -> tuple[str, Any]:
+    table = _table(raw, key, problems)
+    name = table.get(name_key, default)
+    if name not in registry:
+        problems.append(f"{key}.{name_key}: {registry.unknown_message(name)}")
+        return name, None
+    config_cls = registry.entry(name).config
+    if config_cls is None:
+        extra = [k for k in table if k != name_key]
+        problems.extend(f"{key}.{k}: unknown key; {registry.kind} '{name}' takes no options" for k in extra)
+        return name, None
+    before = len(problems)
+    obj = build(config_cls, table, key, problems, ignore=(name_key,))
+    _hint_other_method(table, registry, name, key, problems, before)
+    return name, obj
+
+
+def _hint_other_method(table: dict, registry, name: str, key: str, problems: list[str], start: int) -> None:
+    """Add to each unknown-key problem from ``start`` on which other registry entry takes that key."""
+    for i in range(start, len(problems)):
+        problem = problems[i]
+        bad = problem.split(":", 1)[0].removeprefix(f"{key}.")
+        if "unknown key" not in problem or bad not in table:
+            continue
+        owners = [e.name for e in registry.entries()
+                  if e.config is not None and bad in {f.name for f in dataclasses.fields(e.config)}]
+        if owners:
+            problems[i] = problem + f" ('{bad}' is an option of {registry.kind} {', '.join(owners)}, not of '{name}')"
+
+
+def _check_method_modality(method_cfg: Any, modalities: list[ModalitySpec], problems: list[str]) -> None:
+    names = [m.name for m in modalities]
+    value = getattr(method_cfg, "modality", None)
+    if method_cfg is not None and value is not None and names and value not in names:
+        problems.append(f"method.modality: '{value}' is not one of the modalities "
+                        f"({', '.join(names)}){did_you_mean(value, names)}")
+
+
+def _check_select_metric(train: TrainConfig | None, modalities: list[ModalitySpec], problems: list[str]) -> None:
+    if train is None:
+        return
+    target = train.select_metric.split("/")[2]
+    names = ["fused", *(m.name for m in modalities)]
+    if modalities and target not in names:
+        problems.append(f"train.select_metric: '{target}' is neither 'fused' nor a modality "
+                        f"({', '.join(names)}){did_you_mean(target, names)}")
+
+
+# -- resume -------------------------------------------------------------------------------------
+def locked_differences(old: dict, new: dict) -> list[str]:
+    """Dotted keys among the locked ones whose values differ between two ``to_dict()`` configs."""
+    diffs: list[str] = []
+    for key in LOCKED:
+        a, b = _dig(old, key), _dig(new, key)
+        if a != b:
+            diffs.extend(_diff_paths(key, a, b))
+    return diffs
+
+
+def _dig(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _diff_paths(prefix: str, a: Any, b: Any) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            if a.get(k) != b.get(k):
+                out.extend(_diff_paths(f"{prefix}.{k}", a.get(k), b.get(k)))
+        return out
+    return [f"{prefix}: {json.dumps(a)} -> {json.dumps(b)}"]

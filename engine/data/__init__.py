@@ -1,0 +1,14 @@
+"""The data layer: reading/writing the mmbal Parquet format, the synthetic generator, and the
+device-resident tensors the trainer draws batches from."""
+
+from .config import DataConfig, SynthConfig
+from .dataset import TensorData, batch_slices, epoch_permutation, load_data, select_modalities, to_tensors
+from .inspect import inspect_dataset
+from .parquet import KINDS, ModalityInfo, RawDataset, peek_schema, read_dataset
+from .split import SPLIT_NAMES, stratified_split
+from .synthetic import generate
+from .writer import write_dataset
+
+__all__ = ["DataConfig", "SynthConfig", "TensorData", "batch_slices", "epoch_permutation", "load_data",
+           "select_modalities", "to_tensors", "inspect_dataset", "KINDS", "ModalityInfo", "RawDataset",
+           "peek_schema", "read_dataset", "SPLIT_NAMES", "stratified_split", "generate", "write_dataset"]

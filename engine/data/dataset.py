@@ -1,0 +1,182 @@
+"""The training-side view of a dataset: split, standardised tensors resident on the device.
+
+The whole dataset is moved to the training device once (``mode = "resident"``; ``"auto"`` means
+the same for now). Batches are index gathers on that device, and batch order comes from a
+permutation seeded by (run seed, epoch) alone, so an interrupted run resumes on exactly the
+batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .config import DataConfig
+from .parquet import ModalityInfo, RawDataset, read_dataset
+from .split import SPLIT_NAMES, stratified_split
+from .synthetic import generate
+
+__all__ = ["TensorData", "stratified_split", "to_tensors", "load_data", "epoch_permutation", "batch_slices",
+           "select_modalities", "fit_standardizer"]
+
+STD_FLOOR = 1e-6
+
+
+@dataclass
+class TensorData:
+    """Standardised tensors of every modality, labels, presence masks and split indices, on one device."""
+
+    x: dict[str, torch.Tensor]
+    y: torch.Tensor
+    present: dict[str, torch.Tensor]
+    splits: dict[str, torch.Tensor]
+    classes: list[str]
+    modalities: dict[str, ModalityInfo]
+    name: str
+    source: str
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {m: tuple(t.shape[1:]) for m, t in self.x.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return self.y.device
+
+    def batch(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Rows ``idx`` (on the data's device) of every modality, and their labels."""
+        return {m: t.index_select(0, idx) for m, t in self.x.items()}, self.y.index_select(0, idx)
+
+
+def select_modalities(raw: RawDataset, columns: dict[str, str] | None) -> RawDataset:
+    """``raw`` restricted/renamed to ``columns`` (modality name -> current name), in that order.
+
+    Used for the synthetic generator, whose modality names play the role of column names.
+    """
+    if columns is None:
+        return raw
+    missing = [c for c in columns.values() if c not in raw.features]
+    if missing:
+        raise DataError(f"{raw.source}: has no modality '{missing[0]}'; it has {', '.join(raw.features)}")
+    if len(columns) < 2:
+        raise DataError(f"{raw.source}: a multimodal run needs at least two modalities, got {list(columns)}")
+    mods = {n: ModalityInfo(n, raw.modalities[c].column, raw.modalities[c].shape, raw.modalities[c].kind)
+            for n, c in columns.items()}
+    return RawDataset(name=raw.name, source=raw.source, labels=raw.labels, split=raw.split,
+                      features={n: raw.features[c] for n, c in columns.items()},
+                      present={n: raw.present[c] for n, c in columns.items()},
+                      modalities=mods, classes=raw.classes, metadata=raw.metadata)
+
+
+def _standardize_mode(cfg_mode: str, shape: tuple[int, ...]) -> str:
+    if cfg_mode == "auto":
+        return "feature" if len(shape) == 1 else "modality"
+    return cfg_mode
+
+
+def fit_standardizer(values: np.ndarray, rows: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) float32 over ``rows`` of ``values`` (N, *shape), broadcastable to one sample.
+
+    ``feature``: one pair per element (shape ``*shape``); ``modality``: one scalar pair (shape
+    ``(1,) * ndim``); ``none``: 0 and 1. Computed in float64. A std below 1e-6 (a constant
+    feature) is replaced by 1, as scikit-learn's StandardScaler does, so that a value unseen in
+    training cannot blow up; such a feature is only centred.
+    """
+    shape = values.shape[1:]
+    ones = (1,) * len(shape)
+    if mode == "none" or rows.size == 0:
+        return np.zeros(ones, np.float32), np.ones(ones, np.float32)
+    sample = values[rows].astype(np.float64)
+    if mode == "feature":
+        mean, std = sample.mean(axis=0), sample.std(axis=0)
+    else:
+        mean, std = np.full(ones, sample.mean()), np.full(ones, sample.std())
+    std = np.where(std < STD_FLOOR, 1.0, std)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _split_codes(raw: RawDataset, cfg: DataConfig, seed: int) -> np.ndarray:
+    if raw.split is not None:
+        return raw.split
+    split_seed = cfg.split_seed if cfg.split_seed is not None else seed
+    codes = stratified_split(raw.labels, cfg.val_fraction, cfg.test_fraction, split_seed)
+    counts = np.bincount(codes, minlength=3)
+    empty = [SPLIT_NAMES[i] for i in range(3) if counts[i] == 0]
+    if empty:
+        raise DataError(f"{raw.source}: the stratified split (val_fraction {cfg.val_fraction}, test_fraction "
+                        f"{cfg.test_fraction}) of its {raw.n_rows} rows leaves no {' and no '.join(empty)} rows; "
+                        f"use more data or larger fractions")
+    return codes
+
+
+def to_tensors(raw: RawDataset, cfg: DataConfig, seed: int, device: torch.device | str) -> TensorData:
+    """Split, standardise with train statistics (present rows only) and move everything to ``device`` once.
+
+    Missing (absent) rows are 0 after standardisation, i.e. they sit at the train mean.
+    """
+    device = torch.device(device)
+    codes = _split_codes(raw, cfg, seed)
+    train = codes == 0
+    x, present, stats = {}, {}, {}
+    for m, values in raw.features.items():
+        mask = raw.present[m]
+        mode = _standardize_mode(cfg.standardize, values.shape[1:])
+        mean, std = fit_standardizer(values, np.flatnonzero(train & mask), mode)
+        scaled = (values - mean) / std
+        scaled[~mask] = 0.0
+        x[m] = torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32)).to(device)
+        present[m] = torch.from_numpy(np.asarray(mask, dtype=bool)).to(device)
+        stats[m] = (torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device))
+    splits = {name: torch.from_numpy(np.flatnonzero(codes == code).astype(np.int64)).to(device)
+              for code, name in enumerate(SPLIT_NAMES)}
+    return TensorData(x=x, y=torch.from_numpy(raw.labels.astype(np.int64)).to(device), present=present,
+                      splits=splits, classes=list(raw.classes), modalities=dict(raw.modalities),
+                      name=raw.name, source=raw.source, stats=stats)
+
+
+def load_data(cfg: DataConfig, modalities: dict[str, str] | None, seed: int, base_dir: Path,
+              device: torch.device | str) -> TensorData:
+    """Read (or generate) the data of ``cfg`` and return it split, standardised and on ``device``.
+
+    ``modalities``: modality name -> column name (synthetic: generated modality name), or None
+    for all. A relative ``cfg.path`` is taken relative to ``base_dir`` (the preset's folder).
+    """
+    if cfg.source == "synthetic":
+        raw = select_modalities(generate(cfg.synthetic), modalities)
+    else:
+        path = Path(cfg.path).expanduser()
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        raw = read_dataset(path, columns=modalities, label_column=cfg.label_column)
+    return to_tensors(raw, cfg, seed, device)
+
+
+def _mixed_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed from (seed, epoch), stable across platforms and versions (numpy SeedSequence)."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, epoch & 0xFFFFFFFFFFFFFFFF]).generate_state(2)
+    return int((int(state[0]) << 32 | int(state[1])) & 0x7FFFFFFFFFFFFFFF)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device | str) -> torch.Tensor:
+    """A permutation of 0..n-1 determined by (n, seed, epoch) alone, drawn on the CPU, moved to ``device``."""
+    gen = torch.Generator(device="cpu").manual_seed(_mixed_seed(seed, epoch))
+    return torch.randperm(n, generator=gen).to(device)
+
+
+def batch_slices(perm: torch.Tensor, batch_size: int, drop_last: bool) -> list[torch.Tensor]:
+    """Consecutive slices (views) of ``perm`` of ``batch_size``; a short last one is dropped if asked."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunks = list(torch.split(perm, batch_size))
+    if drop_last and chunks and chunks[-1].numel() < batch_size:
+        chunks.pop()
+    return chunks

@@ -1,0 +1,27 @@
+"""``joint``: plain joint training with the fused cross-entropy, the baseline every method is compared to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import METHODS
+from .base import Method
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    """``joint`` has no options."""
+
+
+@METHODS.register("joint", config=JointConfig, help="plain joint training: fused cross-entropy only (baseline)")
+class Joint(Method):
+    """Joint (early/late-fusion) training: minimise CE(fused logits, y); every coefficient is 1."""
+
+    name = "joint"
+
+    def loss(self, out, y, step):
+        loss, live = super().loss(out, y, step)
+        one = torch.ones((), device=y.device)
+        return loss, {f"coef/{m}": one for m in self.ctx.modalities}

@@ -1,0 +1,8 @@
+"""Models: encoder and fusion registries and the multimodal model built from a preset's spec."""
+
+from .encoders import ENCODERS
+from .fusion import FUSIONS
+from .multimodal import ModalitySpec, ModelOutput, ModelSpec, MultimodalModel, build_model, default_encoder
+
+__all__ = ["ENCODERS", "FUSIONS", "ModelOutput", "ModalitySpec", "ModelSpec", "MultimodalModel", "build_model",
+           "default_encoder"]

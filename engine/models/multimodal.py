@@ -1,0 +1,178 @@
+"""The multimodal model: one encoder per modality, then a fusion head.
+
+``MultimodalModel.forward`` returns a :class:`ModelOutput` with the fused logits, each modality's
+logits and each modality's encoder features. Balancing methods reach the pieces separately:
+``encode`` (features only), ``head`` (fusion only, on any leading batch shape, e.g. features with
+one modality permuted or zeroed, stacked along the batch), per-modality ``encoder_parameters``,
+``head_parameters`` and ``parameter_groups`` (one optimiser group per encoder plus "fusion").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import PresetError
+from ..schema import build
+from .encoders import ENCODERS, UnsupportedShape
+from .fusion import FUSIONS
+
+FUSION_GROUP = "fusion"
+
+
+@dataclass
+class ModelOutput:
+    fused: torch.Tensor                 # (B, C)
+    logits: dict[str, torch.Tensor]     # per modality, (B, C)
+    features: dict[str, torch.Tensor]   # per modality encoder features, (B, d_m)
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    name: str
+    encoder: str
+    options: Any = None   # the encoder's config dataclass instance (None: its defaults; a mapping: validated)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    modalities: tuple[ModalitySpec, ...]
+    fusion: str = "concat"
+    fusion_options: Any = None   # the fusion's config dataclass instance (None: defaults; a mapping: validated)
+
+
+class MultimodalModel(nn.Module):
+    """Encoders (one per modality, in order) followed by a fusion head."""
+
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module):
+        super().__init__()
+        self.modalities: list[str] = list(encoders)
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{m: (B, d_m)} from {m: (B, *shape_m)}."""
+        return {m: self.encoders[m](inputs[m]) for m in self.modalities}
+
+    def head(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The fusion alone: (fused (..., C), {m: (..., C)}) for features of any leading shape."""
+        return self.fusion(features)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
+        features = self.encode(inputs)
+        fused, logits = self.head(features)
+        return ModelOutput(fused=fused, logits=logits, features=features)
+
+    def encoder_parameters(self, m: str) -> list[nn.Parameter]:
+        return list(self.encoders[m].parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.fusion.parameters())
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """One group per modality encoder (keyed by the modality) plus "fusion"; together, every parameter once."""
+        groups = {m: self.encoder_parameters(m) for m in self.modalities}
+        groups[FUSION_GROUP] = self.head_parameters()
+        return groups
+
+
+def default_encoder(kind: str, shape: tuple[int, ...]) -> str:
+    """The encoder used when a preset names none: from the data's ``kind`` hint, else from the rank."""
+    rank = len(shape)
+    if kind == "vector":
+        return "mlp"
+    if kind in ("image", "spectrogram") and rank in (2, 3):
+        return "conv2d"
+    if kind == "sequence" and rank in (1, 2):
+        return "conv1d"
+    return "conv2d" if rank in (2, 3) else "mlp"
+
+
+def resolve_options(config: type | None, options: Any, path: str, problems: list[str]) -> Any:
+    """``options`` as an instance of ``config``: None -> defaults, a mapping -> validated with :func:`build`."""
+    if config is None:
+        return options
+    if options is None:
+        return config()
+    if isinstance(options, Mapping):
+        return build(config, options, path, problems)
+    if not isinstance(options, config):
+        raise TypeError(f"{path}: options must be a {config.__name__}, got {type(options).__name__}")
+    return options
+
+
+def check_names(names: list[str], problems: list[str]) -> None:
+    """Modality names must be usable as module keys and must not clash with the "fusion" group."""
+    probe = nn.ModuleDict()
+    for name in names:
+        bad = name == FUSION_GROUP or not name or "." in name or hasattr(probe, name)
+        if bad:
+            problems.append(f"modalities.{name}: '{name}' cannot name a modality in the model "
+                            f"(reserved or contains '.'); map the column onto another name in the preset")
+    if len(set(names)) != len(names):
+        problems.append(f"modalities: a modality is listed twice ({', '.join(names)})")
+
+
+def build_encoder(ms: ModalitySpec, shape: tuple[int, ...] | None, problems: list[str]) -> nn.Module | None:
+    path = f"modalities.{ms.name}"
+    if ms.encoder not in ENCODERS:
+        problems.append(f"{path}.encoder: {ENCODERS.unknown_message(ms.encoder)}")
+        return None
+    if shape is None:
+        problems.append(f"{path}: the data has no modality '{ms.name}'")
+        return None
+    entry = ENCODERS.entry(ms.encoder)
+    cfg = resolve_options(entry.config, ms.options, path, problems)
+    if cfg is None and entry.config is not None:
+        return None
+    try:
+        return entry.builder(cfg, tuple(shape))
+    except UnsupportedShape as exc:
+        problems.append(f"{path}.encoder: {exc}")
+        return None
+
+
+def build_fusion(spec: ModelSpec, in_dims: dict[str, int], n_classes: int, problems: list[str]) -> nn.Module | None:
+    if spec.fusion not in FUSIONS:
+        problems.append(f"model.fusion: {FUSIONS.unknown_message(spec.fusion)}")
+        return None
+    entry = FUSIONS.entry(spec.fusion)
+    cfg = resolve_options(entry.config, spec.fusion_options, "model", problems)
+    if cfg is None and entry.config is not None:
+        return None
+    try:
+        return entry.builder(cfg, in_dims, n_classes)
+    except ValueError as exc:
+        problems.append(f"model.{exc}")
+        return None
+
+
+def build_model(spec: ModelSpec, shapes: dict[str, tuple[int, ...]], n_classes: int) -> MultimodalModel:
+    """Encoders from the registry for each modality's per-sample shape, then the fusion head.
+
+    Raises :class:`~engine.errors.PresetError` (source "model") listing every problem: unknown
+    encoder or fusion names, options that fail validation, shapes an encoder cannot take,
+    unusable modality names, fusion options that do not fit the modalities.
+    """
+    problems: list[str] = []
+    names = [ms.name for ms in spec.modalities]
+    if not names:
+        problems.append("modalities: the model needs at least one modality")
+    check_names(names, problems)
+    if problems:
+        raise PresetError("model", problems)
+    encoders = {ms.name: build_encoder(ms, shapes.get(ms.name), problems) for ms in spec.modalities}
+    if problems:
+        raise PresetError("model", problems)
+    in_dims = {m: int(enc.out_dim) for m, enc in encoders.items()}
+    fusion = build_fusion(spec, in_dims, n_classes, problems)
+    if problems:
+        raise PresetError("model", problems)
+    return MultimodalModel(encoders, fusion)
+
+
+__all__ = ["ModelOutput", "ModalitySpec", "ModelSpec", "MultimodalModel", "build_model", "default_encoder"]

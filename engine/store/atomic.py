@@ -1,0 +1,152 @@
+"""Crash-safe file replacement and strict JSON for the run store.
+
+Every file the store rewrites (``status.json``, ``summary.json``, checkpoints) goes through
+:func:`atomic_write_with`: the payload is written to ``.<name>.tmp-<pid>`` in the same directory,
+flushed and fsynced, moved over the target with :func:`os.replace` (atomic on POSIX), and the
+directory is fsynced so the rename itself survives a power loss. A reader therefore sees either
+the old file or the new one, never a mixture. This is the recipe of ux-research section 5
+(tmp + ``os.replace``), as used by W&B, Lightning and accelerate for their state files.
+
+JSON is written strictly: ``json.dumps`` would emit bare ``NaN``/``Infinity``, which ``jq`` and
+strict parsers reject (ux-research 4.1), so non-finite floats become ``null``. Numpy scalars,
+arrays and tensors are converted through their ``tolist()``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any, BinaryIO, Callable
+
+_LOCKS_GUARD = threading.Lock()
+_PATH_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _path_lock(path: Path) -> threading.Lock:
+    """One lock per target path: two threads of one process share the ``tmp-<pid>`` name."""
+    key = os.path.abspath(path)
+    with _LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(key, threading.Lock())
+
+
+def temp_path_for(path: str | os.PathLike) -> Path:
+    """``dir/.<name>.tmp-<pid>``: the temporary sibling an atomic write goes through."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a rename or a new entry in ``directory`` durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> None:
+    """Let ``writer`` fill a binary file object, then put it in place at ``path`` atomically.
+
+    For large payloads: ``atomic_write_with(p, lambda f: torch.save(state, f))``. On any
+    failure (including KeyboardInterrupt) the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = temp_path_for(path)
+    with _path_lock(path):
+        try:
+            with open(tmp, "wb") as f:
+                writer(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (tmp file, fsync, ``os.replace``, fsync dir)."""
+    atomic_write_with(path, lambda f: f.write(data))
+
+
+def _child_path(parent: str, key: Any) -> str:
+    return f"{parent}.{key}" if parent else str(key)
+
+
+def to_jsonable(obj: Any, nonfinite: list[str] | None = None, path: str = "") -> Any:
+    """``obj`` as plain JSON values; NaN and +-inf become ``None``.
+
+    When ``nonfinite`` is a list, the dotted path of every non-finite value is appended to it
+    (a top-level mapping key is its own path). Numpy values and tensors go through ``tolist()``;
+    paths become strings. Anything else raises ``TypeError`` naming the path.
+    """
+    if obj is None or isinstance(obj, (str, bool)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return float(obj)
+        if nonfinite is not None:
+            nonfinite.append(path)
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v, nonfinite, _child_path(path, k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v, nonfinite, f"{path}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, PurePath):
+        return str(obj)
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return to_jsonable(tolist(), nonfinite, path)
+    raise TypeError(f"{path or 'value'}: {type(obj).__name__} cannot be written as JSON")
+
+
+def dumps_strict(obj: Any, *, indent: int | None = None) -> str:
+    """Strict JSON text of ``obj`` (see :func:`to_jsonable`); compact when ``indent`` is None."""
+    separators = None if indent is not None else (",", ":")
+    return json.dumps(
+        to_jsonable(obj), indent=indent, separators=separators, ensure_ascii=False, allow_nan=False
+    )
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (keys in insertion order, NaN -> null, final newline)."""
+    text = dumps_strict(obj, indent=2) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """The JSON object stored at ``path``.
+
+    Raises ``FileNotFoundError`` when it is missing and ``ValueError`` naming the path when it
+    is not valid UTF-8 JSON or not an object.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj

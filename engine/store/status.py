@@ -1,0 +1,221 @@
+"""``status.json``: a run's state and heartbeat, and how readers judge whether it is alive.
+
+The writer replaces the file atomically (:mod:`engine.store.atomic`); a :class:`Heartbeat`
+thread refreshes its timestamp every ``interval`` seconds. Readers never trust a stored
+``"running"`` on its own: :func:`read_status` adds ``effective_state``, which is ``"running"``
+only while the heartbeat is fresh (younger than 3 intervals) and the writing process still exists
+(checked when it ran on this host). This avoids Aim's runs stuck "In Progress" after a crash
+(ux-research section 5, "Status").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.store.atomic import atomic_write_json, read_json
+
+STATUS_JSON = "status.json"
+HEARTBEAT_INTERVAL = 5.0
+STALE_AFTER_INTERVALS = 3
+FINAL_STATES = ("finished", "failed", "interrupted")
+
+_STATUS_LOCK = threading.Lock()
+
+
+def _previous_fields(path: Path) -> dict[str, Any]:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return {}
+
+
+def write_status(run_dir: str | os.PathLike, state: str, **fields: Any) -> dict[str, Any]:
+    """Atomically rewrite ``run_dir/status.json`` and return what was written.
+
+    Fields of the previous file (step, epoch, started, message, ...) are kept unless given
+    again; a field passed as ``None`` is removed. ``state``, ``heartbeat`` (``time.time()``),
+    ``pid`` and ``host`` always describe the calling process.
+    """
+    path = Path(run_dir) / STATUS_JSON
+    with _STATUS_LOCK:
+        status = _previous_fields(path)
+        status.pop("effective_state", None)
+        status.update(fields)
+        status.update(state=state, heartbeat=time.time(), pid=os.getpid(), host=socket.gethostname())
+        status = {k: v for k, v in status.items() if v is not None}
+        atomic_write_json(path, status)
+    return status
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (signal 0 probes without sending)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _unknown(reason: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = dict(status or {})
+    out.update(effective_state="unknown", reason=reason)
+    out.setdefault("state", "unknown")
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _liveness(status: dict[str, Any], now: float) -> tuple[str, str | None]:
+    """(effective state, reason) for a status whose stored state is not final."""
+    state = str(status["state"])
+    interval = status.get("heartbeat_interval", HEARTBEAT_INTERVAL)
+    if not _is_number(interval) or interval <= 0:
+        interval = HEARTBEAT_INTERVAL
+    pid, host = status.get("pid"), status.get("host")
+    same_host = host == socket.gethostname()
+    if same_host and isinstance(pid, int) and not pid_alive(pid):
+        return "failed", f"process {pid} is gone"
+    age = now - status["heartbeat"]
+    if age < STALE_AFTER_INTERVALS * interval:
+        return state, None
+    where = "this host" if same_host else f"host {host}"
+    return "stale", f"last heartbeat {age:.0f} s ago (process {pid} on {where})"
+
+
+def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The stored status plus ``effective_state`` (and ``reason`` when it differs). Never raises.
+
+    ``effective_state`` is the stored state when it is final (finished, failed, interrupted).
+    Otherwise (running, or any other live state the trainer writes) it is that state only while
+    the heartbeat is younger than 3 x ``heartbeat_interval`` and the process is alive or on
+    another host; a vanished process on this host gives ``"failed"``, an old heartbeat
+    ``"stale"``. A missing or unreadable file gives ``"unknown"``.
+    """
+    path = Path(run_dir) / STATUS_JSON
+    try:
+        status = read_json(path)
+    except FileNotFoundError:
+        return _unknown(f"{STATUS_JSON} is missing")
+    except (OSError, ValueError) as e:
+        return _unknown(f"{STATUS_JSON} unreadable: {e}")
+    if not isinstance(status.get("state"), str) or not status["state"]:
+        return _unknown(f"{STATUS_JSON} has no 'state'", status)
+    if status["state"] in FINAL_STATES:
+        return {**status, "effective_state": status["state"]}
+    if not _is_number(status.get("heartbeat")):
+        return _unknown(f"{STATUS_JSON} has no valid 'heartbeat'", status)
+    effective, reason = _liveness(status, time.time())
+    out = {**status, "effective_state": effective}
+    if reason is not None:
+        out["reason"] = reason
+    return out
+
+
+class Heartbeat:
+    """Keeps ``status.json`` fresh from a daemon thread while a run is alive.
+
+    Construction writes the initial status synchronously (``state`` plus ``fields`` plus
+    ``heartbeat_interval``; a ``message`` left by an earlier process is cleared) and starts the
+    thread. :meth:`update` only records values (cheap
+    enough to call every step); the thread writes them at its next tick. :meth:`stop` ends the
+    thread and writes the final state synchronously. As a context manager it stops with
+    ``"finished"`` on a clean exit, ``"interrupted"`` on KeyboardInterrupt and ``"failed"``
+    (with the exception as ``message``) otherwise, unless :meth:`stop` was already called.
+    A failed write in the thread (full disk, vanished directory) is kept in ``last_error`` and
+    retried at the next tick instead of killing the thread.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        interval: float = HEARTBEAT_INTERVAL,
+        state: str = "running",
+        *,
+        start: bool = True,
+        **fields: Any,
+    ):
+        if not interval > 0:
+            raise ValueError(f"heartbeat interval must be positive, got {interval}")
+        self.run_dir = Path(run_dir)
+        self.interval = float(interval)
+        self.state = state
+        self.last_error: BaseException | None = None
+        self._fields: dict[str, Any] = {"message": None, **fields, "heartbeat_interval": self.interval}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        if start:
+            self.start()
+
+    def start(self) -> "Heartbeat":
+        """Write the status now and start refreshing it (idempotent)."""
+        if self._thread is not None:
+            return self
+        self._write()
+        self._thread = threading.Thread(target=self._loop, name="mmbal-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def update(self, **fields: Any) -> None:
+        """Remember new field values (step, epoch, ...); written at the next tick."""
+        with self._lock:
+            self._fields.update(fields)
+
+    def _write(self) -> None:
+        with self._lock:
+            state, fields = self.state, dict(self._fields)
+        write_status(self.run_dir, state, **fields)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.interval):
+            try:
+                self._write()
+                self.last_error = None
+            except Exception as e:  # noqa: BLE001 - keep beating; the run itself decides its fate
+                self.last_error = e
+
+    def stop(self, final_state: str, **fields: Any) -> dict[str, Any]:
+        """Stop the thread, then write ``final_state`` with ``fields`` synchronously."""
+        if final_state not in FINAL_STATES:
+            raise ValueError(f"final state must be one of {', '.join(FINAL_STATES)}, got '{final_state}'")
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._lock:
+            self._fields.update(fields)
+            self.state = final_state
+            self._stopped = True
+            merged = dict(self._fields)
+        return write_status(self.run_dir, final_state, **merged)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def __enter__(self) -> "Heartbeat":
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._stopped:
+            return
+        if exc_type is None:
+            self.stop("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.stop("interrupted")
+        else:
+            self.stop("failed", message=f"{exc_type.__name__}: {exc}")

@@ -1,0 +1,48 @@
+"""Options of the training loop: the preset's ``[train]`` table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..schema import opt
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = opt(10, ge=1, help="number of passes over the training split")
+    batch_size: int = opt(64, ge=1, help="samples per optimiser step")
+    eval_batch_size: int = opt(1024, ge=1, help="samples per forward pass at evaluation")
+    optimizer: Literal["sgd", "adam", "adamw"] = opt("adam", help="optimiser")
+    lr: float = opt(1e-3, gt=0, help="peak learning rate")
+    momentum: float = opt(0.9, ge=0, lt=1, help="SGD momentum")
+    nesterov: bool = opt(False, help="SGD Nesterov momentum")
+    betas: list[float] = opt([0.9, 0.999], ge=0, lt=1, help="Adam/AdamW betas")
+    weight_decay: float = opt(0.0, ge=0, help="weight decay (decoupled for adamw)")
+    scheduler: Literal["none", "step", "cosine"] = opt("none", help="learning-rate schedule after warm-up")
+    warmup_epochs: float = opt(0.0, ge=0, help="linear warm-up from 0, in epochs (fractions allowed)")
+    step_size: int = opt(30, ge=1, help="step schedule: epochs between decays")
+    gamma: float = opt(0.1, gt=0, le=1, help="step schedule: decay factor")
+    min_lr_ratio: float = opt(0.0, ge=0, le=1, help="cosine schedule: final lr as a fraction of lr")
+    grad_clip: float = opt(0.0, ge=0, help="clip the global gradient norm to this (0: off)")
+    precision: Literal["auto", "fp32", "bf16"] = opt(
+        "auto", help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    device: str = opt("auto", help="auto | cpu | cuda | cuda:N")
+    select_metric: str = opt("val/acc/fused", help="validation metric that selects the best checkpoint")
+    log_every: int = opt(25, ge=1, help="training steps between metric records (host syncs)")
+    drop_last: bool = opt(False, help="drop the last incomplete training batch")
+    threads: int = opt(0, ge=0, help="CPU threads for torch (0: torch's default)")
+
+    def __post_init__(self):
+        if len(self.betas) != 2:
+            raise ValueError("train.betas must have two values, e.g. [0.9, 0.999]")
+        parts = self.select_metric.split("/")
+        if len(parts) != 3 or parts[0] != "val" or parts[1] not in ("acc", "f1", "loss"):
+            raise ValueError(f"train.select_metric must look like 'val/acc/fused' or 'val/f1/<modality>', "
+                             f"got '{self.select_metric}'")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")
+
+    @property
+    def select_mode(self) -> str:
+        return "min" if self.select_metric.split("/")[1] == "loss" else "max"

@@ -1,0 +1,61 @@
+"""Classification metrics computed on the device from a confusion matrix.
+
+Macro-F1 follows scikit-learn's default: the mean F1 over the classes that occur in the
+labels or the predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def confusion(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(C, C) counts, rows = true class, columns = predicted class."""
+    return torch.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def macro_f1(conf: torch.Tensor) -> torch.Tensor:
+    conf = conf.double()
+    tp = conf.diagonal()
+    fp = conf.sum(0) - tp
+    fn = conf.sum(1) - tp
+    seen = (conf.sum(0) + conf.sum(1)) > 0
+    f1 = torch.where(seen, 2 * tp / (2 * tp + fp + fn).clamp_min(1e-12), torch.zeros_like(tp))
+    return f1.sum() / seen.sum().clamp_min(1)
+
+
+class SplitScorer:
+    """Accumulates confusion matrices and loss sums over batches for fused and per-modality logits."""
+
+    def __init__(self, targets: list[str], n_classes: int, device: torch.device):
+        self.n_classes = n_classes
+        self.conf = {t: torch.zeros(n_classes, n_classes, dtype=torch.long, device=device) for t in targets}
+        self.loss = {t: torch.zeros((), dtype=torch.float64, device=device) for t in targets}
+        self.count = torch.zeros((), dtype=torch.long, device=device)
+
+    def add(self, logits: dict[str, torch.Tensor], y: torch.Tensor) -> None:
+        for t, z in logits.items():
+            z = z.float()
+            self.conf[t] += confusion(z.argmax(1), y, self.n_classes)
+            self.loss[t] += F.cross_entropy(z, y, reduction="sum").double()
+        self.count += y.numel()
+
+    def tensors(self, split: str) -> dict[str, torch.Tensor]:
+        """``<split>/acc|f1|loss/<target>`` as 0-d device tensors."""
+        out = {}
+        n = self.count.clamp_min(1)
+        for t, conf in self.conf.items():
+            out[f"{split}/acc/{t}"] = conf.diagonal().sum().double() / n
+            out[f"{split}/f1/{t}"] = macro_f1(conf)
+            out[f"{split}/loss/{t}"] = self.loss[t] / n
+        return out
+
+
+def to_host(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Move many 0-d tensors to the host in one transfer."""
+    if not values:
+        return {}
+    keys = list(values)
+    stacked = torch.stack([values[k].detach().double().reshape(()) for k in keys]).cpu().tolist()
+    return dict(zip(keys, stacked))

@@ -1,0 +1,46 @@
+"""Optimisers and learning-rate schedules.
+
+The schedule is a pure function of the optimiser step (as in nanoGPT's ``get_lr``), so resume
+needs no scheduler state beyond the step count, and changing ``train.epochs`` on resume
+stretches the schedule predictably.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import TrainConfig
+
+
+def build_optimizer(cfg: TrainConfig, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    """SGD / Adam / AdamW over the method's parameter groups (``foreach`` kernels; ``fused`` on CUDA)."""
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    for g in groups:
+        g.setdefault("lr", cfg.lr)
+        g["base_lr"] = g["lr"]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay, **fast)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
+    epoch = step / max(steps_per_epoch, 1)
+    if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
+        return (epoch + 1 / max(steps_per_epoch, 1)) / cfg.warmup_epochs
+    if cfg.scheduler == "step":
+        return cfg.gamma ** int(epoch // cfg.step_size)
+    if cfg.scheduler == "cosine":
+        span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+        progress = min(max((epoch - cfg.warmup_epochs) / span, 0.0), 1.0)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = g["base_lr"] * factor

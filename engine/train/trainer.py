@@ -1,0 +1,269 @@
+"""The training loop: epochs of index-sliced batches, evaluation, selection, exact resume.
+
+Data stay on the device; a batch is an index slice of a seeded per-epoch permutation
+(``epoch_permutation(n, seed, epoch)``), so the position in an epoch is just a batch number and
+resuming needs no sampler state. Per-step values (loss, correct counts, the method's live
+quantities) are summed on the device and moved to the host once per logging interval.
+
+What the trainer writes goes through a :class:`Recorder` (the run store in practice), so the
+loop itself knows nothing about files.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from ..data import TensorData, batch_slices, epoch_permutation
+from ..methods import Method, StepContext
+from ..models import MultimodalModel
+from .checkpoint import SCHEMA, capture_rng, restore_rng
+from .config import TrainConfig
+from .device import autocast_factory
+from .metrics import SplitScorer, to_host
+from .optim import build_optimizer, lr_factor, set_lr
+
+
+class Recorder(Protocol):
+    """Where the trainer's output goes (implemented by the run store, or a list in tests)."""
+
+    def metrics(self, step: int, epoch: float, split: str, values: dict[str, float]) -> None: ...
+    def event(self, name: str, step: int, **fields) -> None: ...
+    def save_checkpoint(self, state: dict, kind: str) -> None: ...      # kind: "last" | "best"
+    def progress(self, position: "Position", n_batches: int, values: dict[str, float] | None) -> None: ...
+
+
+class Interrupted(Exception):
+    """Training stopped on request (SIGINT/SIGTERM) after writing a checkpoint."""
+
+
+@dataclass
+class Position:
+    """Where training is: ``epoch`` (0-based, the one in progress) and ``batch`` within it."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+@dataclass
+class Selection:
+    """The best validation value so far and where it was reached."""
+
+    value: float | None = None
+    epoch: int = -1
+    step: int = -1
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def improves(self, value: float, mode: str) -> bool:
+        if value != value:  # NaN never improves
+            return False
+        return self.value is None or (value > self.value if mode == "max" else value < self.value)
+
+
+class RunningSums:
+    """Device-side sums of per-step values over a logging interval."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            v = v.detach().double().reshape(())
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def means(self) -> dict[str, torch.Tensor]:
+        return {k: v / self.count for k, v in self.sums.items()}
+
+    def state_dict(self) -> dict:
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.count = state["count"]
+
+
+class Trainer:
+    """Trains ``model`` with ``method`` on ``data``; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig, data: TensorData, model: MultimodalModel, method: Method,
+                 device: torch.device, seed: int, recorder: Recorder):
+        self.cfg = cfg
+        self.data = data
+        self.model = model
+        self.method = method
+        self.device = device
+        self.seed = seed
+        self.recorder = recorder
+        self.modalities = list(model.modalities)
+        self.autocast = autocast_factory(cfg.precision, device)
+        self.optimizer = build_optimizer(cfg, method.parameter_groups(model), device)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.pos = Position()
+        self.best = Selection()
+        self.interval = RunningSums(device)
+        self.stop_requested = False
+        self.n_train = int(data.splits["train"].numel())
+
+    # -- sizes ----------------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        n, b = self.n_train, self.cfg.batch_size
+        return max(n // b, 1) if self.cfg.drop_last else -(-n // b)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train from the current position to ``cfg.epochs``; returns the final host metrics."""
+        self.model.train()
+        while self.pos.epoch < self.cfg.epochs:
+            self.train_epoch_steps()
+            self._end_epoch()
+        return self.finish()
+
+    def train_epoch_steps(self) -> None:
+        """The optimiser steps of the current epoch from the current batch on (no evaluation)."""
+        epoch = self.pos.epoch
+        if self.pos.batch == 0:
+            for ev in self.method.on_epoch_start(epoch, self.model):
+                self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
+        order = self.data.splits["train"][epoch_permutation(self.n_train, self.seed, epoch, self.device)]
+        slices = batch_slices(order, self.cfg.batch_size, self.cfg.drop_last)
+        n_batches = len(slices)
+        self.model.train()
+        for b in range(self.pos.batch, n_batches):
+            if self.stop_requested:
+                self.save("last")
+                raise Interrupted()
+            x, y = self.data.batch(slices[b])
+            set_lr(self.optimizer, lr_factor(self.cfg, self.pos.step, n_batches))
+            result = self.method.train_step(x, y, self._step_context(b))
+            self.interval.add(self._step_values(result, y))
+            self.pos.step += 1
+            self.pos.batch = b + 1
+            logged = None
+            if self.pos.step % self.cfg.log_every == 0:
+                logged = self._flush_interval()
+            self.recorder.progress(self.pos, n_batches, logged)
+        self._flush_interval()
+
+    def _step_context(self, batch: int) -> StepContext:
+        return StepContext(model=self.model, optimizer=self.optimizer, epoch=self.pos.epoch,
+                           step=self.pos.step, batch_in_epoch=batch, autocast=self.autocast,
+                           backward=self._backward, step_optimizer=self._step_optimizer)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def _step_optimizer(self) -> None:
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _step_values(self, result, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = result.output
+        values = {"train/loss/method": result.loss,
+                  "train/acc/fused": (out.fused.detach().argmax(1) == y).double().mean()}
+        for m in self.modalities:
+            values[f"train/acc/{m}"] = (out.logits[m].detach().argmax(1) == y).double().mean()
+        values.update(result.live)
+        return values
+
+    def _flush_interval(self) -> dict[str, float] | None:
+        if self.interval.count == 0:
+            return None
+        values = to_host(self.interval.means())
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.recorder.metrics(self.pos.step, self._epoch_float(), "train", values)
+        self.interval = RunningSums(self.device)
+        return values
+
+    def _epoch_float(self) -> float:
+        return round(self.pos.epoch + self.pos.batch / max(self.steps_per_epoch, 1), 4)
+
+    def _end_epoch(self) -> None:
+        epoch = self.pos.epoch
+        val = self.evaluate("val") if self.data.splits["val"].numel() else {}
+        self.recorder.metrics(self.pos.step, epoch + 1, "val", val)
+        for ev in self.method.on_epoch_end(epoch, self.model, val):
+            self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
+        self.pos.epoch += 1
+        self.pos.batch = 0
+        value = val.get(self.cfg.select_metric)
+        if value is not None and self.best.improves(value, self.cfg.select_mode):
+            self.best = Selection(value, epoch, self.pos.step, dict(val))
+            self.save("best")
+        self.save("last")
+        self.model.train()
+
+    # -- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, split: str, model: MultimodalModel | None = None) -> dict[str, float]:
+        """Fused and per-modality accuracy, macro-F1 and loss on ``split`` (one host transfer)."""
+        model = model or self.model
+        was_training = model.training
+        model.eval()
+        scorer = SplitScorer(["fused", *self.modalities], self.data.n_classes, self.device)
+        for idx in batch_slices(self.data.splits[split], self.cfg.eval_batch_size, False):
+            x, y = self.data.batch(idx)
+            with self.autocast():
+                out = self.method.predict(model, x)
+            scorer.add({"fused": out.fused, **out.logits}, y)
+        model.train(was_training)
+        return to_host(scorer.tensors(split))
+
+    def finish(self) -> dict:
+        """Test metrics of the selected (best-on-val) weights; returns them with the selection."""
+        chosen = self.model
+        if self.best.epoch >= 0 and self.best.epoch != self.pos.epoch - 1:
+            chosen = copy.deepcopy(self.model)
+            chosen.load_state_dict(self._best_weights)
+        test = self.evaluate("test", chosen) if self.data.splits["test"].numel() else {}
+        if test:
+            self.recorder.metrics(self.pos.step, self.pos.epoch, "test", test)
+        return test
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "position": {"epoch": self.pos.epoch, "batch": self.pos.batch, "step": self.pos.step},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "interval": self.interval.state_dict(),
+            "best": {"value": self.best.value, "epoch": self.best.epoch, "step": self.best.step,
+                     "metrics": self.best.metrics},
+            "rng": capture_rng(),
+            "time": time.time(),
+        }
+
+    def save(self, kind: str) -> None:
+        if kind == "best":
+            self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.recorder.save_checkpoint({"schema": SCHEMA, "model": self._best_weights,
+                                           "epoch": self.best.epoch, "step": self.best.step,
+                                           "metrics": self.best.metrics}, "best")
+        else:
+            self.recorder.save_checkpoint(self.state_dict(), "last")
+
+    def load_state_dict(self, state: dict, best: dict | None) -> None:
+        """Restore a position saved by :meth:`state_dict` (and the best weights, if any)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.interval.load_state_dict(state["interval"])
+        p = state["position"]
+        self.pos = Position(p["epoch"], p["batch"], p["step"])
+        b = state["best"]
+        self.best = Selection(b["value"], b["epoch"], b["step"], dict(b["metrics"]))
+        if best is not None:
+            self._best_weights = {k: v.to(self.device) for k, v in best["model"].items()}
+        restore_rng(state["rng"])

@@ -1,0 +1,219 @@
+"""The ``mmbal`` command: a Typer app, one function per command, torch imported lazily.
+
+Exit codes (interfaces.md): 0 success, 1 runtime failure, 2 usage / preset / data error,
+3 run not found or resume refused, 130 interrupted (after a checkpoint is written).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .output import make_reporter, out_console, print_error
+
+EPILOG = ("Exit codes: 0 success, 1 runtime failure, 2 usage/preset/data error, "
+          "3 run not found or resume refused, 130 interrupted.")
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False,
+                  context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG,
+                  help="Balanced multimodal learning: train, resume, list and compare runs.")
+data_app = typer.Typer(no_args_is_help=True, help="Make and check datasets in mmbal's Parquet format.",
+                       context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(data_app, name="data")
+
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-s", help="Override a preset key: --set train.epochs=3 (repeatable).", show_default=False)]
+RunsDirOpt = Annotated[Optional[Path], typer.Option(
+    "--runs-dir", envvar="MMBAL_RUNS_DIR", help="Runs directory (default: the user data dir's mmbal/runs).",
+    show_default=False)]
+
+
+def _fail(exc: Exception) -> None:
+    """Print a user-facing error as one paragraph and exit with its code."""
+    from engine.errors import MmbalError
+    if isinstance(exc, MmbalError):
+        print_error(str(exc))
+        raise typer.Exit(exc.exit_code)
+    raise exc
+
+
+def _announce(run_dir, run_id, info) -> None:
+    print(f"run {run_id}  {run_dir}", flush=True)
+
+
+def _finish(result) -> None:
+    if result.state == "interrupted":
+        print(f"interrupted: checkpoint written; continue with `mmbal resume {result.run_id}`", file=sys.stderr)
+        raise typer.Exit(130)
+
+
+@app.command(rich_help_panel="Training")
+def run(preset: Annotated[Path, typer.Argument(help="Preset TOML file.", show_default=False)],
+        set_: SetOpt = None, runs_dir: RunsDirOpt = None,
+        name: Annotated[Optional[str], typer.Option(help="Run name (default: preset name + method).")] = None,
+        device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (overrides train.device).")] = None,
+        ) -> None:
+    """Start a new run from a preset; prints the run id and directory first."""
+    from engine.errors import MmbalError
+    from engine.run import start_run
+    reporter = make_reporter()
+    try:
+        result = start_run(preset, set_ or [], runs_dir, name=name, device=device, reporter=reporter,
+                           on_created=_announce)
+    except MmbalError as exc:
+        _stop(reporter)
+        _fail(exc)
+    except BaseException:
+        _stop(reporter)
+        raise
+    _finish(result)
+
+
+@app.command(rich_help_panel="Training")
+def resume(run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix, name, directory or 'latest'.")],
+           set_: SetOpt = None, runs_dir: RunsDirOpt = None) -> None:
+    """Continue a stopped, crashed or finished run from its last checkpoint."""
+    from engine.errors import MmbalError
+    from engine.run import resume_run
+    reporter = make_reporter()
+    try:
+        result = resume_run(run_ref, set_ or [], runs_dir, reporter=reporter,
+                            on_found=lambda d, info: print(f"resuming {info['run_id']}  {d}", flush=True))
+    except MmbalError as exc:
+        _stop(reporter)
+        _fail(exc)
+    except BaseException:
+        _stop(reporter)
+        raise
+    _finish(result)
+
+
+def _stop(reporter) -> None:
+    stop = getattr(reporter, "stop", None)
+    if stop:
+        stop()
+
+
+@app.command("ls", rich_help_panel="Runs")
+def ls(runs_dir: RunsDirOpt = None,
+       as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+    """The runs in the runs directory, newest first, with their state."""
+    from rich.table import Table
+
+    from engine.store import default_runs_dir, list_runs
+    root = default_runs_dir(runs_dir)
+    runs = list_runs(root)
+    if as_json:
+        print(json.dumps([{**vars(r), "path": str(r.path)} for r in runs], indent=2))
+        return
+    if not runs:
+        out_console.print(f"no runs in {root}")
+        return
+    table = Table(title=str(root), title_justify="left")
+    for col in ("id", "name", "method", "dataset", "state", "epoch", "step", "created"):
+        table.add_column(col)
+    for r in runs:
+        state = r.state if not r.error else f"{r.state} ({r.error})"
+        table.add_row(r.run_id or "?", r.name or r.path.name, r.method or "", r.dataset or "", state,
+                      str(r.epoch if r.epoch is not None else ""), str(r.step if r.step is not None else ""),
+                      r.created or "")
+    out_console.print(table)
+
+
+@app.command(rich_help_panel="Reference")
+def methods(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False) -> None:
+    """Every balancing method with a one-line description and its parameters."""
+    from engine.methods import METHODS
+    from engine.schema import describe
+    rows = [{"name": e.name, "help": e.help,
+             "params": [{"name": n, "type": t, "default": d, "help": h} for n, t, d, h in describe(e.config)]}
+            for e in METHODS.entries()]
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        out_console.print(f"[bold]{row['name']}[/]  {row['help']}")
+        for p in row["params"]:
+            out_console.print(f"    {p['name']} ({p['type']}, default {p['default']!r})  {p['help']}")
+
+
+@data_app.command("synth")
+def data_synth(out: Annotated[Path, typer.Argument(help="Output .parquet file.", show_default=False)],
+               set_: Annotated[Optional[list[str]], typer.Option(
+                   "--set", "-s", help="Generator option: --set unique=[1.0,0.2] --set n_samples=5000 "
+                                       "(see `mmbal data synth --help-options`).")] = None,
+               samples: Annotated[Optional[int], typer.Option(help="Number of samples.")] = None,
+               classes: Annotated[Optional[int], typer.Option(help="Number of classes.")] = None,
+               seed: Annotated[Optional[int], typer.Option(help="Generator seed.")] = None,
+               help_options: Annotated[bool, typer.Option("--help-options", help="List the generator's options.")] = False,
+               ) -> None:
+    """Write the built-in synthetic multimodal dataset (unique, shared and synergistic information)."""
+    from engine.config import parse_override
+    from engine.data import SynthConfig, generate, write_dataset
+    from engine.errors import MmbalError, PresetError
+    from engine.schema import build, describe
+    if help_options:
+        for n, t, d, h in describe(SynthConfig):
+            out_console.print(f"{n} ({t}, default {d!r})  {h}")
+        return
+    try:
+        raw: dict = {}
+        for item in set_ or []:
+            keys, value = parse_override(item)
+            raw[".".join(keys)] = value
+        for key, value in (("n_samples", samples), ("n_classes", classes), ("seed", seed)):
+            if value is not None:
+                raw[key] = value
+        problems: list[str] = []
+        cfg = build(SynthConfig, raw, "", problems)
+        if problems:
+            raise PresetError("mmbal data synth", problems)
+        data = generate(cfg)
+        write_dataset(out, data.features, data.labels, data.split, data.classes, name=data.name,
+                      kinds={m: "vector" for m in data.features}, source="mmbal synthetic generator",
+                      license="CC0-1.0")
+    except MmbalError as exc:
+        _fail(exc)
+    except OSError as exc:
+        print_error(f"{out}: cannot write: {exc.strerror or exc}")
+        raise typer.Exit(1)
+    print(f"wrote {out}: {cfg.n_samples} samples, {cfg.n_classes} classes, modalities "
+          + ", ".join(f"{m} ({d})" for m, d in zip(cfg.modalities, cfg.dims)))
+
+
+@data_app.command("inspect")
+def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a directory of them.")],
+                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Check a dataset and describe it: rows, splits, classes, modalities and their statistics."""
+    from rich.table import Table
+
+    from engine.data import inspect_dataset
+    from engine.errors import MmbalError
+    try:
+        info = inspect_dataset(path)
+    except MmbalError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    out_console.print(f"[bold]{info.get('name')}[/]  {info.get('file')}")
+    out_console.print(f"rows {info.get('rows')}   splits {info.get('splits') or 'none (split by the preset)'}")
+    out_console.print(f"classes {info.get('n_classes')}: {', '.join(map(str, info.get('classes', [])))}")
+    table = Table()
+    for col in ("modality", "type", "shape", "kind", "missing", "mean", "std", "min", "max"):
+        table.add_column(col)
+    for m in info.get("modalities", []):
+        table.add_row(m.get("name", m["column"]), str(m["arrow_type"]), str(tuple(m["shape"])), m["kind"], str(m["missing"]),
+                      *(f"{m[k]:.4g}" if m.get(k) is not None else "-" for k in ("mean", "std", "min", "max")))
+    out_console.print(table)
+    for key in ("source", "license"):
+        if info.get(key):
+            out_console.print(f"{key}: {info[key]}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,136 @@
+"""The command line as a user drives it: output, files, and exit codes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmbal_cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+PRESET = """
+name = "cli"
+[data]
+source = "synthetic"
+[data.synthetic]
+n_samples = 240
+n_classes = 3
+dims = [6, 6]
+[method]
+name = "joint"
+[train]
+epochs = 2
+batch_size = 32
+"""
+
+
+@pytest.fixture()
+def preset(tmp_path):
+    p = tmp_path / "cli.toml"
+    p.write_text(textwrap.dedent(PRESET))
+    return p
+
+
+def invoke(*args, runs=None):
+    env = {"MMBAL_RUNS_DIR": str(runs)} if runs else {}
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def test_run_prints_id_and_directory_first_then_ls_lists_it(preset, tmp_path):
+    runs = tmp_path / "runs"
+    res = invoke("run", preset, "--set", "train.epochs=1", runs=runs)
+    assert res.exit_code == 0, res.output
+    first = res.output.splitlines()[0]
+    run_id, run_dir = first.split()[1], Path(first.split()[2])
+    assert first.startswith("run ") and run_dir.parent == runs and run_dir.name.endswith(run_id)
+    assert "epoch 1/1" in res.output
+    ls = invoke("ls", "--json", runs=runs)
+    rows = json.loads(ls.output)
+    assert [r["run_id"] for r in rows] == [run_id] and rows[0]["state"] == "finished"
+
+
+def test_bad_preset_exits_2_and_creates_nothing(preset, tmp_path):
+    runs = tmp_path / "runs"
+    res = invoke("run", preset, "--set", "train.epoch=3", "--set", "method.name=ogm", runs=runs)
+    assert res.exit_code == 2
+    assert "train.epoch: unknown key (did you mean 'epochs'?)" in res.output
+    assert "method.name: unknown method 'ogm'" in res.output
+    assert "Traceback" not in res.output
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_bad_data_exits_2_and_creates_nothing(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    preset = tmp_path / "p.toml"
+    preset.write_text(f'[data]\npath = "{bad}"\n')
+    res = invoke("run", preset, runs=tmp_path / "runs")
+    assert res.exit_code == 2 and str(bad) in res.output
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_resume_exit_codes(preset, tmp_path):
+    runs = tmp_path / "runs"
+    assert invoke("resume", "nothing", runs=runs).exit_code == 3
+    invoke("run", preset, "--set", "train.epochs=1", runs=runs)
+    refused = invoke("resume", "latest", "--set", "seed=9", runs=runs)
+    assert refused.exit_code == 3 and "seed: 0 -> 9" in refused.output
+    done = invoke("resume", "latest", runs=runs)
+    assert done.exit_code == 3 and "train.epochs" in done.output
+    more = invoke("resume", "latest", "--set", "train.epochs=2", runs=runs)
+    assert more.exit_code == 0, more.output
+    assert "epoch 2/2" in more.output
+
+
+def test_methods_lists_joint_and_unimodal_with_parameters():
+    res = invoke("methods", "--json")
+    rows = {r["name"]: r for r in json.loads(res.output)}
+    assert {"joint", "unimodal"} <= set(rows)
+    assert [p["name"] for p in rows["unimodal"]["params"]] == ["modality"]
+
+
+def test_data_synth_then_inspect(tmp_path):
+    out = tmp_path / "s.parquet"
+    res = invoke("data", "synth", out, "--samples", "120", "--set", "modalities=['x','y','z']",
+                 "--set", "dims=[3,4,5]", "--set", "unique=[1.0,0.5,0.0]", "--set", "noise=[0.1,0.1,0.1]")
+    assert res.exit_code == 0, res.output
+    info = json.loads(invoke("data", "inspect", out, "--json").output)
+    assert info["rows"] == 120
+    assert [(m["column"], list(m["shape"])) for m in info["modalities"]] == [("x", [3]), ("y", [4]), ("z", [5])]
+    bad = invoke("data", "synth", out, "--set", "dims=[3]")
+    assert bad.exit_code == 2
+
+
+def test_interrupt_writes_checkpoint_and_exits_130(tmp_path):
+    """A real process, a real SIGINT: exit 130, state interrupted, and resume finishes the run."""
+    preset = tmp_path / "slow.toml"
+    preset.write_text(textwrap.dedent(PRESET).replace("epochs = 2", "epochs = 200").replace("n_samples = 240", "n_samples = 3000"))
+    env = {**os.environ, "MMBAL_RUNS_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "-m", "mmbal_cli", "run", str(preset)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    first = proc.stdout.readline()
+    assert first.startswith("run ")
+    run_dir = Path(first.split()[2])
+    deadline = time.time() + 60
+    while not (run_dir / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130, proc.stderr.read()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    import torch
+    epoch = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["epoch"]
+    done = subprocess.run([sys.executable, "-m", "mmbal_cli", "resume", run_dir.name, "--set",
+                           f"train.epochs={epoch + 1}"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"

@@ -1,0 +1,188 @@
+"""Encoders: output shapes, out_dim, gradients, ResNet-18 fidelity, option validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from engine.models.encoders import ENCODERS, UnsupportedShape
+from engine.models.encoders.conv import Conv1dConfig, Conv2dConfig
+from engine.models.encoders.mlp import MLPConfig
+from engine.models.encoders.resnet import ResNet18Config
+from engine.models.encoders.transformer import TransformerConfig
+from engine.schema import build, describe
+
+CASES = [
+    ("mlp", MLPConfig(), (100,), 128),
+    ("mlp", MLPConfig(hidden=[16, 8], dim=5, norm="batchnorm", activation="gelu"), (28, 28), 5),
+    ("mlp", MLPConfig(hidden=[], dim=7, norm="layernorm"), (3, 32, 32), 7),
+    ("conv1d", Conv1dConfig(channels=[8, 16], dim=12), (20, 6), 12),
+    ("conv1d", Conv1dConfig(channels=[8], kernel_size=3, dim=9, norm="groupnorm"), (50,), 9),
+    ("conv2d", Conv2dConfig(channels=[4, 8, 8], dim=10), (28, 28), 10),
+    ("conv2d", Conv2dConfig(channels=[4, 8, 8], dim=10, norm="none"), (40, 32), 10),
+    ("conv2d", Conv2dConfig(channels=[4, 8], dim=6, dropout=0.5), (3, 32, 32), 6),
+    ("resnet18", ResNet18Config(width=4, stem="small"), (28, 28), 32),
+    ("resnet18", ResNet18Config(width=4, dim=10), (3, 32, 32), 10),
+    ("resnet18", ResNet18Config(width=4), (40, 32), 32),
+    ("transformer", TransformerConfig(d_model=16, n_heads=2), (12, 6), 16),
+    ("transformer", TransformerConfig(d_model=8, n_heads=2, n_layers=1, pooling="mean"), (9,), 8),
+]
+
+
+def build_encoder(name, cfg, shape):
+    torch.manual_seed(0)
+    return ENCODERS.get(name)(cfg, shape)
+
+
+def test_registry_has_every_required_encoder():
+    assert set(ENCODERS.names()) == {"mlp", "conv1d", "conv2d", "resnet18", "transformer"}
+    for entry in ENCODERS.entries():
+        assert entry.help and entry.config is not None
+        assert all(help_text for _, _, _, help_text in describe(entry.config))
+
+
+@pytest.mark.parametrize("name,cfg,shape,dim", CASES, ids=[f"{c[0]}-{'x'.join(map(str, c[2]))}" for c in CASES])
+def test_output_shape_out_dim_and_gradients(name, cfg, shape, dim):
+    enc = build_encoder(name, cfg, shape)
+    assert enc.out_dim == dim
+    x = torch.randn(3, *shape)
+    out = enc(x)
+    assert out.shape == (3, dim) and out.dtype == torch.float32
+    # a non-symmetric loss: out.sum() would give BatchNorm'd paths an exactly zero gradient
+    (out.square() * torch.randn(3, dim)).sum().backward()
+    for pname, p in enc.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name,cfg,shape,dim", CASES, ids=[f"{c[0]}-{'x'.join(map(str, c[2]))}" for c in CASES])
+def test_eval_mode_batch_of_one_matches_batched_rows(name, cfg, shape, dim):
+    enc = build_encoder(name, cfg, shape).eval()
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x[2:3]), enc(x)[2:3], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,cfg", [("conv2d", Conv2dConfig(channels=[4, 8])),
+                                      ("resnet18", ResNet18Config(width=4))])
+def test_channels_last_inputs_give_the_same_features(name, cfg):
+    enc = build_encoder(name, cfg, (3, 16, 16)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x.to(memory_format=torch.channels_last)), enc(x), atol=1e-5, rtol=1e-5)
+
+
+def test_mlp_flattens_any_shape_and_is_one_linear_without_hidden():
+    enc = build_encoder("mlp", MLPConfig(hidden=[], dim=4), (3, 4, 5))
+    x = torch.randn(2, 3, 4, 5)
+    linear = enc.net[0]
+    assert isinstance(linear, nn.Linear) and linear.in_features == 60 and len(enc.net) == 1
+    torch.testing.assert_close(enc(x), x.reshape(2, 60) @ linear.weight.T + linear.bias)
+
+
+def test_conv1d_reads_time_first_and_features_as_channels():
+    enc = build_encoder("conv1d", Conv1dConfig(channels=[8, 8, 8], dim=4), (5, 6))
+    first_conv = enc.features[0][0]
+    assert isinstance(first_conv, nn.Conv1d) and first_conv.in_channels == 6
+    # T=5 -> 2 -> 1 -> 1: the third block skips pooling instead of shrinking to 0
+    assert enc.features(torch.randn(2, 6, 5)).shape == (2, 8, 1)
+    assert not any(isinstance(m, nn.MaxPool1d) for m in enc.features[2])
+
+
+def test_conv2d_pools_small_inputs_without_shrinking_below_one():
+    enc = build_encoder("conv2d", Conv2dConfig(channels=[4, 4, 4], dim=3), (40, 32))
+    assert enc.features(torch.randn(2, 1, 40, 32)).shape == (2, 4, 5, 4)
+    enc = build_encoder("conv2d", Conv2dConfig(channels=[4] * 6, dim=3), (28, 28))
+    assert enc.features(torch.randn(2, 1, 28, 28)).shape == (2, 4, 1, 1)  # 14, 7, 3, 1, then no pooling
+    enc = build_encoder("conv2d", Conv2dConfig(channels=[4, 4], dim=3), (1, 6))
+    assert enc.features(torch.randn(2, 1, 1, 6)).shape == (2, 4, 1, 1)  # only W is pooled: 6 -> 3 -> 1
+
+
+def test_resnet18_parameter_count_matches_torchvision_without_fc():
+    # torchvision.models.resnet18(): 11,689,512 parameters, of which fc (512*1000 + 1000) = 513,000
+    enc = ENCODERS.get("resnet18")(ResNet18Config(), (3, 224, 224))
+    assert sum(p.numel() for p in enc.parameters()) == 11_689_512 - 513_000 == 11_176_512
+    assert enc.out_dim == 512
+    one_channel = ENCODERS.get("resnet18")(ResNet18Config(), (40, 32))
+    assert sum(p.numel() for p in one_channel.parameters()) == 11_176_512 - 2 * 64 * 7 * 7
+    projected = ENCODERS.get("resnet18")(ResNet18Config(width=8, dim=10), (3, 8, 8))
+    plain = ENCODERS.get("resnet18")(ResNet18Config(width=8), (3, 8, 8))
+    assert sum(p.numel() for p in projected.parameters()) - sum(p.numel() for p in plain.parameters()) == 64 * 10 + 10
+
+
+def test_resnet18_kaiming_fan_out_init_and_zero_init_residual():
+    enc = build_encoder("resnet18", ResNet18Config(), (3, 32, 32))
+    w = enc.layer4[1].conv2.weight
+    assert w.std().item() == pytest.approx(math.sqrt(2.0 / (512 * 9)), rel=0.02)
+    assert torch.all(enc.layer1[0].bn2.weight == 1) and torch.all(enc.layer1[0].bn2.bias == 0)
+    zero = build_encoder("resnet18", ResNet18Config(width=4, zero_init_residual=True), (3, 8, 8))
+    assert all(torch.all(b.bn2.weight == 0) for layer in (zero.layer1, zero.layer4) for b in layer)
+
+
+def spatial_sizes(enc, x):
+    sizes = {}
+    hooks = [getattr(enc, n).register_forward_hook(lambda mod, i, o, n=n: sizes.__setitem__(n, tuple(o.shape[2:])))
+             for n in ("stem", "layer1", "layer2", "layer3", "layer4")]
+    enc(x)
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+def test_resnet18_stems_spatial_sizes():
+    small = build_encoder("resnet18", ResNet18Config(width=4, stem="small"), (28, 28))
+    assert spatial_sizes(small, torch.randn(2, 28, 28)) == {
+        "stem": (28, 28), "layer1": (28, 28), "layer2": (14, 14), "layer3": (7, 7), "layer4": (4, 4)}
+    imagenet = build_encoder("resnet18", ResNet18Config(width=4), (3, 64, 64))
+    assert spatial_sizes(imagenet, torch.randn(2, 3, 64, 64)) == {
+        "stem": (16, 16), "layer1": (16, 16), "layer2": (8, 8), "layer3": (4, 4), "layer4": (2, 2)}
+
+
+def test_transformer_mean_pooling_ignores_token_order_without_positions():
+    enc = build_encoder("transformer", TransformerConfig(d_model=8, n_heads=2, pooling="mean"), (6, 3)).eval()
+    assert enc.pos.shape == (1, 6, 8) and enc.cls is None
+    with torch.no_grad():
+        enc.pos.zero_()
+        x = torch.randn(2, 6, 3)
+        torch.testing.assert_close(enc(x[:, torch.randperm(6)]), enc(x), atol=1e-5, rtol=1e-5)
+    cls = build_encoder("transformer", TransformerConfig(d_model=8, n_heads=2), (6, 3))
+    assert cls.pos.shape == (1, 7, 8) and cls.cls.shape == (1, 1, 8)
+    layer = cls.blocks.layers[0]
+    assert layer.norm_first and layer.self_attn.batch_first
+
+
+def test_unsupported_shapes_raise_with_the_encoder_name():
+    for name, cfg, shape in [("conv2d", Conv2dConfig(), (10,)), ("conv1d", Conv1dConfig(), (3, 4, 5)),
+                             ("resnet18", ResNet18Config(), (2, 3, 4, 5)),
+                             ("transformer", TransformerConfig(), (2, 3, 4))]:
+        with pytest.raises(UnsupportedShape, match=f"encoder '{name}'"):
+            ENCODERS.get(name)(cfg, shape)
+
+
+@pytest.mark.parametrize("cls,raw,expected", [
+    (Conv2dConfig, {"channels": []}, "modalities.audio: channels must list at least one"),
+    (Conv2dConfig, {"channels": [32, -4]}, "modalities.audio.channels[1]: must be >= 1, got -4"),
+    (Conv1dConfig, {"kernel_size": 0}, "modalities.audio.kernel_size: must be >= 1, got 0"),
+    (Conv1dConfig, {"kernel_size": 4}, "modalities.audio: kernel_size must be odd"),
+    (MLPConfig, {"activation": "rellu"},
+     "modalities.audio.activation: expected one of 'relu', 'gelu', got 'rellu' (did you mean 'relu'?)"),
+    (MLPConfig, {"hidden": [0]}, "modalities.audio.hidden[0]: must be >= 1, got 0"),
+    (ResNet18Config, {"stem": "cifar"}, "modalities.audio.stem: expected one of 'imagenet', 'small', got 'cifar'"),
+    (ResNet18Config, {"widht": 32}, "modalities.audio.widht: unknown key (did you mean 'width'?)"),
+    (TransformerConfig, {"d_model": 10, "n_heads": 4}, "modalities.audio: n_heads (4) must divide d_model (10)"),
+    (TransformerConfig, {"dropout": 1.0}, "modalities.audio.dropout: must be < 1.0, got 1.0"),
+])
+def test_option_validation_names_the_key_path(cls, raw, expected):
+    problems: list[str] = []
+    assert build(cls, raw, "modalities.audio", problems) is None
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_options_from_a_table_build_the_configured_encoder():
+    problems: list[str] = []
+    cfg = build(Conv2dConfig, {"channels": [4, 6], "dim": 5, "kernel_size": 5}, "m", problems)
+    assert problems == [] and cfg == Conv2dConfig(channels=[4, 6], kernel_size=5, dim=5)
+    enc = ENCODERS.get("conv2d")(cfg, (12, 12))
+    assert enc.features[1][0].weight.shape == (6, 4, 5, 5) and enc.out_dim == 5

@@ -1,0 +1,138 @@
+"""Exact resume on the CPU: interrupted + resumed runs end bitwise equal to uninterrupted ones."""
+
+import os
+import signal
+import textwrap
+
+import pytest
+import torch
+
+from engine.errors import ResumeRefused, RunLocked, RunNotFound
+from engine.run import NullReporter, resume_run, start_run
+from engine.store import RunLock, read_metrics
+
+PRESET = """
+name = "resume"
+seed = 3
+[data]
+source = "synthetic"
+[data.synthetic]
+n_samples = 300
+n_classes = 3
+modalities = ["a", "b"]
+dims = [8, 6]
+unique = [1.0, 0.4]
+noise = [0.5, 0.8]
+[modalities.a]
+encoder = "mlp"
+hidden = [16]
+dim = 8
+dropout = 0.2
+[modalities.b]
+encoder = "mlp"
+hidden = [16]
+dim = 8
+dropout = 0.2
+[method]
+name = "joint"
+[train]
+epochs = 3
+batch_size = 32
+log_every = 3
+optimizer = "sgd"
+lr = 0.05
+"""
+
+
+class InterruptAt(NullReporter):
+    """Sends SIGINT to this process after optimiser step ``step`` (as Ctrl-C would)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def progress(self, pos, n_batches, epochs, values):
+        if pos.step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture()
+def preset(tmp_path):
+    p = tmp_path / "resume.toml"
+    p.write_text(textwrap.dedent(PRESET))
+    return p
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def metric_values(run_dir):
+    rows = read_metrics(run_dir / "metrics.jsonl").metric_rows()
+    return [(r["step"], r["split"], r["m"]) for r in rows if r["split"] in ("train", "val")]
+
+
+def assert_same_run(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert metric_values(a) == metric_values(b)
+
+
+def test_interrupt_mid_epoch_then_resume_is_bitwise_identical(preset, tmp_path):
+    straight = start_run(preset, runs_dir=tmp_path / "runs")
+    assert straight.state == "finished"
+    # 300 samples * 0.7 train = 210 -> 7 steps per epoch; stop after step 10 (epoch 1, batch 3)
+    cut = start_run(preset, runs_dir=tmp_path / "runs", reporter=InterruptAt(10))
+    assert cut.state == "interrupted"
+    state = torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["position"] == {"epoch": 1, "batch": 3, "step": 10}
+    resumed = resume_run(cut.run_id, runs_dir=tmp_path / "runs")
+    assert resumed.state == "finished"
+    assert_same_run(straight.run_dir, resumed.run_dir)
+    assert resumed.summary["test"] == straight.summary["test"]
+
+
+def test_interrupt_at_epoch_boundary_and_continue_a_finished_run(preset, tmp_path):
+    straight = start_run(preset, runs_dir=tmp_path / "runs", overrides=["train.epochs=4"])
+    cut = start_run(preset, runs_dir=tmp_path / "runs", reporter=InterruptAt(7))  # last step of epoch 0
+    assert torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["batch"] == 0
+    assert resume_run(cut.run_dir.name, runs_dir=tmp_path / "runs").state == "finished"  # to 3 epochs
+    with pytest.raises(ResumeRefused, match="already trained 3"):
+        resume_run(cut.run_id, runs_dir=tmp_path / "runs")
+    resume_run(cut.run_id, ["train.epochs=4"], runs_dir=tmp_path / "runs")
+    assert_same_run(straight.run_dir, cut.run_dir)
+    log = read_metrics(cut.run_dir / "metrics.jsonl")
+    assert [e["from_step"] for e in log.records if e["kind"] == "resume"] == [7, 21]
+
+
+def test_resume_refuses_locked_changes_and_unknown_runs(preset, tmp_path):
+    done = start_run(preset, runs_dir=tmp_path / "runs")
+    with pytest.raises(ResumeRefused) as info:
+        resume_run(done.run_id, ["seed=4", "method.name=unimodal", "method.modality=a", "train.epochs=5"],
+                   runs_dir=tmp_path / "runs")
+    text = str(info.value)
+    assert "seed: 3 -> 4" in text and 'method.name: "joint" -> "unimodal"' in text
+    with pytest.raises(RunNotFound):
+        resume_run("zzzzzzzz", runs_dir=tmp_path / "runs")
+    with RunLock(done.run_dir):
+        with pytest.raises(RunLocked):
+            resume_run(done.run_id, ["train.epochs=5"], runs_dir=tmp_path / "runs")
+
+
+def test_run_files_and_summary(preset, tmp_path):
+    res = start_run(preset, runs_dir=tmp_path / "runs", name="my run")
+    names = sorted(p.name for p in res.run_dir.iterdir())
+    for f in ("run.json", "preset.toml", "config.json", "metrics.jsonl", "status.json", "summary.json", "checkpoints"):
+        assert f in names
+    s = res.summary
+    assert s["status"] == "finished" and s["epochs"] == 3 and s["steps"] == 21
+    assert set(s["test"]) >= {"test/acc/fused", "test/acc/a", "test/acc/b", "test/f1/fused"}
+    assert s["selected"]["metric"] == "val/acc/fused"
+    assert s["best"]["val/acc/fused"] == s["selected"]["value"]
+    assert 0.0 <= s["test"]["test/acc/fused"] <= 1.0
+    log = read_metrics(res.run_dir / "metrics.jsonl")
+    val_steps = [r["step"] for r in log.metric_rows() if r["split"] == "val"]
+    assert val_steps == [7, 14, 21]
+    train_steps = [r["step"] for r in log.metric_rows() if r["split"] == "train"]
+    assert train_steps == [3, 6, 7, 9, 12, 14, 15, 18, 21]
