@@ -159,8 +159,10 @@ def _peak_memory() -> int | None:
 
 @contextmanager
 def _stop_on_signals(trainer: Trainer):
-    """SIGINT/SIGTERM ask the trainer to checkpoint and stop at the next batch."""
+    """SIGINT/SIGTERM ask the trainer to checkpoint and stop at the next batch; a second one stops now."""
     def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
         trainer.stop_requested = True
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -282,6 +284,10 @@ def _train(run_dir: Path, run_info: dict, cfg: RunConfig, dev: torch.device, dat
             heartbeat.stop("interrupted", step=trainer.pos.step, epoch=trainer.pos.epoch)
             summary = recorder.write_summary("interrupted", vars(trainer.pos), _best_dict(trainer))
             return RunResult(run_dir, run_info["run_id"], "interrupted", summary)
+        except KeyboardInterrupt:
+            heartbeat.stop("interrupted", step=trainer.pos.step, epoch=trainer.pos.epoch,
+                           message="stopped by a second interrupt, without a checkpoint at this step")
+            raise
         except BaseException as exc:
             message = str(exc) if isinstance(exc, MmbalError) else f"{type(exc).__name__}: {exc}"
             heartbeat.stop("failed", step=trainer.pos.step, epoch=trainer.pos.epoch, message=message)

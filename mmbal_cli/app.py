@@ -65,11 +65,14 @@ def run(preset: Annotated[Path, typer.Argument(help="Preset TOML file.", show_de
         result = start_run(preset, set_ or [], runs_dir, name=name, device=device, reporter=reporter,
                            on_created=_announce)
     except MmbalError as exc:
-        _stop(reporter)
         _fail(exc)
-    except BaseException:
+    except KeyboardInterrupt:
         _stop(reporter)
-        raise
+        print_error("interrupted: stopped without writing a checkpoint now; `mmbal resume` continues from the "
+                    "last one, if any (one is written at the end of each epoch)")
+        raise typer.Exit(130)
+    finally:
+        _stop(reporter)
     _finish(result)
 
 
@@ -84,11 +87,14 @@ def resume(run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, i
         result = resume_run(run_ref, set_ or [], runs_dir, reporter=reporter,
                             on_found=lambda d, info: print(f"resuming {info['run_id']}  {d}", flush=True))
     except MmbalError as exc:
-        _stop(reporter)
         _fail(exc)
-    except BaseException:
+    except KeyboardInterrupt:
         _stop(reporter)
-        raise
+        print_error("interrupted: stopped without writing a checkpoint now; `mmbal resume` continues from the "
+                    "last one, if any (one is written at the end of each epoch)")
+        raise typer.Exit(130)
+    finally:
+        _stop(reporter)
     _finish(result)
 
 
@@ -120,7 +126,7 @@ def ls(runs_dir: RunsDirOpt = None,
         state = r.state if not r.error else f"{r.state} ({r.error})"
         table.add_row(r.run_id or "?", r.name or r.path.name, r.method or "", r.dataset or "", state,
                       str(r.epoch if r.epoch is not None else ""), str(r.step if r.step is not None else ""),
-                      r.created or "")
+                      (r.created or "").replace("T", " ")[:19])
     out_console.print(table)
 
 

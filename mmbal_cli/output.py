@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False)
+# Tables piped to a file or another program keep whole cells rather than an 80-column squeeze.
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def print_error(message: str) -> None:
