@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import DataConfig
-from .data.parquet import ModalityInfo, peek_schema
+from .data.parquet import ModalityInfo, column_type_problem, peek_schema
 from .errors import DataError, PresetError
 from .methods import METHODS
 from .models import ENCODERS, FUSIONS, ModalitySpec, ModelSpec, default_encoder
@@ -144,7 +144,7 @@ def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -
 
     data = build(DataConfig, _table(raw, "data", problems), "data", problems)
     available = _available_modalities(data, base_dir, problems) if data else None
-    modalities, columns = _resolve_modalities(raw, available, problems)
+    modalities, columns = _resolve_modalities(raw, available, data_file(data, base_dir) if data else None, problems)
     fusion, fusion_options = _resolve_registry_table(raw, "model", "fusion", FUSIONS, "concat", problems)
     method_name, method_cfg = _resolve_registry_table(raw, "method", "name", METHODS, "joint", problems)
     train = build(TrainConfig, _table(raw, "train", problems), "train", problems)
@@ -167,13 +167,20 @@ def _table(raw: dict, key: str, problems: list[str]) -> dict:
     return value
 
 
+def data_file(data: DataConfig, base_dir: Path) -> Path | None:
+    """The dataset's file or directory, resolved against the preset's folder (None for synthetic data)."""
+    if data.source == "synthetic":
+        return None
+    path = Path(data.path)
+    return path if path.is_absolute() else base_dir / path
+
+
 def _available_modalities(data: DataConfig, base_dir: Path, problems: list[str]) -> dict[str, ModalityInfo] | None:
     """The modalities the dataset offers (schema only), or None when it cannot be read."""
     if data.source == "synthetic":
         s = data.synthetic
         return {m: ModalityInfo(m, m, (d,), "vector") for m, d in zip(s.modalities, s.dims)}
-    path = Path(data.path)
-    path = path if path.is_absolute() else base_dir / path
+    path = data_file(data, base_dir)
     try:
         infos, _ = peek_schema(path)
     except DataError as exc:
@@ -182,31 +189,36 @@ def _available_modalities(data: DataConfig, base_dir: Path, problems: list[str])
     return infos
 
 
-def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None,
+def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, path: Path | None,
                         problems: list[str]) -> tuple[list[ModalitySpec], dict[str, str]]:
+    """Modality specs from ``[modalities.*]`` checked against the dataset (``path``: its file, if any)."""
     tables = _table(raw, "modalities", problems)
     if not tables and available is not None:
         tables = {name: {} for name in available}
     specs, columns = [], {}
     by_column = {info.column: info for info in (available or {}).values()}
     for name, table in tables.items():
-        path = f"modalities.{name}"
+        key = f"modalities.{name}"
         if not isinstance(table, dict):
-            problems.append(f"{path}: expected a table ([{path}]), got {table!r}")
+            problems.append(f"{key}: expected a table ([{key}]), got {table!r}")
             continue
         column = table.get("column", name)
         info = by_column.get(column) if available is not None else None
         if available is not None and info is None:
-            problems.append(f"{path}" + (".column" if "column" in table else "") +
-                            f": the dataset has no modality column '{column}'"
-                            f"{did_you_mean(column, list(by_column))}; it has: {', '.join(by_column) or 'none'}")
+            where = key + (".column" if "column" in table else "")
+            wrong_type = column_type_problem(path, column) if path is not None else None
+            if wrong_type:
+                problems.append(f"{where}: column '{column}' of {path} {wrong_type}")
+            else:
+                problems.append(f"{where}: the dataset has no modality column '{column}'"
+                                f"{did_you_mean(column, list(by_column))}; it has: {', '.join(by_column) or 'none'}")
         encoder = table.get("encoder")
         if encoder is None:
             encoder = default_encoder(info.kind, info.shape) if info else "mlp"
         if encoder not in ENCODERS:
-            problems.append(f"{path}.encoder: {ENCODERS.unknown_message(encoder)}")
+            problems.append(f"{key}.encoder: {ENCODERS.unknown_message(encoder)}")
             continue
-        options = build(ENCODERS.entry(encoder).config, table, path, problems, ignore=("encoder", "column"))
+        options = build(ENCODERS.entry(encoder).config, table, key, problems, ignore=("encoder", "column"))
         if options is not None:
             specs.append(ModalitySpec(name, encoder, options))
             columns[name] = column

@@ -141,3 +141,16 @@ def test_modalities_default_to_every_column_with_encoders_by_kind(tmp_path):
     p = write(tmp_path, f'[data]\npath = "{SHARED / "avdigits.parquet"}"\n')
     cfg, _ = load_preset(p)
     assert [(m.name, m.encoder) for m in cfg.model.modalities] == [("audio", "conv2d"), ("image", "conv2d")]
+
+
+def test_a_modality_column_of_the_wrong_type_is_named_with_its_type(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = pa.table({"label": pa.array([0, 1, 0, 1], pa.int64()),
+                      "a": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(8, np.float32)), 2),
+                      "b": pa.array([[1.0], [1.0, 2.0], [3.0], [4.0]], pa.list_(pa.float32()))})
+    pq.write_table(table, tmp_path / "d.parquet")
+    text = f'[data]\npath = "d.parquet"\n[modalities.a]\nencoder = "mlp"\n[modalities.b]\nencoder = "mlp"\n'
+    problems, _ = problems_of(tmp_path, text)
+    assert any(p.startswith("modalities.b: column 'b' of") and "variable-length lists" in p for p in problems), problems

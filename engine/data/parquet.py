@@ -251,6 +251,15 @@ def peek_schema(path: str | Path) -> tuple[dict[str, ModalityInfo], dict]:
     return _auto_modalities(schema, meta, files[0], "label", strict=False), meta
 
 
+def column_type_problem(path: str | Path, column: str) -> str | None:
+    """Why an existing column of the dataset cannot be a modality (None if absent or usable)."""
+    schema = read_schema(dataset_files(path)[0])
+    if column not in schema.names:
+        return None
+    tp = schema.field(column).type
+    return None if _modality_shape(tp) is not None else _type_problem(tp)
+
+
 # ----------------------------------------------------------------------------------------------
 # reading and checking the data
 
