@@ -136,7 +136,8 @@ def build_parts(cfg: RunConfig, device: torch.device, data: TensorData | None = 
     n_train = int(data.splits["train"].numel())
     steps = max(n_train // cfg.train.batch_size, 1) if cfg.train.drop_last else -(-n_train // cfg.train.batch_size)
     ctx = MethodContext(modalities=cfg.modalities, n_classes=data.n_classes, epochs=cfg.train.epochs,
-                        steps_per_epoch=steps, device=device, seed=cfg.seed)
+                        steps_per_epoch=steps, device=device, seed=cfg.seed, data=data,
+                        eval_batch_size=cfg.train.eval_batch_size)
     method = METHODS.get(cfg.method_name)(cfg.method, ctx)
     method.setup(model)
     method.modules.to(device)

@@ -221,5 +221,10 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a
             out_console.print(f"{key}: {info[key]}")
 
 
+from .commands import register_all  # noqa: E402  (commands defined in mmbal_cli/commands/*)
+
+register_all(app)
+
+
 def main() -> None:
     app()

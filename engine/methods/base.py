@@ -15,7 +15,8 @@ hook                        used by (examples)
 ``optimizer_step``          alternating per-modality updates (AUG, MLA)
 ``train_step``              whole-step control (ReconBoost stages, Greedy)
 ``on_epoch_start/end``      schedules, stages, re-initialisation (DnR, G-Blending, mikd)
-``predict``                 inference-time fusion (AUG weighted sum, unimodal)
+``head`` / ``predict``      inference-time fusion (AUG weighted sum, unimodal)
+``epoch_values``            per-epoch quantities logged with validation (AUG confidences, mikd weights)
 ``state_dict``              exact resume of the method's own state
 ==========================  ==============================================================
 
@@ -38,7 +39,12 @@ from ..models import ModelOutput, MultimodalModel
 
 @dataclass
 class MethodContext:
-    """What a method knows about the run when it is built."""
+    """What a method knows about the run when it is built.
+
+    ``data`` gives methods that need more than the batch (prototypes over the training set,
+    validation scores, diagnosis passes) the device-resident dataset: ``data.splits[split]``
+    are row indices, ``data.batch(idx)`` returns ``(x, y)``. Methods must not change it.
+    """
 
     modalities: list[str]
     n_classes: int
@@ -46,6 +52,8 @@ class MethodContext:
     steps_per_epoch: int
     device: torch.device
     seed: int = 0
+    data: Any = None
+    eval_batch_size: int = 1024
 
 
 @dataclass
@@ -94,6 +102,15 @@ class Method:
     def setup(self, model: MultimodalModel) -> None:
         """Add the method's own modules to ``self.modules`` (moved to the device by the trainer)."""
 
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called once the optimiser exists, before any state is loaded.
+
+        A method that grows parameters during training (AUG's extra heads) keeps the reference
+        and adds them with ``optimizer.add_param_group``; on resume its ``load_state_dict`` must
+        rebuild them (and their param groups) so that the optimiser's state loads after it.
+        """
+        self.optimizer = optimizer
+
     def parameter_groups(self, model: MultimodalModel) -> list[dict]:
         """Optimiser parameter groups; by default every model and method parameter, one group."""
         params = list(model.parameters()) + list(self.modules.parameters())
@@ -133,10 +150,22 @@ class Method:
         """Called after each epoch's evaluation with the host-side val metrics; returns events."""
         return []
 
+    def epoch_values(self) -> dict[str, Any]:
+        """Values to log with each epoch's validation record (``coef/<m>``, ``score/<m>``, ``method/...``):
+        0-d tensors or floats, moved to the host by the trainer."""
+        return {}
+
     # -- inference ------------------------------------------------------------------------------
+    def head(self, model: MultimodalModel, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Fused and per-modality logits from features; the monitors call it on permuted or
+        masked features. Methods with their own heads (AUG) override it."""
+        return model.head(features)
+
     def predict(self, model: MultimodalModel, x: dict[str, torch.Tensor]) -> ModelOutput:
         """The model's prediction at evaluation time (``fused`` is what ``*/fused`` metrics score)."""
-        return model(x)
+        features = model.encode(x)
+        fused, logits = self.head(model, features)
+        return ModelOutput(fused=fused, logits=logits, features=features)
 
     # -- resume ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models import ModelOutput
 from ..schema import opt
 from . import METHODS
 from .base import Method
@@ -45,6 +44,6 @@ class Unimodal(Method):
         one, zero = torch.ones((), device=y.device), torch.zeros((), device=y.device)
         return loss, {f"coef/{k}": (one if k == m else zero) for k in self.ctx.modalities}
 
-    def predict(self, model, x):
-        out = model(x)
-        return ModelOutput(fused=out.logits[self.cfg.modality], logits=out.logits, features=out.features)
+    def head(self, model, features):
+        _, logits = model.head(features)
+        return logits[self.cfg.modality], logits

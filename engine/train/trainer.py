@@ -105,6 +105,7 @@ class Trainer:
         self.modalities = list(model.modalities)
         self.autocast = autocast_factory(cfg.precision, device)
         self.optimizer = build_optimizer(cfg, method.parameter_groups(model), device)
+        method.bind_optimizer(self.optimizer)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.pos = Position()
         self.best = Selection()
@@ -191,8 +192,10 @@ class Trainer:
     def _end_epoch(self) -> None:
         epoch = self.pos.epoch
         val = self.evaluate("val") if self.data.splits["val"].numel() else {}
-        self.recorder.metrics(self.pos.step, epoch + 1, "val", val)
-        for ev in self.method.on_epoch_end(epoch, self.model, val):
+        events = self.method.on_epoch_end(epoch, self.model, val)
+        values = {**val, **self._host(self.method.epoch_values())}
+        self.recorder.metrics(self.pos.step, epoch + 1, "val", values)
+        for ev in events:
             self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
         self.pos.epoch += 1
         self.pos.batch = 0
@@ -202,6 +205,11 @@ class Trainer:
             self.save("best")
         self.save("last")
         self.model.train()
+
+    @staticmethod
+    def _host(values: dict) -> dict[str, float]:
+        tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+        return {**{k: float(v) for k, v in values.items() if k not in tensors}, **to_host(tensors)}
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -257,8 +265,8 @@ class Trainer:
     def load_state_dict(self, state: dict, best: dict | None) -> None:
         """Restore a position saved by :meth:`state_dict` (and the best weights, if any)."""
         self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])  # first: it may add parameter groups
         self.optimizer.load_state_dict(state["optimizer"])
-        self.method.load_state_dict(state["method"])
         self.interval.load_state_dict(state["interval"])
         p = state["position"]
         self.pos = Position(p["epoch"], p["batch"], p["step"])
