@@ -8,6 +8,7 @@ one complete line at a time.
 
 from __future__ import annotations
 
+import os
 import platform
 import signal
 import socket
@@ -28,7 +29,7 @@ from .methods import METHODS, MethodContext
 from .models import build_model
 from .store import (Heartbeat, MetricsWriter, RunLock, atomic_write_json, atomic_write_with, create_run_dir,
                     default_runs_dir, new_run_id, read_json, read_metrics, resolve_run, write_summary)
-from .train.checkpoint import load_checkpoint, seed_everything
+from .train.checkpoint import CheckpointDamaged, load_checkpoint, seed_everything, with_checksum
 from .train.device import describe_device, resolve_device
 from .train.trainer import Interrupted, Position, Trainer
 
@@ -88,10 +89,15 @@ class RunRecorder:
         self.writer.event(name, step, **fields)
 
     def save_checkpoint(self, state, kind):
+        """Atomically write ``checkpoints/<kind>.pt`` with a checksum; the last two "last" ones are kept
+        (``last.pt`` and ``previous.pt``) so a damaged newest file still leaves a good one."""
         state["metrics_offset"] = self.writer.offset()
+        with_checksum(state)
         path = self.run_dir / CHECKPOINTS / f"{kind}.pt"
-        atomic_write_with(path, lambda f: torch.save(state, f))
         self.writer.flush_to_disk()
+        if kind == "last" and path.exists():
+            os.replace(path, path.with_name("previous.pt"))
+        atomic_write_with(path, lambda f: torch.save(state, f))
         if kind == "last":
             pos = state["position"]
             self.heartbeat.update(step=pos["step"], epoch=pos["epoch"])
@@ -226,22 +232,20 @@ def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None 
         if diffs:
             raise ResumeRefused(f"resume of {run_dir} refused: these locked keys would change "
                                 f"(start a new run with `mmbal run` instead):\n  " + "\n  ".join(diffs))
-        last = run_dir / CHECKPOINTS / "last.pt"
-        if not last.exists():
-            raise ResumeRefused(f"{run_dir} has no checkpoint ({last} is missing): the run stopped before its "
-                                "first epoch ended; start it again with `mmbal run`")
         dev = resolve_device(cfg.train.device)
-        state = load_checkpoint(last, map_location=dev)
+        state, warnings = _newest_good_checkpoint(run_dir, dev)
         done = state["position"]["epoch"]
         if state["position"]["batch"] == 0 and done >= cfg.train.epochs:
             raise ResumeRefused(f"{run_dir} has already trained {done} of train.epochs = {cfg.train.epochs}; "
                                 f"to train longer pass --set train.epochs=N with N > {done}")
         if done > cfg.train.epochs:
             raise ResumeRefused(f"train.epochs = {cfg.train.epochs} is below the {done} epochs already trained")
-        best_path = run_dir / CHECKPOINTS / "best.pt"
-        best = load_checkpoint(best_path, map_location=dev) if best_path.exists() else None
+        best = _best_checkpoint(run_dir, dev, state, warnings)
         if on_found:
             on_found(run_dir, run_info)
+        for warning in warnings:
+            if reporter is not None and hasattr(reporter, "warn"):
+                reporter.warn(warning)
         data, model, method = build_parts(cfg, dev)
         run_info["overrides"] = all_overrides
         run_info["segments"] = int(run_info.get("segments", 1)) + 1
@@ -301,6 +305,45 @@ def _train(run_dir: Path, run_info: dict, cfg: RunConfig, dev: torch.device, dat
         heartbeat.stop("finished", step=trainer.pos.step, epoch=trainer.pos.epoch)
     reporter.end(summary)
     return RunResult(run_dir, run_info["run_id"], "finished", summary)
+
+
+def _best_checkpoint(run_dir: Path, device: torch.device, state: dict, warnings: list[str]) -> dict | None:
+    """The best-on-val weights, if they are intact and not newer than the resume point."""
+    path = run_dir / CHECKPOINTS / "best.pt"
+    try:
+        best = load_checkpoint(path, map_location=device)
+    except FileNotFoundError:
+        return None
+    except CheckpointDamaged as exc:
+        warnings.append(f"checkpoint {exc}; the best weights will be re-selected from here on")
+        state["best"] = {"value": None, "epoch": -1, "step": -1, "metrics": {}}
+        return None
+    if best["step"] > state["position"]["step"]:  # resuming from previous.pt: best.pt is from the lost epoch
+        state["best"] = {"value": None, "epoch": -1, "step": -1, "metrics": {}}
+        warnings.append("checkpoints/best.pt is newer than the checkpoint resumed from; the best weights will be "
+                        "re-selected from here on")
+        return None
+    return best
+
+
+def _newest_good_checkpoint(run_dir: Path, device: torch.device) -> tuple[dict, list[str]]:
+    """``last.pt``, or ``previous.pt`` when the newest one is damaged or missing; with warnings."""
+    warnings, damaged = [], []
+    for name in ("last.pt", "previous.pt"):
+        path = run_dir / CHECKPOINTS / name
+        try:
+            state = load_checkpoint(path, map_location=device)
+        except FileNotFoundError:
+            continue
+        except CheckpointDamaged as exc:
+            damaged.append(str(exc))
+            warnings.append(f"checkpoint {exc}; falling back to the previous one")
+            continue
+        return state, warnings
+    if damaged:
+        raise ResumeRefused(f"{run_dir} cannot be resumed: every checkpoint is damaged:\n  " + "\n  ".join(damaged))
+    raise ResumeRefused(f"{run_dir} has no checkpoint (checkpoints/last.pt is missing): the run stopped before "
+                        "its first epoch ended; start it again with `mmbal run`")
 
 
 def _best_dict(trainer: Trainer) -> dict:

@@ -46,6 +46,9 @@ class PlainReporter:
     def progress(self, pos, n_batches, epochs, values):
         pass
 
+    def warn(self, message):
+        print(f"warning: {message}", file=self.file or sys.stderr, flush=True)
+
     def epoch(self, epoch, epochs, values):
         keys = ["val/acc/fused"] + sorted(k for k in values if k.startswith("val/acc/") and k != "val/acc/fused")
         keys += ["val/f1/fused", "val/loss/fused"]

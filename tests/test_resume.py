@@ -136,3 +136,44 @@ def test_run_files_and_summary(preset, tmp_path):
     assert val_steps == [7, 14, 21]
     train_steps = [r["step"] for r in log.metric_rows() if r["split"] == "train"]
     assert train_steps == [3, 6, 7, 9, 12, 14, 15, 18, 21]
+
+
+def damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # flip one bit in the middle of the tensor data
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncate", "bitflip"])
+def test_damaged_last_checkpoint_falls_back_to_the_previous_one(how, preset, tmp_path):
+    from engine.train.checkpoint import CheckpointDamaged, load_checkpoint
+    straight = start_run(preset, runs_dir=tmp_path / "runs")
+    cut = start_run(preset, runs_dir=tmp_path / "runs", reporter=InterruptAt(10))
+    last = cut.run_dir / "checkpoints" / "last.pt"
+    damage(last, how)
+    with pytest.raises(CheckpointDamaged, match="last.pt"):
+        load_checkpoint(last)
+
+    class Warnings(NullReporter):
+        seen = []
+
+        def warn(self, message):
+            self.seen.append(message)
+
+    reporter = Warnings()
+    resume_run(cut.run_id, runs_dir=tmp_path / "runs", reporter=reporter)
+    assert any("last.pt" in w and "falling back" in w for w in reporter.seen), reporter.seen
+    assert_same_run(straight.run_dir, cut.run_dir)
+    log = read_metrics(cut.run_dir / "metrics.jsonl")
+    assert [e["from_step"] for e in log.records if e["kind"] == "resume"] == [7]
+
+
+def test_every_checkpoint_damaged_refuses_resume(preset, tmp_path):
+    cut = start_run(preset, runs_dir=tmp_path / "runs", reporter=InterruptAt(10))
+    for name in ("last.pt", "previous.pt"):
+        damage(cut.run_dir / "checkpoints" / name, "truncate")
+    with pytest.raises(ResumeRefused, match="every checkpoint is damaged"):
+        resume_run(cut.run_id, runs_dir=tmp_path / "runs")

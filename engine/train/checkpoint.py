@@ -6,7 +6,9 @@ loads it (numpy's RNG state is stored as lists, see ux-research.md section 5).
 
 from __future__ import annotations
 
+import hashlib
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +55,66 @@ def _to_tuples(obj):
     return obj
 
 
+class CheckpointDamaged(Exception):
+    """A checkpoint file that cannot be read or whose checksum does not match its contents."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def checksum(state: dict) -> str:
+    """SHA-256 over every tensor's dtype, shape and bytes and every primitive, in a fixed order.
+
+    Stored in the checkpoint itself (key ``checksum``), so the file stays loadable with a plain
+    ``torch.load(weights_only=True)`` while truncation or a flipped bit is still detected.
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for k in sorted(obj, key=str):
+            h.update(repr(k).encode())
+            _feed(h, obj[k])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _feed(h, v)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode())
+
+
+def with_checksum(state: dict) -> dict:
+    state["checksum"] = checksum(state)
+    return state
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code can run from the file)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load and verify a checkpoint with ``weights_only=True`` (no code can run from the file).
+
+    Raises :class:`CheckpointDamaged` when the file is unreadable, truncated or does not match
+    its checksum.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch raises RuntimeError, pickle/zip errors, EOFError, ... on damage
+        raise CheckpointDamaged(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "checksum" not in state:
+        raise CheckpointDamaged(path, "has no checksum: not an mmbal checkpoint")
+    if checksum(state) != state["checksum"]:
+        raise CheckpointDamaged(path, "its contents do not match the checksum stored in it (damaged)")
+    return state
