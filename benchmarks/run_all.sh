@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The figures behind BENCHMARKS.md: `mmbal bench` on each preset, JSON into benchmarks/results/<machine>/.
+# Usage: bash benchmarks/run_all.sh [--device cuda] [--repeats N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+machine="${MMBAL_BENCH_MACHINE:-$(hostname)-$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}"
+out="benchmarks/results/$machine"
+mkdir -p "$out"
+for preset in quickstart uci_mfeat avdigits; do
+    echo "== $preset" >&2
+    mmbal bench "presets/$preset.toml" --json "$@" > "$out/$preset.json"
+done
+echo "wrote $out" >&2

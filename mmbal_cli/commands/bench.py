@@ -1,0 +1,70 @@
+"""``mmbal bench``: engine vs hand-written and reference-style loops, and methods vs joint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DEFAULT_PRESET = Path(__file__).resolve().parents[2] / "presets" / "quickstart.toml"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(rich_help_panel="Reference")
+    def bench(preset: Annotated[Optional[Path], typer.Argument(help="Preset to measure (default: the quickstart).")] = None,
+              set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Preset override (repeatable).")] = None,
+              methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods to time (default: all; '' for none).")] = None,
+              repeats: Annotated[int, typer.Option(min=1, help="Timed epochs per contender.")] = 3,
+              reference: Annotated[bool, typer.Option(help="Also time a reference-style Dataset/DataLoader loop.")] = True,
+              device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """Speed figures on this machine: engine overhead, speed-up over research-style code, methods vs joint."""
+        from engine.bench import run_bench
+        from engine.errors import MmbalError
+        from engine.methods import METHODS
+        from engine.registry import did_you_mean
+
+        from ..app import _fail
+        from ..output import out_console, print_error
+        overrides = list(set_ or []) + ([f'train.device="{device}"'] if device else [])
+        names = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
+        for name in names or []:
+            if name not in METHODS:
+                print_error(f"--methods: unknown method '{name}'{did_you_mean(name, METHODS.names())}")
+                raise typer.Exit(2)
+        try:
+            result = run_bench(str(preset or DEFAULT_PRESET), overrides, repeats=repeats, reference=reference,
+                               methods=names)
+        except MmbalError as exc:
+            _fail(exc)
+        if as_json:
+            print(json.dumps(result.to_dict(), indent=2))
+            return
+        _print(result, out_console)
+
+
+def _print(result, console) -> None:
+    from rich.table import Table
+    d = result.to_dict()
+    console.print(f"[bold]{Path(d['preset']).name}[/] on {d['device']} (torch {d['torch']}, {d['threads']} threads), "
+                  f"{d['train_samples']} training samples, batch {d['batch_size']}")
+    t = Table("loop", "epoch (s)", "samples/s", "vs engine")
+    t.add_row("mmbal engine", f"{d['engine_epoch_s']:.4f}", f"{d['engine_samples_per_s']:,.0f}", "1.00")
+    t.add_row("hand-written loop", f"{d['hand_epoch_s']:.4f}", f"{d['hand_samples_per_s']:,.0f}",
+              f"{d['hand_epoch_s'] / d['engine_epoch_s']:.2f}")
+    if d["reference_epoch_s"]:
+        t.add_row("reference-style (Dataset, DataLoader, .item())", f"{d['reference_epoch_s']:.4f}",
+                  f"{d['train_samples'] / d['reference_epoch_s']:,.0f}",
+                  f"{d['reference_epoch_s'] / d['engine_epoch_s']:.2f}")
+    console.print(t)
+    console.print(f"engine overhead over the hand loop: [bold]{d['overhead']:.3f}x[/]"
+                  + (f"; speed-up over the reference-style loop: [bold]{d['speedup_vs_reference']:.2f}x[/]"
+                     if d["speedup_vs_reference"] else ""))
+    if d["methods"]:
+        m = Table("method", "epoch (s)", "x joint", "peak memory", "algorithmic cost (per step)")
+        for r in d["methods"]:
+            m.add_row(r["method"], f"{r['epoch_s']:.4f}", f"{r['ratio_to_joint']:.2f}" if r["ratio_to_joint"] else "-",
+                      f"{r['peak_memory_bytes'] / 2**20:,.1f} MiB", r["algorithmic_cost"])
+        console.print(m)
