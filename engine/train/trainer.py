@@ -66,27 +66,52 @@ class Selection:
 
 
 class RunningSums:
-    """Device-side sums of per-step values over a logging interval."""
+    """Device-side sums of per-step values over a logging interval.
+
+    The values of one step are stacked into one float64 vector and added with one kernel while
+    the set of names stays the same (the usual case); a new set of names (a method changing
+    stage) folds the running vector back into per-name sums first.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self._keys: tuple[str, ...] = ()
+        self._vec: torch.Tensor | None = None
+        self._vec_count = 0
         self.count = 0
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
-        for k, v in values.items():
-            v = v.detach().double().reshape(())
-            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        keys = tuple(values)
+        vec = torch.stack([v.detach().reshape(()) for v in values.values()]).double()
+        if keys != self._keys:
+            self._fold()
+            self._keys, self._vec = keys, vec
+        else:
+            self._vec += vec
+        self._vec_count += 1
         self.count += 1
 
+    def _fold(self) -> None:
+        if self._vec is None:
+            return
+        for k, v in zip(self._keys, self._vec.unbind()):
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + self._vec_count
+        self._keys, self._vec, self._vec_count = (), None, 0
+
     def means(self) -> dict[str, torch.Tensor]:
-        return {k: v / self.count for k, v in self.sums.items()}
+        self._fold()
+        return {k: v / self.counts[k] for k, v in self.sums.items()}
 
     def state_dict(self) -> dict:
-        return {"sums": dict(self.sums), "count": self.count}
+        self._fold()
+        return {"sums": dict(self.sums), "counts": dict(self.counts), "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.counts = dict(state["counts"])
         self.count = state["count"]
 
 
@@ -169,11 +194,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _step_values(self, result, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss, fused and per-modality batch accuracy (one batched argmax), and the live values."""
         out = result.output
-        values = {"train/loss/method": result.loss,
-                  "train/acc/fused": (out.fused.detach().argmax(1) == y).double().mean()}
-        for m in self.modalities:
-            values[f"train/acc/{m}"] = (out.logits[m].detach().argmax(1) == y).double().mean()
+        logits = torch.stack([out.fused.detach(), *(out.logits[m].detach() for m in self.modalities)])
+        acc = (logits.argmax(-1) == y).double().mean(1).unbind()
+        values = {"train/loss/method": result.loss, "train/acc/fused": acc[0]}
+        values.update({f"train/acc/{m}": a for m, a in zip(self.modalities, acc[1:])})
         values.update(result.live)
         return values
 
