@@ -15,11 +15,23 @@ from .config import TrainConfig
 
 
 def build_optimizer(cfg: TrainConfig, groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
-    """SGD / Adam / AdamW over the method's parameter groups (``foreach`` kernels; ``fused`` on CUDA)."""
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    """SGD / Adam / AdamW over the method's parameter groups, with PyTorch's fused kernels.
+
+    Fused kernels exist for these three optimisers on CUDA and on the CPU; they are faster than the
+    ``foreach`` ones (a uci_mfeat epoch with Adam on one CPU thread: 0.19 s vs 0.23 s) and accept a
+    device-side ``found_inf`` flag that skips a step without a host sync. Where they are not
+    available (another device type), ``foreach`` kernels are used.
+    """
     for g in groups:
         g.setdefault("lr", cfg.lr)
         g["base_lr"] = g["lr"]
+    try:
+        return _make(cfg, groups, {"fused": True})
+    except RuntimeError:
+        return _make(cfg, groups, {"foreach": True})
+
+
+def _make(cfg: TrainConfig, groups: list[dict], fast: dict) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay, **fast)
