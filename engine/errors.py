@@ -54,3 +54,9 @@ class RunLocked(MmbalError):
     """Another process holds the run directory's lock."""
 
     exit_code = 3
+
+
+class NonFiniteError(MmbalError):
+    """Training produced a non-finite loss or gradient and ``train.on_nonfinite = "stop"``."""
+
+    exit_code = 1

@@ -32,6 +32,8 @@ class TrainConfig:
     log_every: int = opt(25, ge=1, help="training steps between metric records (host syncs)")
     drop_last: bool = opt(False, help="drop the last incomplete training batch")
     threads: int = opt(0, ge=0, help="CPU threads for torch (0: torch's default)")
+    on_nonfinite: Literal["stop", "skip"] = opt(
+        "stop", help="a non-finite loss or gradient: stop the run (keeping the last good checkpoint) or skip the step")
 
     def __post_init__(self):
         if len(self.betas) != 2:

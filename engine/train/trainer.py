@@ -19,12 +19,14 @@ from typing import Protocol
 import torch
 
 from ..data import TensorData, batch_slices, epoch_permutation
+from ..errors import NonFiniteError
 from ..methods import Method, StepContext
 from ..models import MultimodalModel
 from .checkpoint import SCHEMA, capture_rng, restore_rng
 from .config import TrainConfig
 from .device import autocast_factory
 from .metrics import SplitScorer, to_host
+from .nonfinite import NonFiniteGuard
 from .optim import build_optimizer, lr_factor, set_lr
 
 
@@ -131,6 +133,7 @@ class Trainer:
         self.autocast = autocast_factory(cfg.precision, device)
         self.optimizer = build_optimizer(cfg, method.parameter_groups(model), device)
         method.bind_optimizer(self.optimizer)
+        self.guard = NonFiniteGuard(cfg.on_nonfinite, self.optimizer, device)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.pos = Position()
         self.best = Selection()
@@ -186,8 +189,10 @@ class Trainer:
 
     def _backward(self, loss: torch.Tensor) -> None:
         loss.backward()
+        self.guard.after_backward(loss)
 
     def _step_optimizer(self) -> None:
+        self.guard.before_step(self.optimizer, self.params, self.pos.step + 1)
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         self.optimizer.step()
@@ -206,11 +211,28 @@ class Trainer:
     def _flush_interval(self) -> dict[str, float] | None:
         if self.interval.count == 0:
             return None
-        values = to_host(self.interval.means())
+        values = to_host({**self.interval.means(), **self.guard.values()})
+        bad, first = int(values.pop("nonfinite_steps")), int(values.pop("nonfinite_first_step"))
+        self.guard.reset()
+        if bad:
+            values["nonfinite_steps"] = bad
         values["lr"] = self.optimizer.param_groups[0]["lr"]
         self.recorder.metrics(self.pos.step, self._epoch_float(), "train", values)
         self.interval = RunningSums(self.device)
+        if bad and self.cfg.on_nonfinite == "stop":
+            self._stop_nonfinite(bad, first, values)
+        elif bad:
+            self.recorder.event("nonfinite_skipped", self.pos.step, steps=bad, first_step=first)
         return values
+
+    def _stop_nonfinite(self, bad: int, first: int, values: dict[str, float]) -> None:
+        norms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("grad/")) or "not logged"
+        self.recorder.event("nonfinite", self.pos.step, steps=bad, first_step=first)
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {first} (epoch {self.pos.epoch}, {bad} bad step(s) up to step "
+            f"{self.pos.step}) with method '{self.method.name}'; encoder gradient norms at the last logged step: "
+            f"{norms}. The run stopped without a new checkpoint: lower train.lr, set train.grad_clip, or set "
+            f"train.on_nonfinite = \"skip\", then `mmbal resume` continues from the last good checkpoint.")
 
     def _epoch_float(self) -> float:
         return round(self.pos.epoch + self.pos.batch / max(self.steps_per_epoch, 1), 4)

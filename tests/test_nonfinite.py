@@ -1,0 +1,81 @@
+"""Non-finite losses: "stop" stops at the next logging interval keeping the last good checkpoint;
+"skip" skips the bad step on the device (fused optimisers' found_inf) and carries on."""
+
+import json
+import math
+import textwrap
+
+import pytest
+import torch
+
+from engine.errors import NonFiniteError
+from engine.methods.joint import Joint
+from engine.run import start_run
+from engine.store import read_metrics
+
+PRESET = """
+name = "nan"
+seed = 1
+[data]
+source = "synthetic"
+[data.synthetic]
+n_samples = 300
+n_classes = 3
+dims = [8, 6]
+[train]
+epochs = 3
+batch_size = 32
+log_every = 3
+optimizer = "{opt}"
+on_nonfinite = "{mode}"
+"""
+
+BAD_STEP = 10  # 0-based index of the poisoned step: the 4th step of epoch 1 (7 steps per epoch)
+
+
+@pytest.fixture()
+def poisoned(monkeypatch):
+    original = Joint.loss
+
+    def loss(self, out, y, step):
+        value, live = original(self, out, y, step)
+        if step.step == BAD_STEP:
+            value = value * float("nan")
+        return value, live
+    monkeypatch.setattr(Joint, "loss", loss)
+
+
+def preset(tmp_path, mode, opt="adam"):
+    p = tmp_path / f"{mode}-{opt}.toml"
+    p.write_text(textwrap.dedent(PRESET.format(mode=mode, opt=opt)))
+    return p
+
+
+def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(poisoned, tmp_path):
+    with pytest.raises(NonFiniteError) as info:
+        start_run(preset(tmp_path, "stop"), runs_dir=tmp_path / "runs")
+    message = str(info.value)
+    assert f"at step {BAD_STEP + 1} " in message and "method 'joint'" in message and "mmbal resume" in message
+    run_dir = next((tmp_path / "runs").iterdir())
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["position"]["step"] == 7  # the end of epoch 0, before the bad step
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "non-finite" in status["message"]
+    events = [e["name"] for e in read_metrics(run_dir / "metrics.jsonl").events()]
+    assert "nonfinite" in events
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_skip_skips_the_bad_step_on_the_device(opt, poisoned, tmp_path):
+    result = start_run(preset(tmp_path, "skip", opt), runs_dir=tmp_path / "runs")
+    assert result.state == "finished"
+    state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    if opt == "adam":  # the fused kernel does not count a skipped step
+        steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+        assert steps == {20.0}  # 21 steps taken, one skipped
+    rows = read_metrics(result.run_dir / "metrics.jsonl").metric_rows()
+    flagged = [(r["step"], r["m"]["nonfinite_steps"]) for r in rows if "nonfinite_steps" in r["m"]]
+    assert flagged == [(12, 1)]
+    assert math.isfinite(result.summary["test"]["test/acc/fused"])
