@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-MODULES: tuple[str, ...] = ("bench",)
+MODULES: tuple[str, ...] = ("bench", "compare", "sweep")
 
 
 def register_all(app) -> None:

@@ -1,0 +1,155 @@
+"""``mmbal compare --plot``: validation accuracy curves per modality and final test accuracy bars.
+
+One figure: the top row has a panel per target (``fused`` and each modality) with the
+``val/acc/<target>`` curve of every compared row over epochs (a group's mean over its finished
+runs, with a +-1 sample-std band); the bottom panel has, per row, a bar per target of the final
+``test/acc/<target>`` (mean, with the std as error bar). Curves come from ``metrics.jsonl``
+through :func:`engine.store.read_metrics`, so a resumed run's superseded rows are dropped.
+
+matplotlib is an optional extra (``pip install "mmbal[plot]"``). It is drawn with the
+object-oriented API (``Figure`` + ``savefig``), so no GUI backend and no global pyplot state
+are involved; the format follows the file's suffix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .compare import Comparison, Row, all_modalities
+from .stats import mean_std
+from .errors import UsageError
+from .store import METRICS_JSONL, read_metrics
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+INSTALL_HINT = 'pip install "mmbal[plot]"  (or: pip install "matplotlib>=3.8")'
+
+
+def check_plot_target(path: str | os.PathLike) -> None:
+    """Refuse (exit 2) a file type matplotlib is not asked to write, or a missing matplotlib."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise UsageError(f"--plot {path}: the file must end in .{', .'.join(PLOT_FORMATS)} "
+                         f"(the suffix picks the image format)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--plot needs matplotlib, which is not installed; install it with: {INSTALL_HINT}") from None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Mean (and sample std, NaN for one run) of a metric per epoch over ``n[i]`` runs."""
+
+    epochs: list[float]
+    mean: list[float]
+    std: list[float]
+    n: list[int]
+
+
+def run_curve(run_dir: Path, key: str) -> dict[float, float]:
+    """``{epoch: value}`` of metric ``key`` in the run's validation rows (the last row of an epoch wins)."""
+    log = read_metrics(Path(run_dir) / METRICS_JSONL)
+    out: dict[float, float] = {}
+    for row in log.metric_rows():
+        value = row["m"].get(key)
+        epoch = row.get("epoch")
+        if row.get("split") == "val" and isinstance(value, (int, float)) and isinstance(epoch, (int, float)):
+            out[float(epoch)] = float(value)
+    return out
+
+
+def row_curve(row: Row, key: str) -> Curve:
+    """The curve of ``key`` averaged over the row's finished runs, epoch by epoch."""
+    per_run = [run_curve(r.path, key) for r in row.used if r.path is not None]
+    epochs = sorted({e for c in per_run for e in c})
+    mean, std, n = [], [], []
+    for e in epochs:
+        values = [c[e] for c in per_run if e in c]
+        m, s = mean_std(values)
+        mean.append(m)
+        std.append(s if s is not None else math.nan)
+        n.append(len(values))
+    return Curve(epochs, mean, std, n)
+
+
+def targets_of(comp: Comparison) -> list[str]:
+    return ["fused", *all_modalities([r for row in comp.rows for r in row.records])]
+
+
+def curve_data(comp: Comparison) -> dict[str, dict[str, Curve]]:
+    """``{target: {row label: Curve of val/acc/<target>}}`` for every row with a finished run."""
+    rows = [row for row in comp.rows if row.used]
+    return {t: {row.label: row_curve(row, f"val/acc/{t}") for row in rows} for t in targets_of(comp)}
+
+
+def bar_data(comp: Comparison) -> dict[str, dict[str, tuple[float | None, float | None]]]:
+    """``{row label: {target: (mean, std) of test/acc/<target>}}`` over each row's finished runs."""
+    out = {}
+    for row in comp.rows:
+        if row.used:
+            out[row.label] = {t: mean_std([v for v in (r.value(f"test/acc/{t}") for r in row.used) if v is not None])
+                              for t in targets_of(comp)}
+    return out
+
+
+def plot_comparison(comp: Comparison, path: str | os.PathLike) -> None:
+    """Draw the curves and bars of ``comp`` into ``path`` (.png, .svg or .pdf)."""
+    check_plot_target(path)
+    from matplotlib.figure import Figure
+
+    curves, bars = curve_data(comp), bar_data(comp)
+    if not bars:
+        raise UsageError(f"--plot {path}: none of the compared runs has finished, so there is nothing to draw")
+    targets, labels = list(curves), list(bars)
+    fig = Figure(figsize=(max(4.0 * len(targets), 8.0), 7.5), layout="constrained")
+    grid = fig.add_gridspec(2, len(targets))
+    _draw_curves(fig, grid, curves, labels)
+    _draw_bars(fig.add_subplot(grid[1, :]), bars, targets, labels)
+    keys = ["method" if k == "method.name" else k for k in comp.group_by or []]
+    what = f"grouped by {', '.join(keys)}, mean ± std over seeds" if comp.grouped else "per run"
+    fig.suptitle(f"mmbal compare ({what})")
+    fig.savefig(path, dpi=120)
+
+
+def _draw_curves(fig, grid, curves: dict[str, dict[str, Curve]], labels: list[str]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    first = None
+    for i, (target, by_row) in enumerate(curves.items()):
+        ax = fig.add_subplot(grid[0, i], sharey=first)
+        first = first or ax
+        for j, label in enumerate(labels):
+            curve = by_row.get(label)
+            if curve is None or not curve.epochs:
+                continue
+            color = f"C{j % 10}"
+            ax.plot(curve.epochs, curve.mean, color=color, label=label, marker="." if len(curve.epochs) < 30 else None)
+            low = [m - s if not math.isnan(s) else m for m, s in zip(curve.mean, curve.std)]
+            high = [m + s if not math.isnan(s) else m for m, s in zip(curve.mean, curve.std)]
+            ax.fill_between(curve.epochs, low, high, color=color, alpha=0.2, linewidth=0)
+        ax.set_title(f"val/acc/{target}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.set_ylabel("accuracy")
+            ax.legend(fontsize="small")
+
+
+def _draw_bars(ax, bars: dict[str, dict[str, tuple]], targets: list[str], labels: list[str]) -> None:
+    width = 0.8 / len(targets)
+    for k, target in enumerate(targets):
+        xs = [i + (k - (len(targets) - 1) / 2) * width for i in range(len(labels))]
+        means = [bars[label][target][0] for label in labels]
+        stds = [bars[label][target][1] for label in labels]
+        errors = [s if s is not None else 0.0 for s in stds] if any(s is not None for s in stds) else None
+        ax.bar(xs, [m if m is not None else 0.0 for m in means], width, yerr=errors, capsize=3, label=target,
+               color="C7" if target == "fused" else f"C{k % 10}")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("final test accuracy per modality")
+    ax.legend(fontsize="small", ncols=min(len(targets), 6))
+    ax.grid(axis="y", alpha=0.3)

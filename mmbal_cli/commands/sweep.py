@@ -1,0 +1,160 @@
+"""``mmbal sweep``: one ordinary run per (method, seed), N at a time; running it again resumes the sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..output import print_error
+
+ACTION_TEXT = {"skip": "finished, skipped", "running": "running elsewhere, left alone",
+               "stale": "stale, left alone", "resume": "to resume", "start": "to start"}
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _headline(outcome) -> str:
+    test = (outcome.summary or {}).get("test") or {}
+    acc = test.get("test/acc/fused")
+    return f"test acc {acc:.4f}" if isinstance(acc, (int, float)) else ""
+
+
+class _Progress:
+    """Prints one line when a member starts and one when it ends, numbered ``[i/N]``."""
+
+    def __init__(self, total: int):
+        self.total, self.started, self.number = total, 0, {}
+
+    def __call__(self, kind, task, outcome) -> None:
+        if kind == "stopping":
+            _say("interrupt: asking the running members to write a checkpoint and stop (Ctrl-C again: stop now)")
+            return
+        key = task.member.run_name
+        if kind == "start":
+            self.started += 1
+            self.number[key] = self.started
+            verb = "resume" if task.action == "resume" else "start"
+            _say(f"[{self.started}/{self.total}] {verb:<11} {task.member.key:<16} {key}")
+            return
+        tag = f"[{self.number.get(key, '?')}/{self.total}]"
+        run = f"run {outcome.run_id}" if outcome.run_id else "no run created"
+        if outcome.state == "finished":
+            _say(f"{tag} done        {task.member.key:<16} {run}  {_headline(outcome)}  ({outcome.seconds:.1f}s)")
+        else:
+            _say(f"{tag} {outcome.state:<11} {task.member.key:<16} {run}, exit {outcome.returncode} after "
+                 f"{outcome.seconds:.1f}s: {outcome.last_line}  (log: {outcome.log})")
+
+
+def _print_plan(plan, jobs: int, verbose: bool) -> None:
+    n_m, n_s = len(plan.methods), len(plan.seeds)
+    counts = ", ".join(f"{plan.count(a)} {ACTION_TEXT[a]}" for a in ACTION_TEXT if plan.count(a))
+    _say(f"sweep {plan.name}: {n_m} method{'s' * (n_m != 1)} x {n_s} seed{'s' * (n_s != 1)} = "
+         f"{len(plan.tasks)} runs ({counts}); {jobs} at a time")
+    _say(f"  runs in {plan.runs_dir}, sweep record and logs in {plan.runs_dir / 'sweeps' / plan.name}")
+    for task in plan.tasks:
+        if verbose or task.action != "start" or task.note:
+            run = f" run {task.attempt.run_id}" if task.attempt else ""
+            note = f" ({task.note})" if task.note and task.note != "finished" else ""
+            _say(f"  {task.member.key:<16} {task.member.run_name:<28} {ACTION_TEXT[task.action]}{run}{note}")
+
+
+def _compare_hint(plan) -> str:
+    base = "joint" if "joint" in plan.methods else plan.methods[0]
+    where = f" --runs-dir {plan.runs_dir}" if plan.runs_dir else ""
+    return f"mmbal compare --sweep {plan.name}{where} --baseline {base}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep", rich_help_panel="Training")
+    def sweep(
+        preset: Annotated[Path, typer.Argument(help="Preset TOML file.", show_default=False)],
+        methods: Annotated[Optional[str], typer.Option(
+            "--methods", help="Comma-separated methods (default: the preset's).", show_default=False)] = None,
+        seeds: Annotated[Optional[str], typer.Option(
+            "--seeds", help="Comma-separated seeds or ranges: 0,1,2 or 0-4 (default: the preset's seed).",
+            show_default=False)] = None,
+        set_: Annotated[Optional[list[str]], typer.Option(
+            "--set", "-s", help="Override a preset key for every run: --set train.epochs=3; scope a method's "
+                                "option by its name: --set unimodal.modality=audio (repeatable).",
+            show_default=False)] = None,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time on this machine.")] = 1,
+        name: Annotated[Optional[str], typer.Option(
+            "--name", help="Sweep name; runs are named NAME-METHOD-sSEED (default: the preset's name).",
+            show_default=False)] = None,
+        device: Annotated[Optional[str], typer.Option(
+            help="auto | cpu | cuda | cuda:N for every run (overrides train.device).", show_default=False)] = None,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Print what would run, skip and resume, and the commands; start nothing.")] = False,
+        runs_dir: Annotated[Optional[Path], typer.Option(
+            "--runs-dir", envvar="MMBAL_RUNS_DIR", help="Runs directory (default: the user data dir's mmbal/runs).",
+            show_default=False)] = None,
+    ) -> None:
+        """One run per method x seed, N at a time; finished runs are skipped, so running it again resumes it."""
+        from engine.errors import MmbalError, UsageError
+        from engine.store import default_runs_dir
+        from engine.sweep import SweepRunner, member_command, parse_methods, parse_seeds, plan_sweep
+        from ..app import _fail
+        try:
+            if jobs < 1:
+                raise UsageError(f"--jobs: expected at least 1, got {jobs}")
+            method_list, seed_list = _defaults(preset, methods, seeds, parse_methods, parse_seeds)
+            plan = plan_sweep(preset, default_runs_dir(runs_dir), method_list, seed_list, set_ or [],
+                              name=name, device=device)
+        except MmbalError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            print_error("interrupted while planning: nothing was started")
+            raise typer.Exit(130)
+        _print_plan(plan, jobs, verbose=dry_run)
+        if dry_run:
+            for task in plan.todo():
+                _say("  $ " + " ".join(_quote(a) for a in member_command(plan, task, "python")))
+            return
+        try:
+            result = SweepRunner(plan, jobs, on_event=_Progress(len(plan.todo()))).run()
+        except MmbalError as exc:
+            _fail(exc)
+        _finish(plan, result)
+
+
+def _defaults(preset, methods, seeds, parse_methods, parse_seeds):
+    """``--methods``/``--seeds`` parsed, or the preset's own method and seed when left out."""
+    if methods is not None and seeds is not None:
+        return parse_methods(methods), parse_seeds(seeds)
+    from engine.config import read_toml
+    raw = read_toml(Path(preset))
+    table = raw.get("method") if isinstance(raw.get("method"), dict) else {}
+    method_list = parse_methods(methods if methods is not None else str(table.get("name", "joint")))
+    seed_list = parse_seeds(seeds if seeds is not None else str(raw.get("seed", 0)))
+    return method_list, seed_list
+
+
+def _quote(arg: str) -> str:
+    import shlex
+    return shlex.quote(arg)
+
+
+def _finish(plan, result) -> None:
+    from engine.sweep import sweep_members
+    members = sweep_members(plan.runs_dir, plan.name)
+    wanted = {(t.member.method, t.member.seed) for t in plan.tasks}
+    from engine.store import read_status
+    states = [read_status(path)["effective_state"] if path else "not started"
+              for m, path in members if (m.get("method"), m.get("seed")) in wanted]
+    done = states.count("finished")
+    _say(f"sweep {plan.name}: {done} of {len(states)} runs finished")
+    if result.interrupted:
+        print_error("interrupted: the running members were asked to write a checkpoint and stop (one still "
+                    "starting up stops without); run the same command again to resume the sweep")
+        raise typer.Exit(130)
+    if done < len(states):
+        others = {s: states.count(s) for s in states if s != "finished"}
+        listed = ", ".join(f"{n} {s}" for s, n in others.items())
+        print_error(f"{listed}: run the same command again to retry (failed or interrupted runs resume from their "
+                    f"last checkpoint); their logs are in {plan.runs_dir / 'sweeps' / plan.name / 'logs'}")
+        raise typer.Exit(1)
+    _say(f"compare them: {_compare_hint(plan)}")
