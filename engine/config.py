@@ -5,6 +5,7 @@ Who reads what:
 ==================  =========================================================================
 ``preset.toml``     the user's file, kept verbatim in the run directory
 ``--set k=v``       dotted overrides applied to the parsed TOML before validation
+``[monitor]``       the imbalance / information monitors (may change on resume)
 ``config.json``     ``RunConfig.to_dict()``: every default filled in; compare and resume read it
 locked keys         ``seed``, ``data``, ``modalities``, ``model``, ``method``, ``train.batch_size``:
                     resume refuses to change them (exit 3); the rest of ``[train]`` may change
@@ -32,11 +33,12 @@ from .data.parquet import ModalityInfo, column_type_problem, peek_schema
 from .errors import DataError, PresetError
 from .methods import METHODS
 from .models import ENCODERS, FUSIONS, ModalitySpec, ModelSpec, default_encoder
+from .monitor import MonitorConfig
 from .registry import did_you_mean
 from .schema import build, to_dict
 from .train.config import TrainConfig
 
-TOP_KEYS = ("name", "seed", "data", "modalities", "model", "method", "train")
+TOP_KEYS = ("name", "seed", "data", "modalities", "model", "method", "train", "monitor")
 LOCKED = ("seed", "data", "modalities", "model", "method", "train.batch_size")
 
 
@@ -51,6 +53,7 @@ class RunConfig:
     train: TrainConfig
     columns: dict[str, str]  # modality name -> dataset column
     base_dir: str  # folder the preset's relative paths are resolved against
+    monitor: MonitorConfig = dataclasses.field(default_factory=MonitorConfig)
 
     @property
     def modalities(self) -> list[str]:
@@ -66,6 +69,7 @@ class RunConfig:
             "model": {"fusion": self.model.fusion, **to_dict(self.model.fusion_options)},
             "method": {"name": self.method_name, **to_dict(self.method)},
             "train": to_dict(self.train),
+            "monitor": to_dict(self.monitor),
             "base_dir": self.base_dir,
         }
 
@@ -148,6 +152,7 @@ def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -
     fusion, fusion_options = _resolve_registry_table(raw, "model", "fusion", FUSIONS, "concat", problems)
     method_name, method_cfg = _resolve_registry_table(raw, "method", "name", METHODS, "joint", problems)
     train = build(TrainConfig, _table(raw, "train", problems), "train", problems)
+    monitor = build(MonitorConfig, _table(raw, "monitor", problems), "monitor", problems)
     _check_method_modality(method_cfg, modalities, problems)
     _check_select_metric(train, modalities, problems)
 
@@ -156,7 +161,7 @@ def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -
     return RunConfig(name=name, seed=seed, data=data,
                      model=ModelSpec(tuple(modalities), fusion, fusion_options),
                      method_name=method_name, method=method_cfg, train=train, columns=columns,
-                     base_dir=str(base_dir))
+                     base_dir=str(base_dir), monitor=monitor)
 
 
 def _table(raw: dict, key: str, problems: list[str]) -> dict:

@@ -144,7 +144,10 @@ def build_parts(cfg: RunConfig, device: torch.device, data: TensorData | None = 
     ctx = MethodContext(modalities=cfg.modalities, n_classes=data.n_classes, epochs=cfg.train.epochs,
                         steps_per_epoch=steps, device=device, seed=cfg.seed, data=data,
                         eval_batch_size=cfg.train.eval_batch_size)
-    method = METHODS.get(cfg.method_name)(cfg.method, ctx)
+    try:
+        method = METHODS.get(cfg.method_name)(cfg.method, ctx)
+    except PresetError as exc:
+        raise PresetError(source, exc.problems) from None
     method.setup(model)
     method.modules.to(device)
     return data, model, method
@@ -246,7 +249,7 @@ def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None 
         for warning in warnings:
             if reporter is not None and hasattr(reporter, "warn"):
                 reporter.warn(warning)
-        data, model, method = build_parts(cfg, dev)
+        data, model, method = build_parts(cfg, dev, source=str(run_dir / "preset.toml"))
         run_info["overrides"] = all_overrides
         run_info["segments"] = int(run_info.get("segments", 1)) + 1
         run_info["resumed"] = list(run_info.get("resumed", [])) + [{"at": _now(), "step": state["position"]["step"]}]
@@ -267,7 +270,7 @@ def _train(run_dir: Path, run_info: dict, cfg: RunConfig, dev: torch.device, dat
     started = time.time()
     with MetricsWriter(run_dir / "metrics.jsonl") as writer:
         recorder = RunRecorder(run_dir, writer, heartbeat, reporter, cfg.train.epochs, summary_base)
-        trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, recorder)
+        trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, recorder, cfg.monitor)
         if checkpoint is None:
             writer.header(run_info["run_id"], name=run_info["name"], method=cfg.method_name,
                           modalities=cfg.modalities)

@@ -34,6 +34,11 @@ class NonFiniteGuard:
         self._loss_ok: torch.Tensor | None = None
         self.reset()
 
+    def groups_changed(self, optimizer: torch.optim.Optimizer) -> None:
+        """A method added parameter groups: give new SGD momentum buffers their zero start too."""
+        if self.mode == "skip":
+            _prime_momentum_buffers(optimizer)
+
     def reset(self) -> None:
         self.count = torch.zeros((), dtype=torch.long, device=self.device)
         self.first = torch.full((), -1, dtype=torch.long, device=self.device)

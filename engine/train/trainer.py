@@ -22,6 +22,7 @@ from ..data import TensorData, batch_slices, epoch_permutation
 from ..errors import NonFiniteError
 from ..methods import Method, StepContext
 from ..models import MultimodalModel
+from ..monitor import MonitorConfig, Monitors
 from .checkpoint import SCHEMA, capture_rng, restore_rng
 from .config import TrainConfig
 from .device import autocast_factory
@@ -117,11 +118,22 @@ class RunningSums:
         self.count = state["count"]
 
 
+def _clone(obj):
+    """A deep copy of a state dict's tensors (state dicts hold references to live tensors)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
+
+
 class Trainer:
     """Trains ``model`` with ``method`` on ``data``; see the module docstring."""
 
     def __init__(self, cfg: TrainConfig, data: TensorData, model: MultimodalModel, method: Method,
-                 device: torch.device, seed: int, recorder: Recorder):
+                 device: torch.device, seed: int, recorder: Recorder, monitor: MonitorConfig | None = None):
         self.cfg = cfg
         self.data = data
         self.model = model
@@ -134,12 +146,26 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, method.parameter_groups(model), device)
         method.bind_optimizer(self.optimizer)
         self.guard = NonFiniteGuard(cfg.on_nonfinite, self.optimizer, device)
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.pos = Position()
         self.best = Selection()
         self.interval = RunningSums(device)
         self.stop_requested = False
         self.n_train = int(data.splits["train"].numel())
+        self.monitors = Monitors(monitor or MonitorConfig(enabled=False), self.modalities,
+                                 {m: model.encoders[m].out_dim for m in self.modalities}, data.n_classes,
+                                 torch.bincount(data.y[data.splits["train"]], minlength=data.n_classes), device)
+        self._log_now = False
+        self._grads: dict[str, torch.Tensor] = {}
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """Every optimised parameter, including groups a method added during training (AUG's heads)."""
+        groups = self.optimizer.param_groups
+        if len(groups) != getattr(self, "_n_groups", -1):
+            self._n_groups = len(groups)
+            self._params = [p for g in groups for p in g["params"]]
+            self.guard.groups_changed(self.optimizer)
+        return self._params
 
     # -- sizes ----------------------------------------------------------------------------------
     @property
@@ -159,6 +185,9 @@ class Trainer:
     def train_epoch_steps(self) -> None:
         """The optimiser steps of the current epoch from the current batch on (no evaluation)."""
         epoch = self.pos.epoch
+        if self.stop_requested:  # before the epoch's start hook, so a resume does not run it twice
+            self.save("last")
+            raise Interrupted()
         if self.pos.batch == 0:
             for ev in self.method.on_epoch_start(epoch, self.model):
                 self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
@@ -172,7 +201,9 @@ class Trainer:
                 raise Interrupted()
             x, y = self.data.batch(slices[b])
             set_lr(self.optimizer, lr_factor(self.cfg, self.pos.step, n_batches))
+            self._log_now = (self.pos.step + 1) % self.cfg.log_every == 0 or b == n_batches - 1
             result = self.method.train_step(x, y, self._step_context(b))
+            self.monitors.observe_step(result.output, y, self.pos.step)
             self.interval.add(self._step_values(result, y))
             self.pos.step += 1
             self.pos.batch = b + 1
@@ -193,6 +224,9 @@ class Trainer:
 
     def _step_optimizer(self) -> None:
         self.guard.before_step(self.optimizer, self.params, self.pos.step + 1)
+        if self._log_now:  # summed over the optimiser steps of one batch (alternating methods step per modality)
+            for k, v in self.monitors.grad_norms(self.model).items():
+                self._grads[k] = self._grads[k] + v if k in self._grads else v
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         self.optimizer.step()
@@ -211,7 +245,9 @@ class Trainer:
     def _flush_interval(self) -> dict[str, float] | None:
         if self.interval.count == 0:
             return None
-        values = to_host({**self.interval.means(), **self.guard.values()})
+        values = to_host({**self.interval.means(), **self.monitors.interval_values(), **self._grads,
+                          **self.guard.values()})
+        self._grads = {}
         bad, first = int(values.pop("nonfinite_steps")), int(values.pop("nonfinite_first_step"))
         self.guard.reset()
         if bad:
@@ -261,27 +297,51 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, split: str, model: MultimodalModel | None = None) -> dict[str, float]:
+    def evaluate(self, split: str, model: MultimodalModel | None = None, method: Method | None = None) -> dict[str, float]:
         """Fused and per-modality accuracy, macro-F1 and loss on ``split`` (one host transfer)."""
         model = model or self.model
+        method = method or self.method
         was_training = model.training
         model.eval()
         scorer = SplitScorer(["fused", *self.modalities], self.data.n_classes, self.device)
+        kept: list = []  # outputs for the monitors, up to their row budget
+        budget = self.monitors.cfg.eval_max_samples if self.monitors.cfg.enabled else 0
         for idx in batch_slices(self.data.splits[split], self.cfg.eval_batch_size, False):
             x, y = self.data.batch(idx)
             with self.autocast():
-                out = self.method.predict(model, x)
+                out = method.predict(model, x)
             scorer.add({"fused": out.fused, **out.logits}, y)
+            if budget > 0:
+                kept.append((out, y))
+                budget -= y.numel()
+        values = scorer.tensors(split)
+        if kept:
+            values.update(self._monitor_values(model, method, kept))
         model.train(was_training)
-        return to_host(scorer.tensors(split))
+        return to_host(values)
+
+    def _monitor_values(self, model: MultimodalModel, method: Method, kept: list) -> dict[str, torch.Tensor]:
+        """The evaluation-time monitors on the gathered outputs of a split (float32, no autocast)."""
+        def cat(get):
+            return torch.cat([get(o).float() for o, _ in kept])
+        features = {m: cat(lambda o: o.features[m]) for m in self.modalities}
+        logits = {m: cat(lambda o: o.logits[m]) for m in self.modalities}
+        y = torch.cat([y for _, y in kept])
+        return self.monitors.evaluate(lambda f: method.head(model, f), features, logits,
+                                      cat(lambda o: o.fused), y)
 
     def finish(self) -> dict:
-        """Test metrics of the selected (best-on-val) weights; returns them with the selection."""
-        chosen = self.model
+        """Test metrics of the selected (best-on-val) checkpoint: its weights *and* its method state
+        (a method's own modules, e.g. AUG's heads, belong to the selected epoch too)."""
+        model, method = self.model, self.method
         if self.best.epoch >= 0 and self.best.epoch != self.pos.epoch - 1:
-            chosen = copy.deepcopy(self.model)
-            chosen.load_state_dict(self._best_weights)
-        test = self.evaluate("test", chosen) if self.data.splits["test"].numel() else {}
+            model = copy.deepcopy(self.model)
+            model.load_state_dict(self._best_weights)
+            method = type(self.method)(self.method.cfg, self.method.ctx)
+            method.setup(model)
+            method.modules.to(self.device)
+            method.load_state_dict(self._best_method)
+        test = self.evaluate("test", model, method) if self.data.splits["test"].numel() else {}
         if test:
             self.recorder.metrics(self.pos.step, self.pos.epoch, "test", test)
         return test
@@ -295,6 +355,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(),
             "interval": self.interval.state_dict(),
+            "monitors": self.monitors.state_dict(),
             "best": {"value": self.best.value, "epoch": self.best.epoch, "step": self.best.step,
                      "metrics": self.best.metrics},
             "rng": capture_rng(),
@@ -304,7 +365,8 @@ class Trainer:
     def save(self, kind: str) -> None:
         if kind == "best":
             self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.recorder.save_checkpoint({"schema": SCHEMA, "model": self._best_weights,
+            self._best_method = _clone(self.method.state_dict())
+            self.recorder.save_checkpoint({"schema": SCHEMA, "model": self._best_weights, "method": self._best_method,
                                            "epoch": self.best.epoch, "step": self.best.step,
                                            "metrics": self.best.metrics}, "best")
         else:
@@ -316,10 +378,13 @@ class Trainer:
         self.method.load_state_dict(state["method"])  # first: it may add parameter groups
         self.optimizer.load_state_dict(state["optimizer"])
         self.interval.load_state_dict(state["interval"])
+        if "monitors" in state:
+            self.monitors.load_state_dict(state["monitors"])
         p = state["position"]
         self.pos = Position(p["epoch"], p["batch"], p["step"])
         b = state["best"]
         self.best = Selection(b["value"], b["epoch"], b["step"], dict(b["metrics"]))
         if best is not None:
             self._best_weights = {k: v.to(self.device) for k, v in best["model"].items()}
+            self._best_method = best["method"]
         restore_rng(state["rng"])
