@@ -271,9 +271,11 @@ def _train(run_dir: Path, run_info: dict, cfg: RunConfig, dev: torch.device, dat
     with MetricsWriter(run_dir / "metrics.jsonl") as writer:
         recorder = RunRecorder(run_dir, writer, heartbeat, reporter, cfg.train.epochs, summary_base)
         trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, recorder, cfg.monitor)
+        heartbeat.update(epochs=cfg.train.epochs, steps_per_epoch=trainer.steps_per_epoch)
         if checkpoint is None:
             writer.header(run_info["run_id"], name=run_info["name"], method=cfg.method_name,
-                          modalities=cfg.modalities)
+                          modalities=cfg.modalities, epochs=cfg.train.epochs,
+                          steps_per_epoch=trainer.steps_per_epoch)
         else:
             state, best = checkpoint
             trainer.load_state_dict(state, best)

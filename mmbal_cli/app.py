@@ -56,10 +56,15 @@ def run(preset: Annotated[Path, typer.Argument(help="Preset TOML file.", show_de
         set_: SetOpt = None, runs_dir: RunsDirOpt = None,
         name: Annotated[Optional[str], typer.Option(help="Run name (default: preset name + method).")] = None,
         device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (overrides train.device).")] = None,
+        tui: Annotated[bool, typer.Option("--tui/--no-tui", help="Train in the background with the live dashboard "
+                                                                 "attached (quitting asks whether to stop training).")] = False,
         ) -> None:
     """Start a new run from a preset; prints the run id and directory first."""
     from engine.errors import MmbalError
     from engine.run import start_run
+    if tui:
+        from .tui.launch import build_run_argv, run_with_dashboard
+        raise typer.Exit(run_with_dashboard(build_run_argv(preset, set_ or [], name, device), runs_dir))
     reporter = make_reporter()
     try:
         result = start_run(preset, set_ or [], runs_dir, name=name, device=device, reporter=reporter,

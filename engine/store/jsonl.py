@@ -372,6 +372,15 @@ class MetricsTail:
     def warnings(self) -> list[str]:
         return self._parser.warnings
 
+    @property
+    def pending_bytes(self) -> int:
+        """Size of the incomplete last line read so far (0 when the file ends with a newline).
+
+        Normal for an instant while a writer is mid-record; lasting after the writer stopped, it
+        is the torn tail that :func:`read_metrics` reports as ``torn_tail``.
+        """
+        return len(self._parser.partial)
+
     def _rewritten(self, fd: int, size: int) -> bool:
         if size < self.offset:
             return True

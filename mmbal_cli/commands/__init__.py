@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-MODULES: tuple[str, ...] = ("bench", "compare", "sweep")
+MODULES: tuple[str, ...] = ("bench", "compare", "sweep", "watch")
 
 
 def register_all(app) -> None:

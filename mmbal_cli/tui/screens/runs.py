@@ -1,0 +1,104 @@
+"""The runs screen: the runs directory as ``mmbal ls`` lists it; open one, or mark several to compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from engine.store import list_runs
+
+from ..text import STATE_STYLES
+
+MARK = "✓"
+
+
+class RunsScreen(Screen):
+    """Refreshed every ``interval`` seconds; the cursor stays on the same run."""
+
+    BINDINGS = [
+        Binding("enter", "open", "Open"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    def __init__(self, runs_dir: Path, current: Path | None = None, interval: float = 2.0):
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.current = Path(current).resolve() if current else None
+        self.interval = interval
+        self.marked: list[Path] = []
+        self.paths: list[Path] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text.assemble(("runs in ", "dim"), str(self.runs_dir),
+                                   ("   enter open · space mark · c compare marked · esc back", "dim")),
+                     id="runs-title")
+        yield DataTable(id="runs", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for label in (" ", "id", "name", "method", "dataset", "state", "epoch", "step", "created"):
+            table.add_column(label, key=label)
+        self.reload()
+        self.set_interval(self.interval, self.reload)
+        table.focus()
+
+    def reload(self) -> None:
+        table = self.query_one(DataTable)
+        keep = self.paths[table.cursor_row] if self.paths and 0 <= table.cursor_row < len(self.paths) else self.current
+        runs = list_runs(self.runs_dir)
+        self.paths = [r.path.resolve() for r in runs]
+        table.clear()
+        for run in runs:
+            path = run.path.resolve()
+            mark = MARK if path in self.marked else ("▶" if path == self.current else " ")
+            state = Text(run.state, style=STATE_STYLES.get(run.state, ""))
+            if run.error:
+                state.append(f" ({run.error})", style="dim")
+            cells = (run.run_id, run.name, run.method or "", run.dataset or "")
+            table.add_row(mark, *map(Text, cells), state,  # Text: names are not markup
+                          "" if run.epoch is None else str(run.epoch), "" if run.step is None else str(run.step),
+                          (run.created or "").replace("T", " ")[:19], key=str(path))
+        if not runs:
+            table.add_row("", "", Text(f"no runs in {self.runs_dir}", style="dim"), *[""] * 6)
+        if keep in self.paths:
+            table.move_cursor(row=self.paths.index(keep))
+
+    def _selected(self) -> Path | None:
+        row = self.query_one(DataTable).cursor_row
+        return self.paths[row] if 0 <= row < len(self.paths) else None
+
+    def action_open(self) -> None:
+        path = self._selected()
+        if path is not None:
+            self.dismiss(path)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_open()
+
+    def action_mark(self) -> None:
+        path = self._selected()
+        if path is None:
+            return
+        if path in self.marked:
+            self.marked.remove(path)
+        else:
+            self.marked.append(path)
+        self.reload()
+
+    def action_compare(self) -> None:
+        chosen = list(self.marked)
+        if len(chosen) < 2:
+            self.notify("mark two or more runs with space first", severity="warning", timeout=3)
+            return
+        from .compare import CompareScreen
+        self.app.push_screen(CompareScreen(chosen))

@@ -1,0 +1,106 @@
+"""Text pieces shared by the dashboard widgets and the ``--once`` snapshot.
+
+Everything that matters is in the characters, not only in the colour (``NO_COLOR``, monochrome
+tmux): the state is a word, the weakest modality carries a marker, notices a level prefix.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from .chart import fmt_number
+from .model import PANEL_COLUMNS, ModalityRow, Notice, RunModel
+
+STATE_STYLES = {
+    "running": "bold green",
+    "created": "green",
+    "finished": "bold blue",
+    "interrupted": "bold yellow",
+    "stale": "bold red",
+    "failed": "bold red",
+    "unknown": "bold magenta",
+}
+NOTICE_PREFIX = {"error": ("✖ ", "bold red"), "warning": ("▲ ", "yellow"), "info": ("• ", "dim")}
+WEAKEST_MARK = "◀ weakest"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``3d04h``, ``1h02m``, ``4m05s`` or ``12s``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def state_text(model: RunModel) -> Text:
+    return Text(model.state, style=STATE_STYLES.get(model.state, "bold"))
+
+
+def identity_text(model: RunModel) -> Text:
+    """``name  id  ·  method  ·  dataset  ·  device``."""
+    return Text.assemble(
+        (model.name, "bold"), "  ", (model.run_id, "dim"), "  ·  ",
+        ("method ", "dim"), model.method, "  ·  ", ("data ", "dim"), model.dataset, "  ·  ",
+        ("device ", "dim"), model.device,
+    )
+
+
+def position_text(model: RunModel) -> Text:
+    """``running  epoch 3/15  step 1234/4000``."""
+    epoch, total = model.epoch_now, model.epochs_total
+    steps = model.total_steps
+    return Text.assemble(
+        state_text(model),
+        ("  epoch ", "dim"), f"{epoch if epoch is not None else '-'}/{total if total else '?'}",
+        ("  step ", "dim"), f"{model.step}/{steps if steps else '?'}",
+    )
+
+
+def times_text(model: RunModel) -> Text:
+    """``elapsed 2m03s  left 5m10s`` (left only while running)."""
+    text = Text.assemble(("elapsed ", "dim"), fmt_duration(model.elapsed()))
+    eta = model.eta()
+    if model.is_live:
+        text.append_text(Text.assemble(("  left ", "dim"), fmt_duration(eta)))
+    return text
+
+
+def notice_text(notice: Notice) -> Text:
+    prefix, style = NOTICE_PREFIX.get(notice.level, ("• ", ""))
+    return Text.assemble((prefix, style), (notice.text, style if notice.level == "error" else ""))
+
+
+def panel_headers() -> list[str]:
+    return ["modality", *(label for label, _ in PANEL_COLUMNS)]
+
+
+def panel_cells(row: ModalityRow, compact: bool = False) -> list[Text]:
+    """The cells of one per-modality row ("-" where the run logs no such value); ``compact``
+    marks the weakest modality with the arrow alone (the help screen explains it)."""
+    name = Text(row.name, style="bold" if row.name == "fused" else "")
+    if row.weakest:
+        name.append(f" {WEAKEST_MARK.split()[0] if compact else WEAKEST_MARK}", style="bold yellow")
+    return [name, *(Text(fmt_number(row.values.get(label)), justify="right") for label, _ in PANEL_COLUMNS)]
+
+
+def test_text(model: RunModel) -> Text | None:
+    """``test acc  fused 0.874  audio 0.731 ...`` once the run has test metrics."""
+    test = model.test_values()
+    targets = ["fused", *model.modalities]
+    parts = [(t, test.get(f"test/acc/{t}")) for t in targets if test.get(f"test/acc/{t}") is not None]
+    if not parts:
+        return None
+    text = Text("test acc ", style="dim")
+    for target, value in parts:
+        text.append(f" {target} ", style="bold" if target == "fused" else "")
+        text.append(fmt_number(value))
+    return text

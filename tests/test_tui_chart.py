@@ -1,0 +1,121 @@
+"""The braille line chart: dot placement, decimation that keeps spikes, gaps, markers, legend."""
+
+import pytest
+
+from mmbal_cli.tui.chart import (
+    ChartData,
+    Marker,
+    Series,
+    _Canvas,
+    _columns,
+    data_ranges,
+    fmt_number,
+    legend,
+    render_chart,
+)
+
+BRAILLE = range(0x2800, 0x2900)
+
+
+def _label_width(lines):
+    return lines[0].plain.index("┤")
+
+
+def _plot_rows(lines, label_w):
+    """The plot cells of each plot row (label column and axis glyph stripped)."""
+    return [line.plain[label_w + 1:] for line in lines]
+
+
+def test_canvas_sets_the_braille_bit_of_each_dot():
+    canvas = _Canvas(2, 1)
+    canvas.dot(0, 0, "red")   # top-left dot of cell 0: bit 0x01
+    canvas.dot(1, 3, "red")   # bottom-right dot of cell 0: bit 0x80
+    canvas.dot(2, 1, "blue")  # second row, left column of cell 1: bit 0x02
+    assert canvas.bits == [[0x81, 0x02]]
+    assert canvas.styles == [["red", "blue"]]
+    canvas.dot(9, 9, "x")  # outside: ignored
+    assert canvas.bits == [[0x81, 0x02]]
+
+
+def test_columns_reduce_to_min_max_first_last_and_break_at_gaps():
+    points = [(0, 5.0), (0.1, 1.0), (0.2, 9.0), (0.3, 4.0), (1, None), (2, 3.0)]
+    cols = _columns(points, to_px=lambda x: int(x), to_py=lambda y: int(y))
+    assert cols == [(0, 5, 1, 9, 4), None, (2, 3, 3, 3, 3)]
+
+
+def test_rising_line_goes_from_bottom_left_to_top_right():
+    data = ChartData([Series("a", [(0, 0.0), (10, 1.0)])])
+    lines = render_chart(data, width=30, height=10, with_legend=False)
+    assert len(lines) == 10
+    assert all(line.cell_len <= 30 for line in lines)
+    label_w = _label_width(lines)
+    plot = _plot_rows(lines[:8], label_w)
+    assert ord(plot[-1][0]) in BRAILLE and plot[0][0] == " "      # starts bottom left
+    assert ord(plot[0][-1]) in BRAILLE and plot[-1][-1] == " "    # ends top right
+    assert lines[0].plain.startswith(" 1.040┤")                   # y range padded by 4 %
+    assert lines[8].plain.lstrip().startswith("└")
+    assert lines[9].plain.split() == ["0", "step", "10"]
+
+
+def test_a_single_spike_among_many_points_survives_decimation():
+    points = [(float(i), 0.0) for i in range(2000)]
+    points[1234] = (1234.0, 1.0)
+    lines = render_chart(ChartData([Series("a", points)]), width=40, height=8, with_legend=False)
+    top = lines[0].plain
+    assert any(ord(ch) in BRAILLE for ch in top), "the spike must reach the top row"
+
+
+def test_none_values_leave_a_gap():
+    points = [(float(i), 1.0 if i % 2 else 0.0) for i in range(10)] + [(float(i), None) for i in range(10, 30)]
+    points += [(float(i), 0.5) for i in range(30, 40)]
+    lines = render_chart(ChartData([Series("a", points)]), width=44, height=8, with_legend=False)
+    label_w = _label_width(lines)
+    plot = _plot_rows(lines[:6], label_w)
+    middle = [row[len(row) // 2] for row in plot]
+    assert middle == [" "] * 6
+
+
+def test_markers_sit_on_the_axis_and_rules_only_in_empty_cells():
+    data = ChartData([Series("a", [(0, 0.0), (100, 0.0)])],
+                     markers=[Marker(50, "R", rule=True, priority=5), Marker(50, "c", priority=1),
+                              Marker(100, "c"), Marker(500, "H", rule=True)])
+    lines = render_chart(data, width=40, height=8, with_legend=False)
+    label_w = _label_width(lines)
+    axis = lines[-2].plain[label_w + 1:]
+    assert axis.count("R") == 1 and axis.count("c") == 1 and "H" not in axis  # H is outside the x range
+    col = axis.index("R")
+    assert axis.endswith("c")
+    rows = _plot_rows(lines[:-2], label_w)
+    assert all(row[col] in ("┆",) or ord(row[col]) in BRAILLE for row in rows)
+    assert sum(row[col] == "┆" for row in rows) >= len(rows) - 1
+
+
+def test_legend_lists_latest_values_and_marker_meanings_wrapped():
+    series = [Series("fused", [(0, 0.5), (1, 0.874)]), Series("audio", [(0, 0.2), (1, None)])]
+    lines = legend(series, width=24, marks=[("R", "resume")])
+    text = [line.plain for line in lines]
+    assert text == ["■ fused 0.874", "■ audio 0.200  R resume"]
+
+
+def test_y_padding_stays_inside_the_bounds():
+    series = [Series("acc", [(0, 0.5), (1, 1.0)])]
+    assert data_ranges(series)[1] == pytest.approx((0.48, 1.02))
+    assert data_ranges(series, (0.0, 1.0))[1] == pytest.approx((0.48, 1.0))
+    outside = data_ranges([Series("x", [(0, 2.0), (1, 3.0)])], (0.0, 1.0))[1]
+    assert outside == pytest.approx((1.96, 3.04))  # data outside the bounds: padded as usual
+
+
+def test_empty_chart_shows_its_message():
+    lines = render_chart(ChartData([], empty_message="no mi/<m> values"), width=40, height=6)
+    assert lines[0].plain == "no mi/<m> values" and len(lines) == 6
+    assert data_ranges([Series("a", [(0, None)])]) is None
+
+
+def test_fmt_number():
+    assert fmt_number(None) == "-"
+    assert fmt_number(float("nan")) == "-"
+    assert fmt_number(0.87412) == "0.874"
+    assert fmt_number(0.0) == "0.000"
+    assert fmt_number(1.5e-4) == "1.5e-04"
+    assert fmt_number(123.456) == "123.5"
+    assert fmt_number(-2.5e6) == "-2.5e+06"
