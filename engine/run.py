@@ -146,9 +146,9 @@ def build_parts(cfg: RunConfig, device: torch.device, data: TensorData | None = 
                         eval_batch_size=cfg.train.eval_batch_size)
     try:
         method = METHODS.get(cfg.method_name)(cfg.method, ctx)
+        method.setup(model)
     except PresetError as exc:
         raise PresetError(source, exc.problems) from None
-    method.setup(model)
     method.modules.to(device)
     return data, model, method
 

@@ -72,7 +72,7 @@ class CountSecondEpoch:
             self.counter.active = False
 
 
-@pytest.mark.parametrize("method, extra", [("joint", ""), ("unimodal", 'modality = "a"'), ("aug", "check_every = 1"),
+@pytest.mark.parametrize("method, extra", [("joint", ""), ("unimodal", 'modality = "a"'), ("aug", "check_every = 1"), ("mcr", ""),
                                            ("mikd", "")])
 def test_transfers_per_epoch_do_not_grow_with_steps(method, extra, transfers, tmp_path):
     counts = []

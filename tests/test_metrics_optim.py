@@ -41,3 +41,16 @@ def test_schedules():
     assert lr_factor(cos, 60, 10) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_factor(cos, 100, 10) == pytest.approx(0.1)
     assert lr_factor(TrainConfig(), 123, 10) == 1.0
+
+
+def test_sgd_momentum_for_a_parameter_that_starts_training_late():
+    """Fused SGD needs every momentum buffer to exist; a late starter gets buf = grad, as lazily."""
+    from engine.train.optim import build_optimizer
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    opt = build_optimizer(TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9), [{"params": [a, b]}], torch.device("cpu"))
+    a.grad = torch.ones(2)
+    opt.step()
+    a.grad, b.grad = torch.ones(2), torch.ones(2)
+    opt.step()
+    assert a.tolist() == pytest.approx([1 - 0.1 - 0.1 * 1.9] * 2)
+    assert b.tolist() == pytest.approx([0.9, 0.9])

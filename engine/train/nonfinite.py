@@ -12,7 +12,8 @@ per logging interval, in the same transfer as the other metrics.
   gradient makes the weights, hence the next loss, non-finite).
 * ``"skip"``: every step also checks its gradients (one fused norm over them) and a bad step is
   skipped on the device through the fused optimisers' ``found_inf`` flag, the same mechanism AMP's
-  GradScaler uses; skipped steps are counted in the train record (``nonfinite_steps``).
+  GradScaler uses (SGD's momentum buffers start at zero, see ``optim.prime_momentum_buffers``);
+  skipped steps are counted in the train record (``nonfinite_steps``).
 """
 
 from __future__ import annotations
@@ -29,15 +30,8 @@ class NonFiniteGuard:
         if mode == "skip" and not optimizer.defaults.get("fused"):
             raise UsageError(f"train.on_nonfinite = \"skip\" needs PyTorch's fused optimisers, which are not "
                              f"available on {device}; use \"stop\"")
-        if mode == "skip":
-            _prime_momentum_buffers(optimizer)
         self._loss_ok: torch.Tensor | None = None
         self.reset()
-
-    def groups_changed(self, optimizer: torch.optim.Optimizer) -> None:
-        """A method added parameter groups: give new SGD momentum buffers their zero start too."""
-        if self.mode == "skip":
-            _prime_momentum_buffers(optimizer)
 
     def reset(self) -> None:
         self.count = torch.zeros((), dtype=torch.long, device=self.device)
@@ -62,18 +56,3 @@ class NonFiniteGuard:
     def values(self) -> dict[str, torch.Tensor]:
         """Device values to transfer with the interval's metrics."""
         return {"nonfinite_steps": self.count, "nonfinite_first_step": self.first}
-
-
-def _prime_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
-    """Give SGD's momentum buffers a zero start, so a skipped *first* step leaves a defined buffer.
-
-    With dampening 0 (mmbal's SGD), a zero buffer gives the same first update as PyTorch's lazy
-    initialisation (buf = grad); without it, the fused CPU kernel reads an uninitialised buffer
-    after a skipped first step.
-    """
-    if not isinstance(optimizer, torch.optim.SGD):
-        return
-    for group in optimizer.param_groups:
-        if group["momentum"] > 0:
-            for p in group["params"]:
-                optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))

@@ -26,9 +26,28 @@ def build_optimizer(cfg: TrainConfig, groups: list[dict], device: torch.device) 
         g.setdefault("lr", cfg.lr)
         g["base_lr"] = g["lr"]
     try:
-        return _make(cfg, groups, {"fused": True})
+        optimizer = _make(cfg, groups, {"fused": True})
     except RuntimeError:
-        return _make(cfg, groups, {"foreach": True})
+        optimizer = _make(cfg, groups, {"foreach": True})
+    prime_momentum_buffers(optimizer)
+    return optimizer
+
+
+def prime_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
+    """Give every SGD momentum buffer a zero start (call again after ``add_param_group``).
+
+    With dampening 0 (mmbal's SGD) a zero buffer gives the same first update as PyTorch's lazy
+    initialisation (buf = grad). The fused kernel needs it: it fails when a parameter gets its
+    first gradient after others already have buffers (a method that trains some parameters only
+    in a later stage), and reads an uninitialised buffer after a skipped first step
+    (``train.on_nonfinite = "skip"``).
+    """
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    for group in optimizer.param_groups:
+        if group["momentum"] > 0:
+            for p in group["params"]:
+                optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
 
 
 def _make(cfg: TrainConfig, groups: list[dict], fast: dict) -> torch.optim.Optimizer:

@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .device import autocast_factory
 from .metrics import SplitScorer, to_host
 from .nonfinite import NonFiniteGuard
-from .optim import build_optimizer, lr_factor, set_lr
+from .optim import build_optimizer, lr_factor, prime_momentum_buffers, set_lr
 
 
 class Recorder(Protocol):
@@ -164,7 +164,7 @@ class Trainer:
         if len(groups) != getattr(self, "_n_groups", -1):
             self._n_groups = len(groups)
             self._params = [p for g in groups for p in g["params"]]
-            self.guard.groups_changed(self.optimizer)
+            prime_momentum_buffers(self.optimizer)
         return self._params
 
     # -- sizes ----------------------------------------------------------------------------------

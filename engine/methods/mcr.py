@@ -1,0 +1,374 @@
+"""``mcr``: the Multimodal Competition Regularizer (Kontras et al., "Multimodal Competition
+Regularizer", arXiv 2411.07335, NeurIPS 2025; code kkontras/MCR, kkontras/Synergy).
+
+The training loss is (spec methods-seeds.md 1.3e, the paper's objective)
+
+    L = CE(F(z), y) + w_u * sum_m CE(h_m(z_m), y) + L_MIPD + c_con * L_Con + lib * L_CEB
+
+* **L_MIPD**, the latent-permutation game. N permutations of the batch are drawn per modality
+  (independently, ``randperm`` semantics: fixed points allowed). For a set S of modalities,
+  ``J(S) = mean_rows JSD(softmax F(z with the modalities in S row-permuted), softmax P)`` with
+  ``P = F(z)`` the unpermuted fused logits: how much the prediction depends on S beyond the rest.
+  Every J is taken for one *receiver* encoder r: the features of every other modality are
+  detached, so J_{r|S} moves only encoder r. The games (README: the gradient reaching encoder r
+  is ``-lambda (grad J_r + k grad J_other)``, k = -1 / 0 / +1):
+
+  - ``greedy`` (k = -1): ``lambda * sum_r ( -sum_{S ∋ r} J_{r|S} + sum_{S ∌ r} J_{r|S} )`` — each
+    encoder makes its own permutation matter more and the others' matter less;
+  - ``ind`` (k = 0):     ``-lambda * sum_r sum_{S ∋ r} J_{r|S}``;
+  - ``colab`` (k = +1):  ``-lambda * sum_S J_{all|S}`` (nothing detached).
+
+  For two modalities S runs over {1}, {2} and this is the released 2-modality rule
+  (``-J11 + J21 - J22 + J12`` in greedy mode); for three it is the released 3-modality rule
+  (``Bias_Infusion_MCR3D``: every non-empty proper subset, "own" and "min" terms). For M > 3,
+  ``permuted_sets = "one_or_rest"`` (the default) keeps the 2M sets {m} and "all but m" (the same
+  family as "all" when M <= 3) so the cost grows linearly, ``"all"`` uses all 2^M - 2 sets.
+  In greedy mode the *value* of L_MIPD is 0 for M = 2 (J_{1|1} = J_{2|1} numerically), so the
+  per-set J values are logged, not only the sum.
+
+* **L_Con**: supervised NT-Xent over the stacked, L2-normalised features of all modalities with
+  the labels repeated (``pytorch_metric_learning.losses.NTXentLoss`` semantics: for every
+  positive pair (a, p), ``-log e^{s_ap/t} / (e^{s_ap/t} + sum_{y_n != y_a} e^{s_an/t})``, averaged
+  over positive pairs). ``contrastive_labels = "pure"``: the only positives are the same sample's
+  other modalities. Needs every encoder to output the same feature size.
+* **L_CEB**: ``MSE([z_1, ..., z_M], g(sg(P)))`` with the decoder g = Linear(C -> h, no bias) ->
+  ReLU -> Linear(h -> sum d_m, no bias), h = max d_m (the release's ``fc_yz`` with h = d). It lives
+  in ``self.modules`` (saved and optimised with the model).
+
+How the gradient routing is done (one encoder pass, one head call, one backward): the training
+pass's features are reused. The blocks J_{r|S} of one set S all have the same value (detaching
+changes gradients, not values), so the head runs **once** on ``n_sets * N * B`` rows — each set's
+permuted/repeated features stacked along the batch — and the game's blocks are folded into
+constant gradient scales (``gradient_scales``): modality m's features in set S carry
+``g(m, S) = sum of the signs of the blocks of S where m is live`` (greedy: -1 if m in S else +1;
+ind: -1 or 0; colab: -1), applied with ``x.detach() + (x - x.detach()) * g``, which leaves the
+value bit for bit unchanged. Since ``dJ_{r|S}/d theta_r = dJ_S/d theta_r`` (the other features do
+not depend on theta_r), the backward pass gives each encoder exactly the gradient of its own
+terms — the same as separate detached evaluations per block (checked against that naive form in
+the tests), at 1/M of their head rows in greedy mode.
+
+Deviations from the release, all deliberate:
+
+* The release never adds L_MIPD and L_Con to the 2-modality loss (``Bias_Infusion_MCR.
+  before_backward`` computes and logs them and returns the total unchanged, spec 1.4.1): a bug
+  we do not copy; here all terms are optimised.
+* No second, eval-mode encoder pass for the permutations (spec 1.4.2): the training features
+  are reused, as in the release's 3-modality model and the standalone ``MCR_Model_Raf``.
+* The N permutations are drawn independently per modality (as the released 3-modality code; the
+  2-modality release reuses the same N for both modalities, which is the same in distribution).
+* Permuted predictions include the fusion bias, like the unpermuted one (spec 1.4.3). Numeric
+  weights are used (the standalone's boolean ``l``/``lib`` bug, 1.4.4, is not copied); the
+  3-modality colab typo (1.4.6) is not copied.
+* The head is not a player: the permuted predictions are computed with the fusion head's
+  parameters detached (``torch.func.functional_call``), for every fusion. The release's linear
+  head detaches a modality's whole logit contribution instead, so there W_m follows its encoder
+  in the game; the spec's per-step algorithm (1.5) detaches features, under which the head's
+  game gradient cancels exactly for M = 2 in greedy mode (each J once with +, once with -), i.e.
+  equals ours. The head is trained by the task losses (and by the P path below).
+* ``reference_gradient = True`` (default) lets the game's gradient also flow through the
+  unpermuted P into every encoder and the head, as both released versions do (spec 1.3b.6),
+  with coefficient c_S = sum of the signs of the blocks of S;
+  ``False`` treats P as a constant so each encoder gets exactly ``-lambda(grad J_own + k grad J_other)``.
+  In greedy mode with M = 2 the two are identical (the P paths cancel).
+* Unimodal logits are the model's per-modality logits (``concat``: the modality's slice of the
+  fused linear head; ``sum``: its head; ``film``/``gated``: their own unimodal heads).
+* The ``--pre`` pipeline (two separate unimodal runs, then MCR from their encoders) is one run
+  here: ``pretrain_epochs`` epochs of unimodal cross-entropies only (weight 1 each), then MCR,
+  with one optimiser and one learning-rate schedule over the whole run.
+* ``score/<m>`` is the release's permutation importance: the fused accuracy with every *other*
+  modality permuted divided by the unpermuted fused accuracy (1 when the latter is 0), over the
+  N*B permuted rows of the step.
+
+Live values (0-d device tensors): ``method/ce_fused``, ``method/ce_<m>``; in the MCR stage, when
+their weight is non-zero, ``method/J_<m>`` (J of modality m's own permutation; for sets of several
+modalities ``method/J_<a>+<b>``), ``method/mipd`` (the signed, weighted L_MIPD), ``score/<m>``,
+``method/contrastive`` and ``method/bottleneck`` (unweighted); ``coef/<m>`` is the game weight
+lambda applied to encoder m (0 during pre-training). A term whose weight is 0 is neither computed
+nor logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..errors import PresetError
+from ..schema import opt
+from . import METHODS
+from .base import Method
+
+LOGIT_CLAMP = 1e7   # the release clamps logits to +-1e7 and probabilities to >= 1e-20 in its JSD
+PROB_FLOOR = 1e-20
+
+
+@dataclass(frozen=True)
+class MCRConfig:
+    """Defaults: the CREMA-D ResNet18 line of the paper's ``run.sh`` (spec 1.7), without ``--pre``."""
+
+    game_weight: float = opt(0.1, ge=0.0, help="lambda: weight of the permutation game L_MIPD (--l; 0.1 CREMA-D, "
+                                               "0.01 AVE, 0.001 UCF); 0 turns the game off")
+    game: Literal["greedy", "ind", "colab"] = opt(
+        "greedy", help="game: greedy (k=-1, the paper's), ind (k=0) or colab (k=+1) in grad = -lambda(J_own + k J_other)")
+    n_permutations: int = opt(32, ge=1, le=4096, help="N: batch permutations per step (--num_samples)")
+    permuted_sets: Literal["one_or_rest", "all"] = opt(
+        "one_or_rest", help="sets of modalities permuted together: each one and all-but-one (2M sets), or every "
+                            "non-empty proper subset (2^M-2); the same for M <= 3")
+    reference_gradient: bool = opt(True, help="let the game's gradient flow through the unpermuted prediction "
+                                              "(as the released code); false treats it as a constant")
+    unimodal_weight: float = opt(0.01, ge=0.0, help="w_u: weight of each modality's own cross-entropy "
+                                                    "(--multil; 0.01 ResNet runs, 1 transformer runs)")
+    contrastive_weight: float = opt(1.0, ge=0.0, help="weight of the supervised NT-Xent term L_Con between "
+                                                      "modalities (--contr_coeff); 0 turns it off")
+    temperature: float = opt(0.5, gt=0.0, help="NT-Xent temperature (0.5 release, 0.1 standalone code)")
+    contrastive_labels: Literal["label", "pure"] = opt(
+        "label", help="NT-Xent positives: same class (label) or only the same sample's other modalities (pure)")
+    bottleneck_weight: float = opt(0.0, ge=0.0, help="lib: weight of the CEB term MSE(z, g(sg(prediction))) "
+                                                     "(--lib; 1 for transformer runs); 0 turns it off")
+    pretrain_epochs: int = opt(0, ge=0, help="epochs of unimodal cross-entropies only before MCR starts "
+                                             "(the paper's --pre unimodal pre-training)")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One group of N*B head rows: the modalities in ``permuted`` are permuted; only ``receiver``'s
+    features stay live (None: all live); ``sign`` is its coefficient in L_MIPD / lambda."""
+
+    receiver: str | None
+    permuted: tuple[str, ...]
+    sign: float
+
+
+def permuted_sets(modalities: list[str], family: str) -> list[tuple[str, ...]]:
+    """The sets S whose joint permutation is scored, in modality order, smallest first."""
+    n = len(modalities)
+    every = [s for k in range(1, n) for s in combinations(modalities, k)]
+    return every if family == "all" else [s for s in every if len(s) in (1, n - 1)]
+
+
+def game_blocks(modalities: list[str], sets: list[tuple[str, ...]], game: str) -> list[Block]:
+    """The (receiver, set, sign) blocks of each game (module docstring)."""
+    if game == "colab":
+        return [Block(None, s, -1.0) for s in sets]
+    blocks = []
+    for r in modalities:
+        for s in sets:
+            own = r in s
+            if own or game == "greedy":
+                blocks.append(Block(r, s, -1.0 if own else 1.0))
+    return blocks
+
+
+def gradient_scales(modalities: list[str], sets: list[tuple[str, ...]],
+                    blocks: list[Block]) -> tuple[list[list[float]], list[float]]:
+    """Per set S: g[S][m] = sum of the signs of the blocks of S in which modality m is live (the
+    coefficient of dJ_S/dz_m in the game's gradient), and c[S] = sum of the signs of all blocks of S
+    (the coefficient of J_S's value, and of its gradient through the unpermuted prediction)."""
+    g = [[sum(b.sign for b in blocks if b.permuted == s and b.receiver in (None, m)) for m in modalities]
+         for s in sets]
+    c = [sum(b.sign for b in blocks if b.permuted == s) for s in sets]
+    return g, c
+
+
+def with_gradient_scale(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x`` in value (bit for bit), with its gradient multiplied by ``scale`` (broadcast)."""
+    frozen = x.detach()
+    return frozen + (x - frozen) * scale
+
+
+def jsd_rows(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (nats) between softmax(p) and softmax(q) per row, shapes broadcast."""
+    lp = torch.log_softmax(p_logits.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP), dim=-1)
+    lq = torch.log_softmax(q_logits.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP), dim=-1)
+    p, q = lp.exp(), lq.exp()
+    lm = ((p + q) / 2).clamp_min(PROB_FLOOR).log()
+    return 0.5 * ((p * (lp - lm)).sum(-1) + (q * (lq - lm)).sum(-1))
+
+
+def sup_ntxent(features: list[torch.Tensor], labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised NT-Xent over the stacked, normalised ``features`` (each (B, d)) with ``labels`` (M*B,)."""
+    z = F.normalize(torch.cat([f.float() for f in features]), dim=-1)
+    s = z @ z.T / temperature
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    positive = same & ~eye
+    neg_lse = s.masked_fill(same, float("-inf")).logsumexp(dim=1, keepdim=True)
+    # -log(e^s_ap / (e^s_ap + sum_n e^s_an)) = softplus(logsumexp_n s_an - s_ap); 0 when no negatives
+    pair_loss = F.softplus(neg_lse - s)
+    return (pair_loss * positive).sum() / positive.sum().clamp_min(1)
+
+
+def set_name(s: tuple[str, ...]) -> str:
+    return "+".join(s)
+
+
+class CEBDecoder(nn.Module):
+    """g: the prediction's logits -> the concatenated features (the release's ``fc_yz``)."""
+
+    def __init__(self, n_classes: int, hidden: int, out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_classes, hidden, bias=False), nn.ReLU(),
+                                 nn.Linear(hidden, out, bias=False))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.net(logits)
+
+
+@dataclass
+class GameResult:
+    loss: torch.Tensor                 # L_MIPD: lambda * sum_S c_S J_S in value, the game's gradient
+    j_sets: torch.Tensor               # (n_sets,) detached J per permuted set
+    acc_sets: torch.Tensor             # (n_sets,) fused accuracy with the set permuted
+    head_rows: int
+
+
+@METHODS.register("mcr", config=MCRConfig,
+                  help="Multimodal Competition Regularizer: latent-permutation JSD game + SupCon + CEB (Kontras et al. 2025)")
+class MCR(Method):
+    """See the module docstring."""
+
+    name = "mcr"
+
+    def __init__(self, cfg: MCRConfig, ctx):
+        super().__init__(cfg, ctx)
+        mods = list(ctx.modalities)
+        if len(mods) < 2:
+            raise PresetError("method", [f"method.name: mcr regularises the competition between modalities and "
+                                         f"needs at least two; this run has {len(mods)} ({', '.join(mods)})"])
+        self.sets = permuted_sets(mods, cfg.permuted_sets)
+        self.blocks = game_blocks(mods, self.sets, cfg.game)
+        g, c = gradient_scales(mods, self.sets, self.blocks)
+        self.feature_scale = torch.tensor(g, device=ctx.device)     # (n_sets, M)
+        self.value_scale = torch.tensor(c, device=ctx.device)       # (n_sets,)
+        rest = {m: tuple(o for o in mods if o != m) for m in mods}
+        self.rest_index = {m: self.sets.index(rest[m]) for m in mods}
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def setup(self, model):
+        dims = {m: int(model.encoders[m].out_dim) for m in self.ctx.modalities}
+        if self.cfg.contrastive_weight > 0 and len(set(dims.values())) > 1:
+            sizes = ", ".join(f"{m} {d}" for m, d in dims.items())
+            raise PresetError("method", [
+                f"method.contrastive_weight: the contrastive term compares the modalities' features directly, so "
+                f"every encoder must output the same size ({sizes}); set the encoders' dim equal or "
+                f"method.contrastive_weight = 0"])
+        if self.cfg.bottleneck_weight > 0:
+            self.modules["ceb"] = CEBDecoder(self.ctx.n_classes, max(dims.values()), sum(dims.values()))
+
+    # -- schedule -------------------------------------------------------------------------------
+    def pretraining(self, epoch: int) -> bool:
+        return epoch < self.cfg.pretrain_epochs
+
+    def on_epoch_start(self, epoch, model):
+        if self.cfg.pretrain_epochs == 0:
+            return []
+        if epoch == 0:
+            return [{"name": "stage", "stage": "pretrain"}]
+        if epoch == self.cfg.pretrain_epochs:
+            return [{"name": "stage", "stage": "mcr"}]
+        return []
+
+    # -- the loss -------------------------------------------------------------------------------
+    def loss(self, out, y, step):
+        mods = self.ctx.modalities
+        ce_fused = F.cross_entropy(out.fused.float(), y)
+        ce = {m: F.cross_entropy(out.logits[m].float(), y) for m in mods}
+        live = {"method/ce_fused": ce_fused.detach(), **{f"method/ce_{m}": ce[m].detach() for m in mods}}
+        unimodal = torch.stack(list(ce.values())).sum()
+        zero = torch.zeros((), device=y.device)
+        if self.pretraining(step.epoch):
+            live.update({f"coef/{m}": zero for m in mods})
+            return unimodal, live
+        loss = ce_fused + self.cfg.unimodal_weight * unimodal
+        lam = torch.full((), self.cfg.game_weight, device=y.device)
+        live.update({f"coef/{m}": lam for m in mods})
+        if self.cfg.game_weight > 0:
+            with step.autocast():
+                perms = self.draw_permutations(y.shape[0], y.device)
+                game = self.game(step.model, out.features, out.fused, perms, y)
+            loss = loss + game.loss
+            live.update(self.game_live(game, out.fused, y))
+        if self.cfg.contrastive_weight > 0:
+            con = self.contrastive(out.features, y)
+            loss = loss + self.cfg.contrastive_weight * con
+            live["method/contrastive"] = con.detach()
+        if self.cfg.bottleneck_weight > 0:
+            ceb = self.bottleneck(out.features, out.fused)
+            loss = loss + self.cfg.bottleneck_weight * ceb
+            live["method/bottleneck"] = ceb.detach()
+        return loss, live
+
+    # -- L_MIPD ---------------------------------------------------------------------------------
+    def draw_permutations(self, batch: int, device: torch.device) -> torch.Tensor:
+        """(M, N, B): N independent uniform permutations of the batch per modality, drawn on the device."""
+        m, n = len(self.ctx.modalities), self.cfg.n_permutations
+        return torch.rand(m, n, batch, device=device).argsort(dim=-1)
+
+    def stacked_features(self, features: dict[str, torch.Tensor], perms: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each modality's features for every permuted set, (n_sets * N * B, d_m), permuted where the set
+        holds the modality, repeated otherwise; their gradient is scaled by the game's g(m, S)."""
+        n_sets, (n, b) = len(self.sets), perms.shape[1:]
+        scales = self.feature_scale.to(perms.device)
+        stacked = {}
+        for i, m in enumerate(self.ctx.modalities):
+            z = features[m]
+            permuted, repeated = z[perms[i].reshape(-1)], z.repeat(n, 1)
+            rows = torch.cat([permuted if m in s else repeated for s in self.sets]).view(n_sets, n * b, -1)
+            stacked[m] = with_gradient_scale(rows, scales[:, i, None, None].to(rows.dtype)).view(n_sets * n * b, -1)
+        return stacked
+
+    def game(self, model, features, fused, perms, y) -> GameResult:
+        """L_MIPD and its per-set J values and accuracies from one head call on all permuted sets.
+
+        The head runs with its parameters detached (the head is not a player); the blocks of the
+        game are folded into per-set gradient scales: g(m, S) on modality m's features, c_S on the
+        unpermuted prediction P (when ``reference_gradient``) and on J_S's value.
+        """
+        n_sets, (n, b) = len(self.sets), perms.shape[1:]
+        frozen = {k: v.detach() for k, v in model.fusion.named_parameters()}
+        logits, _ = functional_call(model.fusion, frozen, (self.stacked_features(features, perms),))
+        logits = logits.reshape(n_sets, n, b, -1)
+        c = self.value_scale.to(logits.device)
+        if self.cfg.reference_gradient:
+            reference = with_gradient_scale(fused, c[:, None, None, None].to(fused.dtype))
+        else:
+            reference = fused.detach()
+        j = jsd_rows(logits, reference).mean(dim=(1, 2))
+        loss = self.cfg.game_weight * ((j - j.detach()).sum() + (c * j.detach()).sum())
+        with torch.no_grad():
+            acc = (logits.argmax(-1) == y).float().mean(dim=(1, 2))
+        return GameResult(loss, j.detach(), acc, n_sets * n * b)
+
+    def game_live(self, game: GameResult, fused: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        live = {f"method/J_{set_name(s)}": game.j_sets[i] for i, s in enumerate(self.sets)}
+        live["method/mipd"] = game.loss.detach()
+        acc = (fused.detach().argmax(-1) == y).float().mean()
+        safe = torch.where(acc > 0, acc, torch.ones_like(acc))
+        for m, i in self.rest_index.items():
+            live[f"score/{m}"] = torch.where(acc > 0, game.acc_sets[i] / safe, torch.ones_like(acc))
+        return live
+
+    # -- L_Con and L_CEB ------------------------------------------------------------------------
+    def contrastive(self, features: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        mods = self.ctx.modalities
+        base = y if self.cfg.contrastive_labels == "label" else torch.arange(len(y), device=y.device)
+        return sup_ntxent([features[m] for m in mods], base.repeat(len(mods)), self.cfg.temperature)
+
+    def bottleneck(self, features: dict[str, torch.Tensor], fused: torch.Tensor) -> torch.Tensor:
+        target = torch.cat([features[m].float() for m in self.ctx.modalities], dim=-1)
+        return F.mse_loss(target, self.modules["ceb"](fused.detach().float()))
+
+    # -- description ----------------------------------------------------------------------------
+    @classmethod
+    def live_names(cls, modalities):
+        mods = list(modalities)
+        sets = permuted_sets(mods, "one_or_rest")
+        return ([f"coef/{m}" for m in mods] + [f"score/{m}" for m in mods]
+                + [f"method/J_{set_name(s)}" for s in sets]
+                + ["method/mipd", "method/contrastive", "method/bottleneck", "method/ce_fused"]
+                + [f"method/ce_{m}" for m in mods])
