@@ -3,8 +3,6 @@
 import contextlib
 import io
 import math
-import os
-import signal
 import textwrap
 
 import pytest
@@ -17,10 +15,12 @@ from engine.methods.aug import assign_head, boosting_loss, confidence_ratios, is
 from engine.models import ModalitySpec, ModelSpec, build_model
 from engine.models.encoders.mlp import MLPConfig
 from engine.models.fusion.concat import ConcatConfig
-from engine.run import NullReporter, resume_run, start_run
+from engine.run import resume_run, start_run
 from engine.store import read_metrics
 from engine.train.config import TrainConfig
 from engine.train.optim import build_optimizer
+
+from runtools import InterruptAt, last_checkpoint, tiny_preset
 
 DIMS = {"a": (5,), "b": (3,), "c": (4,)}
 
@@ -240,52 +240,10 @@ def test_state_dict_round_trip_rebuilds_classifiers_and_optimiser_groups():
     assert same(snapshot(model), snapshot(model2)) and same(snapshot(method.modules), snapshot(method2.modules))
 
 
-PRESET = """
-name = "aug-resume"
-seed = 3
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 300
-n_classes = 3
-modalities = ["a", "b"]
-dims = [8, 6]
-unique = [1.0, 0.2]
-noise = [0.5, 1.0]
-[modalities.a]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[modalities.b]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[method]
-name = "aug"
-check_every = 1
-hidden = 16
-[train]
-epochs = 3
-batch_size = 32
-log_every = 3
-optimizer = "sgd"
-lr = 0.05
-"""
+PRESET = tiny_preset('name = "aug"\ncheck_every = 1\nhidden = 16', name="aug-resume", seed=3, unique='[1.0, 0.2]', noise='[0.5, 1.0]')
 
 
-class InterruptAt(NullReporter):
-    def __init__(self, step):
-        self.step = step
 
-    def progress(self, pos, n_batches, epochs, values):
-        if pos.step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-def last_state(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
 
 
 def test_run_adds_classifiers_and_resumes_mid_epoch_bitwise(tmp_path):
@@ -307,11 +265,11 @@ def test_run_adds_classifiers_and_resumes_mid_epoch_bitwise(tmp_path):
 
     cut = start_run(preset, runs_dir=runs, reporter=InterruptAt(10))  # epoch 1, batch 3: after a classifier
     assert cut.state == "interrupted"
-    state = last_state(cut.run_dir)
+    state = last_checkpoint(cut.run_dir)
     assert state["position"] == {"epoch": 1, "batch": 3, "step": 10}
     assert state["method"]["history"] == [added[0]["modality"]] and state["method"]["count"] == 96
     assert resume_run(cut.run_id, runs_dir=runs).state == "finished"
-    a, b = last_state(straight.run_dir), last_state(cut.run_dir)
+    a, b = last_checkpoint(straight.run_dir), last_checkpoint(cut.run_dir)
     assert same(a["model"], b["model"]) and same(a["method"]["modules"], b["method"]["modules"])
     assert a["method"]["history"] == b["method"]["history"]
     names = [g["name"] for g in a["optimizer"]["param_groups"]]

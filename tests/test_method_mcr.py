@@ -3,8 +3,6 @@ the pre-training stage, one batched head call, M = 3, every fusion, end-to-end r
 
 import contextlib
 import math
-import os
-import signal
 import textwrap
 
 import pytest
@@ -16,8 +14,10 @@ from engine.methods import METHODS, MethodContext, StepContext
 from engine.methods.mcr import MCRConfig, jsd_rows, permuted_sets, sup_ntxent
 from engine.models import ModalitySpec, ModelSpec, build_model
 from engine.models.encoders.mlp import MLPConfig
-from engine.run import NullReporter, resume_run, start_run
+from engine.run import resume_run, start_run
 from engine.store import read_metrics
+
+from runtools import InterruptAt, tiny_preset
 
 B, C = 6, 3
 K = {"greedy": -1.0, "ind": 0.0, "colab": 1.0}
@@ -312,51 +312,8 @@ def test_state_dict_round_trip_restores_the_ceb_decoder():
 
 
 # -- end to end -------------------------------------------------------------------------------------
-PRESET = """
-name = "mcr"
-seed = 3
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 300
-n_classes = 3
-modalities = ["a", "b"]
-dims = [8, 6]
-unique = [1.0, 0.4]
-noise = [0.5, 0.8]
-[modalities.a]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[modalities.b]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[method]
-name = "mcr"
-n_permutations = 4
-pretrain_epochs = 1
-bottleneck_weight = 0.5
-[train]
-epochs = 3
-batch_size = 32
-log_every = 3
-optimizer = "adam"
-lr = 0.01
-"""
+PRESET = tiny_preset('name = "mcr"\nn_permutations = 4\npretrain_epochs = 1\nbottleneck_weight = 0.5', name="mcr", seed=3, optimizer="adam", lr=0.01)
 
-
-class InterruptAt(NullReporter):
-    """Sends SIGINT to this process after optimiser step ``step`` (as Ctrl-C would)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def progress(self, pos, n_batches, epochs, values):
-        if pos.step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def assert_same_run(a, b):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import signal
 import textwrap
 from collections import Counter
 
@@ -24,9 +22,11 @@ from engine.methods import mikd_mi
 from engine.methods.mikd_mi import ami, pairwise_ami
 from engine.models import ModalitySpec, ModelSpec, build_model
 from engine.models.encoders.mlp import MLPConfig
-from engine.run import NullReporter, resume_run, start_run
+from engine.run import resume_run, start_run
 from engine.schema import build
 from engine.store import read_metrics
+
+from runtools import InterruptAt, last_checkpoint, tiny_preset
 
 C = 3
 
@@ -331,53 +331,10 @@ def test_own_f1_is_used_when_there_is_no_validation_split():
 
 
 # -- a run, end to end, with exact resume ------------------------------------------------------------
-PRESET = """
-name = "mikd"
-seed = 5
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 300
-n_classes = 3
-modalities = ["a", "b"]
-dims = [8, 6]
-unique = [1.0, 0.4]
-noise = [0.5, 0.8]
-[modalities.a]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[modalities.b]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[method]
-name = "mikd"
-stage1_epochs = 2
-kd_epochs = 2
-kd_threshold = 0.0
-[train]
-epochs = 6
-batch_size = 32
-log_every = 3
-optimizer = "adam"
-lr = 0.01
-"""
+PRESET = tiny_preset('name = "mikd"\nstage1_epochs = 2\nkd_epochs = 2\nkd_threshold = 0.0', name="mikd", seed=5, epochs=6, optimizer="adam", lr=0.01)
 
 
-class InterruptAt(NullReporter):
-    def __init__(self, step):
-        self.step = step
 
-    def progress(self, pos, n_batches, epochs, values):
-        if pos.step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-def last(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
 
 
 def test_run_through_all_stages_and_resume_exactly_from_the_kd_and_multitask_stages(tmp_path):
@@ -405,16 +362,16 @@ def test_run_through_all_stages_and_resume_exactly_from_the_kd_and_multitask_sta
 
     cut = start_run(preset, runs_dir=runs, reporter=InterruptAt(17))  # epoch 2 (kd), batch 3
     assert cut.state == "interrupted"
-    state = last(cut.run_dir)
+    state = last_checkpoint(cut.run_dir)
     assert state["position"] == {"epoch": 2, "batch": 3, "step": 17}
     assert state["method"]["teacher_encoder"] is not None and state["method"]["distil"] == [False, True]
     again = resume_run(cut.run_id, runs_dir=runs, reporter=InterruptAt(31))  # epoch 4 (multitask), batch 3
     assert again.state == "interrupted"
-    state = last(cut.run_dir)
+    state = last_checkpoint(cut.run_dir)
     assert state["position"]["epoch"] == 4 and state["method"]["teacher_encoder"] is None
     assert resume_run(cut.run_id, runs_dir=runs).state == "finished"
 
-    a, b = last(straight.run_dir), last(cut.run_dir)
+    a, b = last_checkpoint(straight.run_dir), last_checkpoint(cut.run_dir)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(a["method"]["weights"], b["method"]["weights"])

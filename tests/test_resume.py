@@ -1,7 +1,5 @@
 """Exact resume on the CPU: interrupted + resumed runs end bitwise equal to uninterrupted ones."""
 
-import os
-import signal
 import textwrap
 
 import pytest
@@ -11,48 +9,10 @@ from engine.errors import ResumeRefused, RunLocked, RunNotFound
 from engine.run import NullReporter, resume_run, start_run
 from engine.store import RunLock, read_metrics
 
-PRESET = """
-name = "resume"
-seed = 3
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 300
-n_classes = 3
-modalities = ["a", "b"]
-dims = [8, 6]
-unique = [1.0, 0.4]
-noise = [0.5, 0.8]
-[modalities.a]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[modalities.b]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[method]
-name = "joint"
-[train]
-epochs = 3
-batch_size = 32
-log_every = 3
-optimizer = "sgd"
-lr = 0.05
-"""
+from runtools import InterruptAt, tiny_preset
 
+PRESET = tiny_preset('name = "joint"', name="resume", seed=3)
 
-class InterruptAt(NullReporter):
-    """Sends SIGINT to this process after optimiser step ``step`` (as Ctrl-C would)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def progress(self, pos, n_batches, epochs, values):
-        if pos.step == self.step:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture()
