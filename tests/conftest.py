@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -18,3 +19,13 @@ def test_device() -> str:
 
 needs_shared_data = pytest.mark.skipif(not SHARED_DATA.exists(),
                                        reason=f"{SHARED_DATA} is not present on this machine")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests (two threads only add scheduling overhead
+    on a 2-core machine); the previous count is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,12 +12,7 @@ CPU = torch.device("cpu")
 MU = 1.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def binary_gaussian_information(mu: float, sigma: float) -> float:

@@ -11,12 +11,7 @@ from engine.monitor import MonitorConfig, Monitors
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_and_monitor(unique, shared, copy_a_into_b=False, epochs=6, **monitor):
