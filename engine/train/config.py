@@ -45,6 +45,11 @@ class TrainConfig:
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")
 
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Optimiser steps in one pass over ``n_train`` training samples."""
+        b = self.batch_size
+        return max(n_train // b, 1) if self.drop_last else -(-n_train // b)
+
     @property
     def select_mode(self) -> str:
         return "min" if self.select_metric.split("/")[1] == "loss" else "max"

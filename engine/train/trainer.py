@@ -170,8 +170,7 @@ class Trainer:
     # -- sizes ----------------------------------------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
-        n, b = self.n_train, self.cfg.batch_size
-        return max(n // b, 1) if self.cfg.drop_last else -(-n // b)
+        return self.cfg.steps_per_epoch(self.n_train)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict:
