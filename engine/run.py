@@ -139,7 +139,7 @@ def build_parts(cfg: RunConfig, device: torch.device, data: TensorData | None = 
         model = build_model(cfg.model, data.shapes, data.n_classes).to(device)
     except PresetError as exc:
         raise PresetError(source, exc.problems) from None
-    steps = cfg.train.steps_per_epoch(int(data.splits["train"].numel()))
+    steps = cfg.train.steps_per_epoch(data.split_size("train"))
     ctx = MethodContext(modalities=cfg.modalities, n_classes=data.n_classes, epochs=cfg.train.epochs,
                         steps_per_epoch=steps, device=device, seed=cfg.seed, data=data,
                         eval_batch_size=cfg.train.eval_batch_size)

@@ -21,7 +21,7 @@ from .split import SPLIT_NAMES, stratified_split
 from .synthetic import generate
 
 __all__ = ["TensorData", "stratified_split", "to_tensors", "load_data", "epoch_permutation", "batch_slices",
-           "select_modalities", "fit_standardizer"]
+           "select_modalities", "fit_standardizer", "EpochBatches"]
 
 STD_FLOOR = 1e-6
 
@@ -55,6 +55,42 @@ class TensorData:
     def batch(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Rows ``idx`` (on the data's device) of every modality, and their labels."""
         return {m: t.index_select(0, idx) for m, t in self.x.items()}, self.y.index_select(0, idx)
+
+    # -- the batch-source interface the trainer and the methods use (shared with streamed data) --
+    def split_size(self, split: str) -> int:
+        """Number of rows of ``split`` ("train", "val" or "test")."""
+        return int(self.splits[split].numel())
+
+    def class_counts(self, split: str) -> torch.Tensor:
+        """Rows of each class in ``split`` (int64, on the data's device)."""
+        return torch.bincount(self.y[self.splits[split]], minlength=self.n_classes)
+
+    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool) -> "EpochBatches":
+        """The training batches of ``epoch``: index slices of a permutation seeded by (seed, epoch)."""
+        train = self.splits["train"]
+        order = train[epoch_permutation(train.numel(), seed, epoch, train.device)]
+        return EpochBatches(self, batch_slices(order, batch_size, drop_last))
+
+    def eval_batches(self, split: str, batch_size: int):
+        """``(x, y)`` batches of ``split`` in row order (no shuffling), for evaluation."""
+        for idx in batch_slices(self.splits[split], batch_size, False):
+            yield self.batch(idx)
+
+
+@dataclass
+class EpochBatches:
+    """One epoch of training batches of resident data: ``len()`` batches, iterated from any batch on."""
+
+    data: TensorData
+    slices: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def iterate(self, start: int = 0):
+        """``(x, y)`` for batches ``start, start + 1, ...`` (resume starts mid-epoch)."""
+        for idx in self.slices[start:]:
+            yield self.data.batch(idx)
 
 
 def select_modalities(raw: RawDataset, columns: dict[str, str] | None) -> RawDataset:

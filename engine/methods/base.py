@@ -42,8 +42,9 @@ class MethodContext:
     """What a method knows about the run when it is built.
 
     ``data`` gives methods that need more than the batch (prototypes over the training set,
-    validation scores, diagnosis passes) the device-resident dataset: ``data.splits[split]``
-    are row indices, ``data.batch(idx)`` returns ``(x, y)``. Methods must not change it.
+    validation scores, diagnosis passes) the dataset as a batch source (resident or streamed):
+    ``data.split_size(split)``, ``data.class_counts(split)``, ``data.eval_batches(split, batch_size)``
+    yielding ``(x, y)`` on the device. Methods must not change it.
     """
 
     modalities: list[str]

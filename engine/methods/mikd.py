@@ -89,7 +89,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..data import batch_slices
 from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
@@ -317,12 +316,11 @@ class Mikd(Method):
         """Predicted labels (M, N) of every modality's own head and the labels (N,) on the validation split
         (the training split when the data have no validation rows), in eval mode, batched."""
         data = self.ctx.data
-        split = "val" if data.splits["val"].numel() else "train"
+        split = "val" if data.split_size("val") else "train"
         was_training = model.training
         model.eval()
         preds, labels = [], []
-        for idx in batch_slices(data.splits[split], self.ctx.eval_batch_size, False):
-            x, y = data.batch(idx)
+        for x, y in data.eval_batches(split, self.ctx.eval_batch_size):
             out = self.predict(model, x)
             preds.append(torch.stack([out.logits[m].argmax(1) for m in self.mods]))
             labels.append(y)

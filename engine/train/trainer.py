@@ -1,9 +1,10 @@
-"""The training loop: epochs of index-sliced batches, evaluation, selection, exact resume.
+"""The training loop: epochs of batches, evaluation, selection, exact resume.
 
-Data stay on the device; a batch is an index slice of a seeded per-epoch permutation
-(``epoch_permutation(n, seed, epoch)``), so the position in an epoch is just a batch number and
-resuming needs no sampler state. Per-step values (loss, correct counts, the method's live
-quantities) are summed on the device and moved to the host once per logging interval.
+The data are a batch source (:class:`engine.data.TensorData` resident on the device, or a
+streamed dataset): ``train_epoch(seed, epoch, ...)`` gives an epoch's batches in an order fixed by
+(seed, epoch) alone, so the position in an epoch is just a batch number and resuming needs no
+sampler state. Per-step values (loss, correct counts, the method's live quantities) are summed on
+the device and moved to the host once per logging interval.
 
 What the trainer writes goes through a :class:`Recorder` (the run store in practice), so the
 loop itself knows nothing about files.
@@ -18,7 +19,7 @@ from typing import Protocol
 
 import torch
 
-from ..data import TensorData, batch_slices, epoch_permutation
+from ..data import TensorData
 from ..errors import NonFiniteError
 from ..methods import Method, StepContext
 from ..models import MultimodalModel
@@ -150,10 +151,10 @@ class Trainer:
         self.best = Selection()
         self.interval = RunningSums(device)
         self.stop_requested = False
-        self.n_train = int(data.splits["train"].numel())
+        self.n_train = data.split_size("train")
         self.monitors = Monitors(monitor or MonitorConfig(enabled=False), self.modalities,
                                  {m: model.encoders[m].out_dim for m in self.modalities}, data.n_classes,
-                                 torch.bincount(data.y[data.splits["train"]], minlength=data.n_classes), device)
+                                 data.class_counts("train"), device)
         self._log_now = False
         self._grads: dict[str, torch.Tensor] = {}
 
@@ -190,15 +191,13 @@ class Trainer:
         if self.pos.batch == 0:
             for ev in self.method.on_epoch_start(epoch, self.model):
                 self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
-        order = self.data.splits["train"][epoch_permutation(self.n_train, self.seed, epoch, self.device)]
-        slices = batch_slices(order, self.cfg.batch_size, self.cfg.drop_last)
-        n_batches = len(slices)
+        batches = self.data.train_epoch(self.seed, epoch, self.cfg.batch_size, self.cfg.drop_last)
+        n_batches = len(batches)
         self.model.train()
-        for b in range(self.pos.batch, n_batches):
+        for b, (x, y) in enumerate(batches.iterate(self.pos.batch), start=self.pos.batch):
             if self.stop_requested:
                 self.save("last")
                 raise Interrupted()
-            x, y = self.data.batch(slices[b])
             set_lr(self.optimizer, lr_factor(self.cfg, self.pos.step, n_batches))
             self._log_now = (self.pos.step + 1) % self.cfg.log_every == 0 or b == n_batches - 1
             result = self.method.train_step(x, y, self._step_context(b))
@@ -274,7 +273,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         epoch = self.pos.epoch
-        val = self.evaluate("val") if self.data.splits["val"].numel() else {}
+        val = self.evaluate("val") if self.data.split_size("val") else {}
         events = self.method.on_epoch_end(epoch, self.model, val)
         values = {**val, **self._host(self.method.epoch_values())}
         self.recorder.metrics(self.pos.step, epoch + 1, "val", values)
@@ -305,8 +304,7 @@ class Trainer:
         scorer = SplitScorer(["fused", *self.modalities], self.data.n_classes, self.device)
         kept: list = []  # outputs for the monitors, up to their row budget
         budget = self.monitors.cfg.eval_max_samples if self.monitors.cfg.enabled else 0
-        for idx in batch_slices(self.data.splits[split], self.cfg.eval_batch_size, False):
-            x, y = self.data.batch(idx)
+        for x, y in self.data.eval_batches(split, self.cfg.eval_batch_size):
             with self.autocast():
                 out = method.predict(model, x)
             scorer.add({"fused": out.fused, **out.logits}, y)
@@ -340,7 +338,7 @@ class Trainer:
             method.setup(model)
             method.modules.to(self.device)
             method.load_state_dict(self._best_method)
-        test = self.evaluate("test", model, method) if self.data.splits["test"].numel() else {}
+        test = self.evaluate("test", model, method) if self.data.split_size("test") else {}
         if test:
             self.recorder.metrics(self.pos.step, self.pos.epoch, "test", test)
         return test
