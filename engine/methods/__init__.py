@@ -10,6 +10,6 @@ from .base import Method, MethodContext, StepContext, StepResult
 
 METHODS: Registry = Registry("method")
 
-from . import aug, joint, mcr, mikd, unimodal  # noqa: E402,F401  (registration side effects)
+from . import aug, joint, mcr, mikd, ogm, unimodal  # noqa: E402,F401  (registration side effects)
 
 __all__ = ["METHODS", "Method", "MethodContext", "StepContext", "StepResult"]
