@@ -10,4 +10,6 @@ for preset in quickstart uci_mfeat avdigits; do
     echo "== $preset" >&2
     mmbal bench "presets/$preset.toml" --json "$@" > "$out/$preset.json"
 done
+echo "== stream vs resident (dataset 4.2x a 256 MiB budget, in ${MMBAL_STREAM_BENCH_DIR:-/tmp/mmbal-stream-bench})" >&2
+python benchmarks/stream_bench.py --budget 256MiB --json "$@" > "$out/stream.json"
 echo "wrote $out" >&2

@@ -1,9 +1,12 @@
 """The data layer: reading/writing the mmbal Parquet format, the synthetic generator, and the
-device-resident tensors the trainer draws batches from."""
+batch sources the trainer draws batches from: device-resident tensors (``TensorData``) or row
+groups streamed from disk (``StreamData``), chosen by size against ``data.memory_budget``."""
 
 from .config import DataConfig, SynthConfig
 from .dataset import TensorData, batch_slices, epoch_permutation, load_data, select_modalities, to_tensors
 from .inspect import inspect_dataset
+from .memory import Placement
+from .stream import StreamData
 from .parquet import KINDS, ModalityInfo, RawDataset, peek_schema, read_dataset
 from .split import SPLIT_NAMES, stratified_split
 from .synthetic import generate
@@ -11,4 +14,4 @@ from .writer import write_dataset
 
 __all__ = ["DataConfig", "SynthConfig", "TensorData", "batch_slices", "epoch_permutation", "load_data",
            "select_modalities", "to_tensors", "inspect_dataset", "KINDS", "ModalityInfo", "RawDataset",
-           "peek_schema", "read_dataset", "SPLIT_NAMES", "stratified_split", "generate", "write_dataset"]
+           "peek_schema", "read_dataset", "SPLIT_NAMES", "stratified_split", "generate", "write_dataset", "Placement", "StreamData"]

@@ -6,6 +6,7 @@ The dataset format itself is described in ``spec/data-format.md``; the synthetic
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +20,27 @@ def _check_fractions(prefix: str, val: float, test: float) -> None:
     if val + test >= 1.0:
         raise ValueError(f"{prefix}val_fraction + {prefix}test_fraction must be below 1 so that rows are left "
                          f"for training (got {val} + {test} = {val + test:g})")
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
+          "t": 1000 ** 4, "tb": 1000 ** 4, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
+
+
+def parse_size(value: int | str, key: str) -> int:
+    """Bytes of ``value``: an integer, or a number with a unit (B, kB/MB/GB/TB = powers of 1000,
+    KiB/MiB/GiB/TiB = powers of 1024), e.g. ``"512MiB"``, ``"2GB"``, ``"1.5 GiB"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]*)\s*", str(value))
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"{key}: expected a number of bytes or a size such as \"512MiB\" or \"2GB\" "
+                             f"(units B, kB, MB, GB, TB, KiB, MiB, GiB, TiB) or \"auto\", got {value!r}")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"{key}: must be above 0 bytes, got {value!r}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -67,8 +89,16 @@ class DataConfig:
 
     source: Literal["parquet", "synthetic"] = opt("parquet", help="a Parquet file/directory, or the built-in generator")
     path: str | None = opt(None, help="Parquet file or directory; relative to the preset's folder")
-    mode: Literal["auto", "resident"] = opt("auto", help="how data is held: resident = whole dataset on the device "
-                                                         "(auto currently means resident)")
+    mode: Literal["auto", "resident", "stream"] = opt(
+        "auto", help="how data is held: resident = the whole dataset on the device; stream = row groups read from "
+                     "disk during training; auto = resident when its size fits data.memory_budget, else stream")
+    memory_budget: int | str = opt(
+        "auto", help="memory the data may use: bytes, or a size such as \"512MiB\" or \"2GB\"; auto = half of the "
+                     "free memory of the training device (CUDA: free GPU memory, capped by half the host's "
+                     "MemAvailable; CPU: MemAvailable)")
+    shuffle_window: int = opt(4, ge=1, help="stream mode: row groups whose rows are shuffled together (larger = "
+                                            "closer to a full shuffle, more memory)")
+    prefetch: int = opt(2, ge=1, help="stream mode: shuffle windows the background reader decodes ahead")
     label_column: str = opt("label", help="name of the integer label column")
     val_fraction: float = opt(0.15, gt=0, lt=1, help="validation fraction when the data has no split column")
     test_fraction: float = opt(0.15, gt=0, lt=1, help="test fraction when the data has no split column")
@@ -82,3 +112,8 @@ class DataConfig:
         if self.source == "parquet" and not self.path:
             raise ValueError("data.path is required when data.source = 'parquet'")
         _check_fractions("data.", self.val_fraction, self.test_fraction)
+        if self.source == "synthetic" and self.mode == "stream":
+            raise ValueError("data.mode = 'stream' reads a Parquet dataset from disk; the synthetic generator's "
+                             "data are made in memory, use data.mode = 'resident' or 'auto'")
+        if self.memory_budget != "auto":
+            parse_size(self.memory_budget, "data.memory_budget")

@@ -1,9 +1,10 @@
 """The training-side view of a dataset: split, standardised tensors resident on the device.
 
-The whole dataset is moved to the training device once (``mode = "resident"``; ``"auto"`` means
-the same for now). Batches are index gathers on that device, and batch order comes from a
-permutation seeded by (run seed, epoch) alone, so an interrupted run resumes on exactly the
-batches it would have seen.
+With ``data.mode = "resident"`` the whole dataset is moved to the training device once. Batches
+are index gathers on that device, and batch order comes from a permutation seeded by (run seed,
+epoch) alone, so an interrupted run resumes on exactly the batches it would have seen. Data too
+large for ``data.memory_budget`` are streamed from disk instead (:mod:`engine.data.stream`,
+chosen by :mod:`engine.data.memory`); both are batch sources with the same interface.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import torch
 
 from ..errors import DataError
 from .config import DataConfig
-from .parquet import ModalityInfo, RawDataset, read_dataset
+from .memory import Placement, choose_placement, memory_budget, resident_estimate
+from .parquet import ModalityInfo, RawDataset, file_row_counts, open_dataset, read_dataset
 from .split import SPLIT_NAMES, stratified_split
-from .synthetic import generate
+from .synthetic import generate, working_bytes
 
 __all__ = ["TensorData", "stratified_split", "to_tensors", "load_data", "epoch_permutation", "batch_slices",
            "select_modalities", "fit_standardizer", "EpochBatches"]
@@ -39,6 +41,7 @@ class TensorData:
     name: str
     source: str
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    placement: Placement | None = None
 
     @property
     def n_classes(self) -> int:
@@ -140,18 +143,24 @@ def fit_standardizer(values: np.ndarray, rows: np.ndarray, mode: str) -> tuple[n
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _split_codes(raw: RawDataset, cfg: DataConfig, seed: int) -> np.ndarray:
-    if raw.split is not None:
-        return raw.split
+def split_codes(labels: np.ndarray, split: np.ndarray | None, source: str, cfg: DataConfig,
+                seed: int) -> np.ndarray:
+    """Split codes of every row: the data's split column, else the seeded stratified split."""
+    if split is not None:
+        return split
     split_seed = cfg.split_seed if cfg.split_seed is not None else seed
-    codes = stratified_split(raw.labels, cfg.val_fraction, cfg.test_fraction, split_seed)
+    codes = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, split_seed)
     counts = np.bincount(codes, minlength=3)
     empty = [SPLIT_NAMES[i] for i in range(3) if counts[i] == 0]
     if empty:
-        raise DataError(f"{raw.source}: the stratified split (val_fraction {cfg.val_fraction}, test_fraction "
-                        f"{cfg.test_fraction}) of its {raw.n_rows} rows leaves no {' and no '.join(empty)} rows; "
-                        f"use more data or larger fractions")
+        raise DataError(f"{source}: the stratified split (data.val_fraction = {cfg.val_fraction}, "
+                        f"data.test_fraction = {cfg.test_fraction}) of its {labels.shape[0]} rows leaves no "
+                        f"{' and no '.join(empty)} rows; use more data or larger fractions")
     return codes
+
+
+def _split_codes(raw: RawDataset, cfg: DataConfig, seed: int) -> np.ndarray:
+    return split_codes(raw.labels, raw.split, raw.source, cfg, seed)
 
 
 def to_tensors(raw: RawDataset, cfg: DataConfig, seed: int, device: torch.device | str) -> TensorData:
@@ -180,20 +189,39 @@ def to_tensors(raw: RawDataset, cfg: DataConfig, seed: int, device: torch.device
 
 
 def load_data(cfg: DataConfig, modalities: dict[str, str] | None, seed: int, base_dir: Path,
-              device: torch.device | str) -> TensorData:
-    """Read (or generate) the data of ``cfg`` and return it split, standardised and on ``device``.
+              device: torch.device | str, mode: str | None = None):
+    """Read (or generate) the data of ``cfg``, split and standardised: a resident :class:`TensorData` on
+    ``device``, or a :class:`~engine.data.stream.StreamData` read from disk while training.
 
     ``modalities``: modality name -> column name (synthetic: generated modality name), or None
     for all. A relative ``cfg.path`` is taken relative to ``base_dir`` (the preset's folder).
+    ``mode`` ("resident" | "stream") overrides the choice of ``cfg.mode`` (a resumed run keeps the
+    mode it started with). The resident size is estimated from the metadata before any row is read.
     """
+    device = torch.device(device)
+    budget = memory_budget(cfg, device)
     if cfg.source == "synthetic":
-        raw = select_modalities(generate(cfg.synthetic), modalities)
-    else:
-        path = Path(cfg.path).expanduser()
-        if not path.is_absolute():
-            path = Path(base_dir) / path
-        raw = read_dataset(path, columns=modalities, label_column=cfg.label_column)
-    return to_tensors(raw, cfg, seed, device)
+        s = cfg.synthetic
+        dims = [(d,) for m, d in zip(s.modalities, s.dims) if modalities is None or m in modalities.values()]
+        estimate = max(resident_estimate(s.n_samples, dims), working_bytes(s))  # generating it takes more
+        placement = choose_placement(cfg, estimate, budget, "data.synthetic", mode)
+        data = to_tensors(select_modalities(generate(s), modalities), cfg, seed, device)
+        data.placement = placement
+        return data
+    path = Path(cfg.path).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    layout = open_dataset(path, columns=modalities, label_column=cfg.label_column)
+    n_rows = sum(sum(groups) for groups in file_row_counts(layout.files))
+    estimate = resident_estimate(n_rows, [info.shape for info in layout.modalities.values()])
+    placement = choose_placement(cfg, estimate, budget, str(path), mode)
+    if placement.mode == "stream":
+        from .stream import open_stream
+        return open_stream(layout, cfg, seed, device, placement,
+                           lambda labels, split, source: split_codes(labels, split, source, cfg, seed))
+    data = to_tensors(read_dataset(path, columns=modalities, label_column=cfg.label_column), cfg, seed, device)
+    data.placement = placement
+    return data
 
 
 def _mixed_seed(seed: int, epoch: int) -> int:

@@ -201,6 +201,10 @@ def _modality_info(name: str, column: str, shape: tuple[int, ...], meta: dict, f
         raise DataError(f"{file}: column '{column}': the schema metadata gives kind {kind!r}, which is not one of "
                         f"{', '.join(KINDS)}{did_you_mean(str(kind), KINDS)}")
     declared = hint.get("shape")
+    if declared is not None and (not isinstance(declared, list)
+                                 or not all(isinstance(d, int) and not isinstance(d, bool) for d in declared)):
+        raise DataError(f"{file}: column '{column}': the schema metadata 'mmbal.modalities.{column}.shape' must be "
+                        f"a list of integers, got {declared!r}")
     if declared is not None and tuple(declared) != shape:
         raise DataError(f"{file}: column '{column}': the schema metadata gives shape {list(declared)} but the "
                         f"column holds values of shape {list(shape)}")
@@ -239,16 +243,18 @@ def _requested_modalities(schema: pa.Schema, meta: dict, file: Path,
     return out
 
 
-def peek_schema(path: str | Path) -> tuple[dict[str, ModalityInfo], dict]:
+def peek_schema(path: str | Path, label_column: str = "label",
+                strict: bool = False) -> tuple[dict[str, ModalityInfo], dict]:
     """Modality columns and ``mmbal`` metadata of a dataset, from its schema only (no data read).
 
-    Lists the valid modality columns only (columns of a wrong type are reported by
-    :func:`read_dataset`). For a directory, the first file's schema is used.
+    Lists the valid modality columns only; with ``strict`` (all columns will be used, as by
+    :func:`read_dataset` without ``columns``) a float-list column of a wrong type raises. For a
+    directory, the first file's schema is used.
     """
     files = dataset_files(path)
     schema = read_schema(files[0])
     meta = _parse_metadata(schema, files[0])
-    return _auto_modalities(schema, meta, files[0], "label", strict=False), meta
+    return _auto_modalities(schema, meta, files[0], label_column, strict=strict), meta
 
 
 def column_type_problem(path: str | Path, column: str) -> str | None:
@@ -316,6 +322,11 @@ def _labels(table: pa.Table, column: str, rows: _Rows, meta: dict) -> tuple[np.n
         bad = _first(values < 0)
         if bad is not None:
             raise rows.error(column, bad, f"label {int(values[bad])} is negative; labels are class indices 0..C-1")
+        top = _first(values >= len(values))  # C = max + 1 would exceed the rows: not class indices
+        if top is not None:
+            raise rows.error(column, top, f"label {int(values[top])} would make at least {int(values[top]) + 1} "
+                                          f"classes for {len(values)} rows; labels are class indices 0..C-1 (name "
+                                          f"the classes in the schema metadata 'mmbal.classes' if some have no rows)")
         classes = [str(i) for i in range(int(values.max()) + 1)]
     return values.astype(np.int64), list(classes)
 
@@ -350,8 +361,11 @@ def _fixed_list_values(arr: pa.FixedSizeListArray) -> pa.Array:
     return arr.values.slice(arr.offset * d, len(arr) * d)
 
 
-def _features(table: pa.Table, info: ModalityInfo, rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
-    """(N, *shape) float32 values with missing rows set to 0, and the (N,) presence mask."""
+def decode_features(table: pa.Table, info: ModalityInfo, rows) -> tuple[np.ndarray, np.ndarray]:
+    """(N, *shape) float32 values with missing rows set to 0, and the (N,) presence mask.
+
+    ``rows`` turns a row of ``table`` into a message (:class:`_Rows`, or :class:`GroupRows` for one row group).
+    """
     arr = table.column(info.column).combine_chunks()
     n = len(arr)
     tp = arr.type
@@ -380,9 +394,36 @@ def _features(table: pa.Table, info: ModalityInfo, rows: _Rows) -> tuple[np.ndar
     return data, present
 
 
-def read_dataset(path: str | Path, columns: dict[str, str] | None = None,
-                 label_column: str = "label") -> RawDataset:
-    """Read and check a dataset (a Parquet file or a directory of them, in name order).
+@dataclass(frozen=True)
+class DatasetLayout:
+    """A dataset's files, shared schema, metadata and chosen columns, from the schemas alone (no data read)."""
+
+    path: Path
+    files: list[Path]
+    schema: pa.Schema
+    meta: dict
+    modalities: dict[str, ModalityInfo]
+    label_column: str
+    has_split: bool
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.path.stem)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The modality columns to read, each once, in modality order."""
+        return list(dict.fromkeys(i.column for i in self.modalities.values()))
+
+    @property
+    def index_columns(self) -> list[str]:
+        """The label column, and the split column when the data have one."""
+        return [self.label_column] + ([SPLIT_COLUMN] if self.has_split else [])
+
+
+def open_dataset(path: str | Path, columns: dict[str, str] | None = None,
+                 label_column: str = "label") -> DatasetLayout:
+    """Check a dataset's schemas and pick its modality, label and split columns (no rows read).
 
     ``columns`` maps modality name -> column name, in the order wanted; None takes every
     modality-typed column in file order (a float-list column of a wrong type is then an error).
@@ -404,16 +445,82 @@ def read_dataset(path: str | Path, columns: dict[str, str] | None = None,
         raise DataError(f"{file}: column '{label_column}' (the label) is missing"
                         f"{did_you_mean(label_column, schema.names)}; its columns are {', '.join(schema.names)}")
     has_split = SPLIT_COLUMN in schema.names and label_column != SPLIT_COLUMN
-    wanted = [label_column] + ([SPLIT_COLUMN] if has_split else []) + \
-        list(dict.fromkeys(i.column for i in mods.values()))
-    table, counts = _read_table(files, wanted)
-    rows = _Rows(files, counts)
+    return DatasetLayout(path=Path(path), files=files, schema=schema, meta=meta, modalities=mods,
+                         label_column=label_column, has_split=has_split)
+
+
+def file_row_counts(files: list[Path]) -> list[list[int]]:
+    """Rows of every row group of every file, from the Parquet footers (no data read)."""
+    counts = []
+    for f in files:
+        try:
+            md = pq.ParquetFile(f).metadata
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{f}: cannot be read as a Parquet file ({exc})") from None
+        counts.append([md.row_group(i).num_rows for i in range(md.num_row_groups)])
+    return counts
+
+
+def read_index_columns(layout: DatasetLayout) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """Labels (int64), class names and split codes (int8, or None) of every row: only those columns are read."""
+    table, counts = _read_table(layout.files, layout.index_columns)
+    if table.num_rows == 0:
+        raise DataError(f"{layout.path}: the dataset has no rows")
+    rows = _Rows(layout.files, counts)
+    labels, classes = _labels(table, layout.label_column, rows, layout.meta)
+    split = _split(table, rows) if layout.has_split else None
+    return labels, classes, split
+
+
+class GroupRows:
+    """Like :class:`_Rows` for one row group of one file: messages name the file, row group and row."""
+
+    def __init__(self, file: Path, group: int, first_row: int):
+        self.file, self.group, self.first_row = file, group, first_row
+
+    def error(self, column: str, row: int | None, problem: str) -> DataError:
+        if row is None:
+            return DataError(f"{self.file}: row group {self.group}, column '{column}' {problem}")
+        return DataError(f"{self.file}: row group {self.group}, column '{column}', row {self.first_row + row} "
+                         f"of the file (counting from 0): {problem}")
+
+
+def read_row_group_features(layout: DatasetLayout, file: int, group: int,
+                            first_row: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Decoded and checked ``(values, present)`` of every modality of one row group of one file.
+
+    The file is opened for this read and closed after it: an open reader keeps about one row
+    group's buffers alive, which adds up over the files of a streamed directory (opening costs a
+    footer read, well under a millisecond). Arrow's own threads are not used (the caller is a
+    reader thread beside training).
+    """
+    path = layout.files[file]
+    try:
+        with pq.ParquetFile(path) as pf:
+            table = pf.read_row_group(group, columns=layout.feature_columns, use_threads=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: row group {group} cannot be read ({exc})") from None
+    rows = GroupRows(path, group, first_row)
+    return {name: decode_features(table, info, rows) for name, info in layout.modalities.items()}
+
+
+def read_dataset(path: str | Path, columns: dict[str, str] | None = None,
+                 label_column: str = "label") -> RawDataset:
+    """Read and check a dataset (a Parquet file or a directory of them, in name order).
+
+    ``columns`` maps modality name -> column name, in the order wanted; None takes every
+    modality-typed column in file order (a float-list column of a wrong type is then an error).
+    """
+    layout = open_dataset(path, columns, label_column)
+    table, counts = _read_table(layout.files, layout.index_columns + layout.feature_columns)
+    rows = _Rows(layout.files, counts)
     if table.num_rows == 0:
         raise DataError(f"{Path(path)}: the dataset has no rows")
-    labels, classes = _labels(table, label_column, rows, meta)
-    split = _split(table, rows) if has_split else None
+    labels, classes = _labels(table, label_column, rows, layout.meta)
+    split = _split(table, rows) if layout.has_split else None
     features, present = {}, {}
-    for name, info in mods.items():
-        features[name], present[name] = _features(table, info, rows)
-    return RawDataset(name=str(meta.get("name") or Path(path).stem), source=str(path), labels=labels, split=split,
-                      features=features, present=present, modalities=mods, classes=classes, metadata=meta)
+    for name, info in layout.modalities.items():
+        features[name], present[name] = decode_features(table, info, rows)
+    return RawDataset(name=layout.name, source=str(path), labels=labels, split=split,
+                      features=features, present=present, modalities=dict(layout.modalities), classes=classes,
+                      metadata=layout.meta)

@@ -65,9 +65,13 @@ def _class_head(rng: np.random.Generator, n_classes: int, k: int) -> np.ndarray:
 
 def _code_head(rng: np.random.Generator, n_classes: int, bits: int) -> np.ndarray:
     """(C, k') head whose rows are distinct +-1 codes / sqrt(k'), in a seeded random order: the
-    sign pattern z scores highest for the class whose code it equals, so z names the class."""
+    sign pattern z scores highest for the class whose code it equals, so z names the class.
+
+    When ``latent_dim`` is too small for C distinct codes (C > 2^k'), the codes repeat in the same
+    order (classes C' and C' + 2^k' share one), so synergy then tells those classes apart no more."""
     patterns = 1 - 2 * ((np.arange(2 ** bits)[:, None] >> np.arange(bits)) & 1)
-    return patterns[rng.permutation(2 ** bits)[:n_classes]] / math.sqrt(bits)
+    order = rng.permutation(2 ** bits)
+    return patterns[order[np.arange(n_classes) % 2 ** bits]] / math.sqrt(bits)
 
 
 def synergy_bits(cfg: SynthConfig) -> int:
@@ -84,6 +88,15 @@ def _balanced_argmax(scores: np.ndarray) -> np.ndarray:
         counts = np.bincount(np.argmax(scores + bias, axis=1), minlength=c)
         bias -= 0.5 * np.log((counts + 1.0) / (target + 1.0))
     return np.argmax(scores + bias, axis=1)
+
+
+def working_bytes(cfg: SynthConfig) -> int:
+    """Peak bytes :func:`generate` allocates, for the memory budget: its float64 arrays (Gumbel noise
+    and class scores, n x C each; latents; one modality's observations; projections and class
+    heads) and the float32 features."""
+    n, c, k, m = cfg.n_samples, cfg.n_classes, cfg.latent_dim, len(cfg.modalities)
+    per_row = 2 * c + (2 * m + 1) * k + 3 * k + 2 * max(cfg.dims)
+    return 8 * (n * per_row + 3 * k * sum(cfg.dims) + c * k * (m + 2)) + 4 * n * sum(cfg.dims)
 
 
 def generate(cfg: SynthConfig) -> RawDataset:

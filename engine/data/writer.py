@@ -22,7 +22,7 @@ from .parquet import KINDS, METADATA_KEY, SPLIT_COLUMN, SPLIT_NAMES, guess_kind
 
 
 def _modality_array(values: np.ndarray, present: np.ndarray | None) -> pa.Array:
-    n, shape = values.shape[0], tuple(values.shape[1:])
+    shape = tuple(values.shape[1:])
     flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
     mask = None if present is None or present.all() else pa.array(~np.asarray(present, bool))
     storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(shape)), mask=mask)

@@ -1,0 +1,492 @@
+"""Streaming a Parquet dataset that does not fit in memory: row groups read from disk while training.
+
+:class:`StreamData` is the same batch source as :class:`~engine.data.dataset.TensorData`
+(``split_size``, ``class_counts``, ``train_epoch``, ``eval_batches``), built without holding the
+features:
+
+* **Pre-pass.** Only the label (and split) columns of every file are read: they give the split
+  (the same stratified split as the resident path, so the same seed puts the same rows in each
+  split) and the class counts. A second pass decodes every row group once to fit the
+  standardiser on the train rows (float64, merged per row group with Chan et al.'s pairwise
+  update; equal to :func:`~engine.data.dataset.fit_standardizer` within float rounding); it also
+  checks every value, so bad data usually stops the run before training. With
+  ``data.standardize = "none"`` this pass is skipped and a bad row group is found by the reader.
+* **Epoch order**, a function of (seed, epoch) over row ids alone: a seeded permutation of the
+  (file, row group) units, cut into windows of ``data.shuffle_window`` units; the train rows of
+  each window are permuted together (seeded by seed, epoch, window). Batches are consecutive
+  ``batch_size`` slices of that order, across window boundaries; a short last batch is dropped
+  when ``drop_last``. ``iterate(start)`` finds the window holding batch ``start`` and decodes from
+  there, so resuming mid-epoch is exact without reading the windows before it.
+* **Reader.** A background thread decodes the next windows (``data.prefetch`` of them queued)
+  into host tensors, standardised, in batch order (pinned memory when the device is CUDA); the
+  training thread copies each window to the device with ``non_blocking=True`` and slices batches
+  from it (views; on the CPU there is no copy at all). A :class:`~engine.errors.DataError` raised
+  in the thread (naming file, row group and column) is raised again in the training thread; an
+  abandoned iterator (interruption, exception) stops the thread.
+
+Deviation from the resident path: the order is a window-local shuffle, not a full permutation,
+so the same seed gives a different (equally seeded and reproducible) batch order in the two
+modes; the mode a run started with is kept on resume.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .config import DataConfig
+from .memory import Placement, format_bytes, row_bytes
+from .parquet import DatasetLayout, file_row_counts, read_index_columns, read_row_group_features
+from .split import SPLIT_NAMES
+
+__all__ = ["StreamData", "StreamBatches", "open_stream", "stream_working_set"]
+
+STD_FLOOR = 1e-6
+_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One row group of one file: the unit of reading and of the coarse shuffle."""
+
+    file: int
+    group: int
+    first_row: int   # its first row within the file
+    start: int       # its first row in the whole dataset
+    rows: int
+
+
+def _units(layout: DatasetLayout) -> list[Unit]:
+    units, start = [], 0
+    for f, groups in enumerate(file_row_counts(layout.files)):
+        first = 0
+        for g, n in enumerate(groups):
+            if n:
+                units.append(Unit(f, g, first, start, n))
+            first += n
+            start += n
+    return units
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, *keys]))
+
+
+# ----------------------------------------------------------------------------------------------
+# plans: which rows, in which order, window by window (row ids only, no feature data)
+
+
+@dataclass
+class Plan:
+    """The rows of one pass (an epoch or a split), as windows of units with their row counts.
+
+    ``rows(w)`` returns, for window ``w``, the rows in output order as (position in the window's
+    decoded units, global row id).
+    """
+
+    units: list[list[Unit]]
+    counts: np.ndarray
+    rows: object
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """(window, offset in it) of the ``position``-th row of the pass."""
+        starts = self.starts
+        w = int(np.searchsorted(starts, position, side="right") - 1)
+        return w, int(position - starts[w])
+
+
+def _window_rows(units: list[Unit], codes: np.ndarray, code: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in the window's decoded units and global ids of its rows of split ``code``, in row order."""
+    local, glob, offset = [], [], 0
+    for u in units:
+        r = np.flatnonzero(codes[u.start:u.start + u.rows] == code)
+        local.append(r + offset)
+        glob.append(r + u.start)
+        offset += u.rows
+    return np.concatenate(local), np.concatenate(glob)
+
+
+# ----------------------------------------------------------------------------------------------
+# the background reader
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
+_LIVE: "weakref.WeakSet[Prefetcher]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_readers() -> None:
+    """Stop reader threads still running at exit (an iterator never finished nor closed): a daemon
+    thread inside a torch or Arrow call while the interpreter shuts down aborts the process."""
+    for reader in list(_LIVE):
+        reader.close()
+
+
+class Prefetcher:
+    """Runs ``produce(put)`` in a daemon thread; iterating yields what it puts, ``depth`` ahead at most.
+
+    An exception in the thread is raised again by the iterator; :meth:`close` (also called when
+    the iterator is abandoned, and at exit) stops the thread at its next item and waits for it.
+    """
+
+    _END = object()
+
+    def __init__(self, produce, depth: int, name: str = "mmbal-stream"):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(produce,), name=name, daemon=True)
+        _LIVE.add(self)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, produce) -> None:
+        try:
+            produce(self._put)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+            self._put(_Failure(exc))
+            return
+        self._put(self._END)
+
+    def __iter__(self):
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if not self.thread.is_alive() and self.queue.empty():
+                        raise RuntimeError("the stream reader thread stopped without a result") from None
+                    continue
+                if item is self._END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=30)
+
+
+# ----------------------------------------------------------------------------------------------
+# standardisation statistics, streamed
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations in float64, merged chunk by chunk (Chan et al., 1979)."""
+
+    def __init__(self, per_feature: bool):
+        self.per_feature = per_feature
+        self.n = 0
+        self.mean = None
+        self.m2 = None
+
+    def add(self, values: np.ndarray) -> None:
+        x = values.astype(np.float64)
+        if not self.per_feature:
+            x = x.reshape(-1)
+        n_b = x.shape[0]
+        if n_b == 0:
+            return
+        mean_b = x.mean(axis=0)
+        m2_b = np.square(x - mean_b).sum(axis=0)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + np.square(delta) * (self.n * n_b / n)
+        self.n = n
+
+    def result(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        ones = (1,) * len(shape)
+        if self.n == 0:
+            return np.zeros(ones, np.float32), np.ones(ones, np.float32)
+        std = np.sqrt(self.m2 / self.n)
+        mean = self.mean if self.per_feature else np.full(ones, self.mean)
+        std = std if self.per_feature else np.full(ones, std)
+        std = np.where(std < STD_FLOOR, 1.0, std)
+        return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _standardize_mode(cfg_mode: str, shape: tuple[int, ...]) -> str:
+    if cfg_mode == "auto":
+        return "feature" if len(shape) == 1 else "modality"
+    return cfg_mode
+
+
+def streamed_stats(layout: DatasetLayout, units: list[Unit], codes: np.ndarray, standardize: str,
+                   depth: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(mean, std) float32 per modality over the present train rows, one row group at a time."""
+    mods = layout.modalities
+    modes = {m: _standardize_mode(standardize, info.shape) for m, info in mods.items()}
+    moments = {m: _Moments(modes[m] == "feature") for m in mods if modes[m] != "none"}
+    if moments:
+        def produce(put):
+            for u in units:
+                if not put((u, read_row_group_features(layout, u.file, u.group, u.first_row))):
+                    return
+        for u, decoded in Prefetcher(produce, depth, name="mmbal-stats"):
+            train = codes[u.start:u.start + u.rows] == 0
+            for m, acc in moments.items():
+                values, present = decoded[m]
+                acc.add(values[train & present])
+    ones = {m: (1,) * len(info.shape) for m, info in mods.items()}
+    return {m: moments[m].result(mods[m].shape) if m in moments
+            else (np.zeros(ones[m], np.float32), np.ones(ones[m], np.float32)) for m in mods}
+
+
+# ----------------------------------------------------------------------------------------------
+# the batch source
+
+
+class StreamData:
+    """A Parquet dataset read row group by row group; the batch source interface of ``TensorData``."""
+
+    def __init__(self, layout: DatasetLayout, units: list[Unit], labels: np.ndarray, codes: np.ndarray,
+                 classes: list[str], stats: dict[str, tuple[np.ndarray, np.ndarray]], device: torch.device,
+                 window: int, prefetch: int, placement: Placement | None = None):
+        self.layout = layout
+        self.units = units
+        self.labels = labels
+        self.codes = codes
+        self.classes = list(classes)
+        self.modalities = dict(layout.modalities)
+        self.name = layout.name
+        self.source = str(layout.path)
+        self._device = torch.device(device)
+        self.window = window
+        self.prefetch = prefetch
+        self.placement = placement
+        self.pin = self._device.type == "cuda"
+        self.set_stats(stats)
+        starts = np.array([u.start for u in units], np.int64)
+        self._unit_counts = np.stack([np.add.reduceat((codes == c).astype(np.int64), starts) if len(units)
+                                      else np.zeros(0, np.int64) for c in range(len(SPLIT_NAMES))])
+
+    def set_stats(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """The standardiser: (mean, std) per modality, applied by the reader; ``{}`` = not standardised."""
+        ones = {m: (1,) * len(info.shape) for m, info in self.modalities.items()}
+        stats = {m: stats.get(m, (np.zeros(ones[m], np.float32), np.ones(ones[m], np.float32)))
+                 for m in self.modalities}
+        self._host_stats = stats
+        self.stats = {m: (torch.from_numpy(mean).to(self._device), torch.from_numpy(std).to(self._device))
+                      for m, (mean, std) in stats.items()}
+
+    # -- what the rest of the code reads ---------------------------------------------------------
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {m: tuple(info.shape) for m, info in self.modalities.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    # -- the batch-source interface --------------------------------------------------------------
+    def split_size(self, split: str) -> int:
+        """Number of rows of ``split`` ("train", "val" or "test")."""
+        return int(self._unit_counts[SPLIT_NAMES.index(split)].sum())
+
+    def class_counts(self, split: str) -> torch.Tensor:
+        """Rows of each class in ``split`` (int64, on the data's device)."""
+        y = self.labels[self.codes == SPLIT_NAMES.index(split)]
+        return torch.from_numpy(np.bincount(y, minlength=self.n_classes).astype(np.int64)).to(self._device)
+
+    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool) -> "StreamBatches":
+        """The training batches of ``epoch`` in the order fixed by (seed, epoch); see the module docstring."""
+        return StreamBatches(self, self.epoch_plan(seed, epoch), batch_size, drop_last)
+
+    def eval_batches(self, split: str, batch_size: int):
+        """``(x, y)`` batches of ``split`` in row order (no shuffling), streamed."""
+        yield from StreamBatches(self, self.split_plan(split), batch_size, False).iterate(0)
+
+    # -- plans ----------------------------------------------------------------------------------
+    def epoch_plan(self, seed: int, epoch: int) -> Plan:
+        """Train rows of ``epoch``: permuted units, cut into windows, rows permuted within each window."""
+        order = _rng(seed, epoch, 0).permutation(len(self.units))
+        windows = [order[i:i + self.window] for i in range(0, len(order), self.window)]
+        counts = np.array([self._unit_counts[0][w].sum() for w in windows], np.int64)
+        groups = [[self.units[i] for i in w] for w in windows]
+
+        def rows(w: int) -> tuple[np.ndarray, np.ndarray]:
+            local, glob = _window_rows(groups[w], self.codes, 0)
+            perm = _rng(seed, epoch, w + 1).permutation(local.size)
+            return local[perm], glob[perm]
+        return Plan(groups, counts, rows)
+
+    def split_plan(self, split: str) -> Plan:
+        """Rows of ``split`` in row order, windows of consecutive units."""
+        code = SPLIT_NAMES.index(split)
+        keep = np.flatnonzero(self._unit_counts[code] > 0)
+        windows = [keep[i:i + self.window] for i in range(0, len(keep), self.window)]
+        counts = np.array([self._unit_counts[code][w].sum() for w in windows], np.int64)
+        groups = [[self.units[i] for i in w] for w in windows]
+        return Plan(groups, counts, lambda w: _window_rows(groups[w], self.codes, code))
+
+    # -- reading --------------------------------------------------------------------------------
+    def read_window(self, plan: Plan, w: int, skip: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Host tensors of window ``w``'s rows from the ``skip``-th on, standardised, in plan order."""
+        local, glob = plan.rows(w)
+        local, glob = local[skip:], glob[skip:]
+        units = plan.units[w]
+        offsets = np.concatenate([[0], np.cumsum([u.rows for u in units])])
+        # rows of unit i land at the positions of the output whose local index falls in its range
+        which = np.searchsorted(offsets, local, side="right") - 1
+        x = {m: torch.empty((local.size, *info.shape), dtype=torch.float32, pin_memory=self.pin)
+             for m, info in self.modalities.items()}
+        out = {m: t.numpy() for m, t in x.items()}  # numpy views: single-threaded work that releases the GIL,
+        for i, u in enumerate(units):                # leaving torch's intra-op threads to the training step
+            dest = np.flatnonzero(which == i)
+            if dest.size == 0:
+                continue
+            decoded = read_row_group_features(self.layout, u.file, u.group, u.first_row)
+            src = local[dest] - offsets[i]
+            for m, (values, present) in decoded.items():
+                mean, std = self._host_stats[m]
+                block = np.take(values, src, axis=0)
+                np.subtract(block, mean, out=block)        # the resident path's (values - mean) / std, bitwise
+                np.divide(block, std, out=block)
+                block[~present[src]] = 0.0
+                out[m][dest] = block
+        y = torch.from_numpy(self.labels[glob])
+        if self.pin:
+            y = y.pin_memory()
+        return x, y
+
+    def working_set_bytes(self) -> int:
+        """Host memory the reader may hold at once (see :func:`stream_working_set`)."""
+        return stream_working_set(self.layout, self.units, self._unit_counts, self.window, self.prefetch)
+
+
+def stream_working_set(layout: DatasetLayout, units: list[Unit], unit_counts: np.ndarray, window: int,
+                       prefetch: int) -> int:
+    """Bytes the reader holds at most: ``prefetch + 2`` windows (queued, being built, being trained on) of
+    the largest possible window (the ``window`` units with most rows of one split), three copies of the
+    largest row group (Arrow buffers, decoded array, gathered block) and the labels and split codes of
+    every row."""
+    per_row = row_bytes([info.shape for info in layout.modalities.values()])
+    biggest_window = max(int(np.sort(c)[::-1][:window].sum()) for c in unit_counts) if len(units) else 0
+    biggest_group = max((u.rows for u in units), default=0)
+    n_rows = sum(u.rows for u in units)
+    return ((prefetch + 2) * biggest_window + 3 * biggest_group) * per_row + n_rows * 9
+
+
+class StreamBatches:
+    """One pass of streamed batches: ``len()`` batches, iterated from any batch on."""
+
+    def __init__(self, data: StreamData, plan: Plan, batch_size: int, drop_last: bool):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.data, self.plan, self.batch_size, self.drop_last = data, plan, batch_size, drop_last
+        total = int(plan.counts.sum())
+        self.n_batches = total // batch_size if drop_last else -(-total // batch_size)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def iterate(self, start: int = 0):
+        """``(x, y)`` on the data's device for batches ``start, start + 1, ...``."""
+        if start >= self.n_batches:
+            return
+        data, bs = self.data, self.batch_size
+        w0, skip = self.plan.locate(start * bs)
+
+        def produce(put):
+            for w in range(w0, len(self.plan.units)):
+                if self.plan.counts[w] == 0:
+                    continue
+                if not put(data.read_window(self.plan, w, skip if w == w0 else 0)):
+                    return
+
+        reader = Prefetcher(produce, data.prefetch)
+        try:
+            yield from self._slices(reader, start)
+        finally:
+            reader.close()
+
+    def _slices(self, windows, emitted: int):
+        """Batches of exactly ``batch_size`` rows cut from consecutive windows; the rows left at the end
+        of a window start the next batch (only that batch is concatenated)."""
+        device, bs, carry = self.data.device, self.batch_size, None
+        for x, y in windows:
+            x = {m: t.to(device, non_blocking=True) for m, t in x.items()}
+            y = y.to(device, non_blocking=True)
+            n, i = y.shape[0], 0
+            if carry is not None:
+                i = min(bs - carry[1].shape[0], n)
+                joined = ({m: torch.cat([carry[0][m], t[:i]]) for m, t in x.items()}, torch.cat([carry[1], y[:i]]))
+                if joined[1].shape[0] < bs:
+                    carry = joined
+                    continue
+                carry = None
+                yield joined
+                emitted += 1
+            while n - i >= bs and emitted < self.n_batches:
+                yield {m: t[i:i + bs] for m, t in x.items()}, y[i:i + bs]
+                i += bs
+                emitted += 1
+            if emitted >= self.n_batches:
+                return
+            # the rows left over are copied (fewer than a batch) so that the window's memory is freed
+            carry = ({m: t[i:].clone() for m, t in x.items()}, y[i:].clone()) if i < n else None
+        if carry is not None and emitted < self.n_batches:
+            yield carry
+
+
+def open_stream(layout: DatasetLayout, cfg: DataConfig, seed: int, device: torch.device | str,
+                placement: Placement | None = None, split_codes=None) -> StreamData:
+    """Pre-pass (labels, split, standardiser) and the :class:`StreamData` of ``layout``.
+
+    ``split_codes(labels, split, source)`` makes the split (the resident path's function).
+    Refuses, before the feature pass, a reader working set above the memory budget.
+    """
+    units = _units(layout)
+    labels, classes, split = read_index_columns(layout)
+    codes = split_codes(labels, split, str(layout.path))
+    data = StreamData(layout, units, labels, codes, classes, {}, torch.device(device), cfg.shuffle_window,
+                      cfg.prefetch, placement)
+    need = data.working_set_bytes()
+    if placement is not None and need > placement.budget_bytes:
+        raise DataError(f"{layout.path}: streaming it holds up to {format_bytes(need)} at once "
+                        f"((data.prefetch + 2) x data.shuffle_window row groups of up to "
+                        f"{max(u.rows for u in units)} rows, plus the labels), more than the memory budget of "
+                        f"{format_bytes(placement.budget_bytes)}; lower data.shuffle_window ({cfg.shuffle_window}) "
+                        f"or data.prefetch ({cfg.prefetch}), write smaller row groups, or give a larger "
+                        f"data.memory_budget")
+    data.set_stats(streamed_stats(layout, units, codes, cfg.standardize, cfg.prefetch))
+    return data
