@@ -8,7 +8,8 @@ Who reads what:
 ``[monitor]``       the imbalance / information monitors (may change on resume)
 ``config.json``     ``RunConfig.to_dict()``: every default filled in; compare and resume read it
 locked keys         ``seed``, ``data``, ``modalities``, ``model``, ``method``, ``train.batch_size``:
-                    resume refuses to change them (exit 3); the rest of ``[train]`` may change
+                    resume refuses to change them (exit 3); the rest of ``[train]`` may change,
+                    and so may ``data.memory_budget`` and ``data.prefetch`` (they change no result)
 ==================  =========================================================================
 
 Validation follows torchtune/harlequin: unknown keys get a "did you mean", types and ranges are
@@ -35,11 +36,13 @@ from .methods import METHODS
 from .models import ENCODERS, FUSIONS, ModalitySpec, ModelSpec, default_encoder
 from .monitor import MonitorConfig
 from .registry import did_you_mean
-from .schema import build, to_dict
+from .schema import INT64_MAX, build, to_dict
 from .train.config import TrainConfig
 
 TOP_KEYS = ("name", "seed", "data", "modalities", "model", "method", "train", "monitor")
 LOCKED = ("seed", "data", "modalities", "model", "method", "train.batch_size")
+UNLOCKED = ("data.memory_budget", "data.prefetch")  # inside locked tables, but they do not change the results
+ADDED_LATER = ("data.shuffle_window",)  # absent from older runs' config.json (they ran resident): not a change
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,11 @@ def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -
     if not isinstance(name, str) or not name.strip():
         problems.append(f"name: expected a non-empty string, got {name!r}")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        problems.append(f"seed: expected an integer >= 0, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= INT64_MAX:
+        problems.append(f"seed: expected an integer from 0 to {INT64_MAX}, got {seed!r}")
 
     data = build(DataConfig, _table(raw, "data", problems), "data", problems)
-    available = _available_modalities(data, base_dir, problems) if data else None
+    available = _available_modalities(data, base_dir, problems, every="modalities" not in raw) if data else None
     modalities, columns = _resolve_modalities(raw, available, data_file(data, base_dir) if data else None, problems)
     fusion, fusion_options = _resolve_registry_table(raw, "model", "fusion", FUSIONS, "concat", problems)
     method_name, method_cfg = _resolve_registry_table(raw, "method", "name", METHODS, "joint", problems)
@@ -155,6 +158,7 @@ def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -
     monitor = build(MonitorConfig, _table(raw, "monitor", problems), "monitor", problems)
     _check_method_modality(method_cfg, modalities, problems)
     _check_select_metric(train, modalities, problems)
+    _check_compile(train, method_name, problems)
 
     if problems:
         raise PresetError(source, problems)
@@ -180,14 +184,18 @@ def data_file(data: DataConfig, base_dir: Path) -> Path | None:
     return path if path.is_absolute() else base_dir / path
 
 
-def _available_modalities(data: DataConfig, base_dir: Path, problems: list[str]) -> dict[str, ModalityInfo] | None:
-    """The modalities the dataset offers (schema only), or None when it cannot be read."""
+def _available_modalities(data: DataConfig, base_dir: Path, problems: list[str],
+                          every: bool) -> dict[str, ModalityInfo] | None:
+    """The modalities the dataset offers (schema only), or None when it cannot be read.
+
+    ``every``: the preset names no modalities, so every float-list column will be one, and one of a
+    wrong type is reported (as :func:`~engine.data.parquet.read_dataset` would)."""
     if data.source == "synthetic":
         s = data.synthetic
         return {m: ModalityInfo(m, m, (d,), "vector") for m, d in zip(s.modalities, s.dims)}
     path = data_file(data, base_dir)
     try:
-        infos, _ = peek_schema(path)
+        infos, _ = peek_schema(path, data.label_column, strict=every)
     except DataError as exc:
         problems.append(f"data.path: {exc}")
         return None
@@ -208,6 +216,9 @@ def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, pa
             problems.append(f"{key}: expected a table ([{key}]), got {table!r}")
             continue
         column = table.get("column", name)
+        if not isinstance(column, str):
+            problems.append(f"{key}.column: expected the name of a dataset column (a string), got {column!r}")
+            continue
         info = by_column.get(column) if available is not None else None
         if available is not None and info is None:
             where = key + (".column" if "column" in table else "")
@@ -228,7 +239,8 @@ def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, pa
             specs.append(ModalitySpec(name, encoder, options))
             columns[name] = column
     if available is not None and len(tables) < 2:
-        problems.append(f"modalities: at least two modalities are needed, got {len(tables)}")
+        offered = f"; the dataset {path} has the modality column(s): {', '.join(by_column) or 'none'}" if path else ""
+        problems.append(f"modalities: at least two modalities are needed, got {len(tables)}{offered}")
     return specs, columns
 
 
@@ -281,6 +293,15 @@ def _check_select_metric(train: TrainConfig | None, modalities: list[ModalitySpe
                         f"({', '.join(names)}){did_you_mean(target, names)}")
 
 
+def _check_compile(train: TrainConfig | None, method_name: str, problems: list[str]) -> None:
+    """``train.compile = true`` only with a method that declares itself compatible (``Method.compile_ok``)."""
+    if train is None or not train.compile or method_name not in METHODS:
+        return
+    if not getattr(METHODS.get(method_name), "compile_ok", True):
+        problems.append(f"train.compile: method '{method_name}' does not support train.compile = true (its "
+                        f"training step cannot run through compiled modules); set train.compile = false")
+
+
 # -- resume -------------------------------------------------------------------------------------
 def locked_differences(old: dict, new: dict) -> list[str]:
     """Dotted keys among the locked ones whose values differ between two ``to_dict()`` configs."""
@@ -288,7 +309,7 @@ def locked_differences(old: dict, new: dict) -> list[str]:
     for key in LOCKED:
         a, b = _dig(old, key), _dig(new, key)
         if a != b:
-            diffs.extend(_diff_paths(key, a, b))
+            diffs.extend(d for d in _diff_paths(key, a, b) if d.split(":")[0] not in UNLOCKED)
     return diffs
 
 
@@ -301,7 +322,7 @@ def _dig(d: dict, dotted: str) -> Any:
 def _diff_paths(prefix: str, a: Any, b: Any) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
-        for k in list(a) + [k for k in b if k not in a]:
+        for k in list(a) + [k for k in b if k not in a and f"{prefix}.{k}" not in ADDED_LATER]:
             if a.get(k) != b.get(k):
                 out.extend(_diff_paths(f"{prefix}.{k}", a.get(k), b.get(k)))
         return out

@@ -60,3 +60,10 @@ class NonFiniteError(MmbalError):
     """Training produced a non-finite loss or gradient and ``train.on_nonfinite = "stop"``."""
 
     exit_code = 1
+
+
+class StorageError(MmbalError):
+    """A file could not be written: the disk is full, permission is denied or the file system is
+    read-only. Names the file, the reason, what is intact and what to do next."""
+
+    exit_code = 1

@@ -8,7 +8,8 @@ through :func:`engine.store.read_metrics`, so a resumed run's superseded rows ar
 
 matplotlib is an optional extra (``pip install "mmbal[plot]"``). It is drawn with the
 object-oriented API (``Figure`` + ``savefig``), so no GUI backend and no global pyplot state
-are involved; the format follows the file's suffix.
+are involved; the format follows the file's suffix. The file is written atomically (a temporary
+sibling moved into place), so a full disk never leaves half an image under the requested name.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from .compare import Comparison, Row, all_modalities
 from .stats import mean_std
 from .errors import UsageError
-from .store import METRICS_JSONL, read_metrics
+from .store import METRICS_JSONL, atomic_write_with, read_metrics
 
 PLOT_FORMATS = ("png", "svg", "pdf")
 INSTALL_HINT = 'pip install "mmbal[plot]"  (or: pip install "matplotlib>=3.8")'
@@ -58,6 +59,17 @@ def run_curve(run_dir: Path, key: str) -> dict[float, float]:
         epoch = row.get("epoch")
         if row.get("split") == "val" and isinstance(value, (int, float)) and isinstance(epoch, (int, float)):
             out[float(epoch)] = float(value)
+    return out
+
+
+def skipped_lines(comp: Comparison) -> list[str]:
+    """What reading the plotted runs' ``metrics.jsonl`` skipped (bad or torn lines), one warning each,
+    naming the run directory: the curves are drawn without those lines."""
+    out = []
+    for row in comp.rows:
+        for record in row.used:
+            if record.path is not None:
+                out += [f"{record.path.name}/{w}" for w in read_metrics(record.path / METRICS_JSONL).warnings]
     return out
 
 
@@ -111,7 +123,8 @@ def plot_comparison(comp: Comparison, path: str | os.PathLike) -> None:
     keys = ["method" if k == "method.name" else k for k in comp.group_by or []]
     what = f"grouped by {', '.join(keys)}, mean ± std over seeds" if comp.grouped else "per run"
     fig.suptitle(f"mmbal compare ({what})")
-    fig.savefig(path, dpi=120)
+    fmt = Path(path).suffix.lower().lstrip(".")
+    atomic_write_with(path, lambda f: fig.savefig(f, format=fmt, dpi=120), site="plot")
 
 
 def _draw_curves(fig, grid, curves: dict[str, dict[str, Curve]], labels: list[str]) -> None:

@@ -50,8 +50,8 @@ class Registry(Generic[T]):
 
         return deco
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._entries
 
     def names(self) -> list[str]:
         return list(self._entries)
@@ -72,5 +72,9 @@ class Registry(Generic[T]):
         return list(self._entries.values())
 
     def unknown_message(self, name: Any) -> str:
+        """Why ``name`` names no entry (a preset may hold any TOML value there, e.g. a list)."""
         known = ", ".join(sorted(self._entries))
-        return f"unknown {self.kind} '{name}'{did_you_mean(str(name), self.names())}; known: {known}"
+        if not isinstance(name, str):
+            article = "an" if self.kind[:1] in "aeiou" else "a"
+            return f"expected the name of {article} {self.kind} (a string), got {name!r}; known: {known}"
+        return f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; known: {known}"

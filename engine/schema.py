@@ -5,13 +5,15 @@ TOML table into one of them, checking unknown keys (with "did you mean"), types,
 (``Literal``) and ranges (``opt(..., ge=0)``), and reports *all* problems with their dotted key
 paths instead of stopping at the first (torchtune's ``ConfigError``, harlequin's ``Problems``).
 
-Supported field types: ``int``, ``float`` (an int is accepted), ``bool``, ``str``,
-``Literal[...]``, ``list[X]`` / ``tuple[X, ...]`` of those, ``X | None`` and nested dataclasses.
+Supported field types: ``int`` (64-bit, TOML's range), ``float`` (an int is accepted; TOML's
+``inf`` and ``nan`` are not), ``bool``, ``str``, ``Literal[...]``, ``list[X]`` / ``tuple[X, ...]``
+of those, ``X | None`` and nested dataclasses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin
@@ -19,6 +21,7 @@ from typing import Any, Literal, Mapping, get_args, get_origin
 from .registry import did_you_mean
 
 _MISSING = dataclasses.MISSING
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # TOML's integer range (tomllib itself accepts any size)
 
 
 def opt(default: Any = _MISSING, *, ge: float | None = None, gt: float | None = None,
@@ -101,10 +104,17 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            if INT64_MIN <= value <= INT64_MAX:
+                return value
+            problems.append(f"{path}: expected a 64-bit integer, got {_show(value)}")
+            return None
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value) if isinstance(value, float) or INT64_MIN <= value <= INT64_MAX else math.inf
+            if math.isfinite(number):
+                return number
+            problems.append(f"{path}: expected a finite number, got {_show(value)}")
+            return None
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -60,7 +60,9 @@ from typing import Any, Callable
 
 from .compare import flatten
 from .errors import PresetError, RunLocked, RunNotFound, UsageError
+from .faults import fault_point
 from .registry import did_you_mean
+from .storage_errors import failed_write, sweep_write_failed
 from .store import (CHECKPOINTS_DIR, CONFIG_JSON, RunLock, atomic_write_json, list_runs, read_json, read_status,
                     read_summary, slugify)
 
@@ -511,17 +513,37 @@ class SweepRunner:
         self._interrupts = 0
 
     def run(self) -> SweepResult:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """Run the members; a failed write of the sweep's own files (sweep.json, a log) stops the sweep
+        with a StorageError after the running members were asked to checkpoint and stop."""
         lock = RunLock(self.home)
         try:
+            self.home.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except RunLocked:
             raise RunLocked(f"sweep '{self.plan.name}' is already running in another process "
                             f"({self.home}); wait for it to end or stop it first") from None
+        except OSError as exc:
+            raise self._storage_error(exc, 0) from None
         try:
             return self._run_locked()
+        except OSError as exc:
+            stopped = self._stop_members()
+            raise self._storage_error(exc, stopped) from None
         finally:
             lock.release()
+
+    def _storage_error(self, exc: OSError, stopped: int) -> BaseException:
+        error = failed_write(exc, self.plan.runs_dir)
+        return exc if error is None else sweep_write_failed(error, self.home, stopped)
+
+    def _stop_members(self) -> int:
+        """SIGINT every running member (each writes a checkpoint and stops) and wait for them."""
+        live, self._live = self._live, []
+        for item in live:
+            _forward_sigint(item.proc)
+        for item in live:
+            item.proc.wait()
+        return len(live)
 
     def _run_locked(self) -> SweepResult:
         previous = None
@@ -560,6 +582,7 @@ class SweepRunner:
     def _launch(self, task: Task) -> _Live:
         log = self.home / LOGS_DIR / f"{task.member.run_name}.log"
         cmd = member_command(self.plan, task, self.python)
+        fault_point("sweep-log", log)
         with open(log, "ab") as f:
             start = f.tell()
             f.write(f"== {_now()} {' '.join(cmd)}\n".encode())

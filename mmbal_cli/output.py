@@ -41,6 +41,8 @@ class PlainReporter:
         where = f" from epoch {pos.epoch} batch {pos.batch}" if pos.step else ""
         print(f"training {info['method']} on {info['device']}: {info['epochs']} epochs x "
               f"{info['steps_per_epoch']} steps ({info['n_train']} training samples){where}", file=self.file, flush=True)
+        if info.get("data"):
+            print(f"data: {info['data']}", file=self.file, flush=True)
         self.t0 = time.perf_counter()
 
     def progress(self, pos, n_batches, epochs, values):
@@ -76,6 +78,8 @@ class RichReporter(PlainReporter):
     def start(self, info):
         self.bar.console.print(f"training [bold]{info['method']}[/] on {info['device']}: {info['epochs']} epochs x "
                                f"{info['steps_per_epoch']} steps ({info['n_train']} training samples)")
+        if info.get("data"):
+            self.bar.console.print(f"data: {info['data']}")
         self.total = info["epochs"] * info["steps_per_epoch"]
         self.bar.start()
         self.task = self.bar.add_task("train", total=self.total, completed=info["position"].step,

@@ -60,10 +60,10 @@ def test_run_prints_id_and_directory_first_then_ls_lists_it(preset, tmp_path):
 
 def test_bad_preset_exits_2_and_creates_nothing(preset, tmp_path):
     runs = tmp_path / "runs"
-    res = invoke("run", preset, "--set", "train.epoch=3", "--set", "method.name=ogm", runs=runs)
+    res = invoke("run", preset, "--set", "train.epoch=3", "--set", "method.name=ogm_gee", runs=runs)
     assert res.exit_code == 2
     assert "train.epoch: unknown key (did you mean 'epochs'?)" in res.output
-    assert "method.name: unknown method 'ogm'" in res.output
+    assert "method.name: unknown method 'ogm_gee' (did you mean 'ogm_ge'?)" in res.output
     assert "Traceback" not in res.output
     assert not runs.exists() or list(runs.iterdir()) == []
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import apply_overrides, load_preset, locked_differences, parse_override, resolve
+from engine.config import apply_overrides, load_preset, locked_differences, parse_override
 from engine.errors import PresetError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +151,6 @@ def test_a_modality_column_of_the_wrong_type_is_named_with_its_type(tmp_path):
                       "a": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(8, np.float32)), 2),
                       "b": pa.array([[1.0], [1.0, 2.0], [3.0], [4.0]], pa.list_(pa.float32()))})
     pq.write_table(table, tmp_path / "d.parquet")
-    text = f'[data]\npath = "d.parquet"\n[modalities.a]\nencoder = "mlp"\n[modalities.b]\nencoder = "mlp"\n'
+    text = '[data]\npath = "d.parquet"\n[modalities.a]\nencoder = "mlp"\n[modalities.b]\nencoder = "mlp"\n'
     problems, _ = problems_of(tmp_path, text)
     assert any(p.startswith("modalities.b: column 'b' of") and "variable-length lists" in p for p in problems), problems

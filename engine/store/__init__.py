@@ -34,6 +34,7 @@ from engine.store.layout import (
     slugify,
 )
 from engine.store.lock import RunLock
+from engine.store.names import check_run_name, run_name_problem
 from engine.store.runs import read_run_json, read_summary, write_summary
 from engine.store.status import (
     FINAL_STATES,
@@ -64,6 +65,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_with",
+    "check_run_name",
     "create_run_dir",
     "default_runs_dir",
     "list_runs",
@@ -77,6 +79,7 @@ __all__ = [
     "run_dir_name",
     "run_dirs",
     "run_info",
+    "run_name_problem",
     "slugify",
     "to_jsonable",
     "write_status",

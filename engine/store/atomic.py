@@ -7,6 +7,13 @@ directory is fsynced so the rename itself survives a power loss. A reader theref
 the old file or the new one, never a mixture. This is the recipe of ux-research section 5
 (tmp + ``os.replace``), as used by W&B, Lightning and accelerate for their state files.
 
+A failed write (full disk, permission denied, read-only file system) raises the ``OSError`` with
+``filename`` set to the *target* path, whatever call failed (a ``write`` on the temporary file has
+no name, ``os.replace`` names the temporary one), so the caller can say which file it was; the
+temporary file is removed and the target keeps its old content. ``keep_previous`` keeps the old
+target under a second name (``last.pt`` -> ``previous.pt``) only once the new content is safely
+on disk, and without the target ever going missing.
+
 JSON is written strictly: ``json.dumps`` would emit bare ``NaN``/``Infinity``, which ``jq`` and
 strict parsers reject (ux-research 4.1), so non-finite floats become ``null``. Numpy scalars,
 arrays and tensors are converted through their ``tolist()``.
@@ -21,6 +28,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable
+
+from engine.faults import fault_point
 
 _LOCKS_GUARD = threading.Lock()
 _PATH_LOCKS: dict[str, threading.Lock] = {}
@@ -54,17 +63,48 @@ def fsync_dir(directory: str | os.PathLike) -> None:
 
 
 def _remove_quietly(path: Path) -> None:
+    """Remove ``path`` if it exists; a failure here must not hide the error being handled."""
     try:
         path.unlink()
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
-def atomic_write_with(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> None:
+def os_error_in(exc: BaseException) -> OSError | None:
+    """``exc`` itself if it is an ``OSError``, else the first one in its cause/context chain.
+
+    ``torch.save`` can report a failed ``write`` of its file object as a ``RuntimeError`` raised
+    while handling the ``OSError``.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    return None
+
+
+def naming(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` with ``filename`` = ``path`` (a new ``OSError`` of the same errno when it named another)."""
+    target = os.fspath(path)
+    if exc.errno is None or exc.filename == target:
+        return exc
+    named = OSError(exc.errno, exc.strerror, target)
+    named.__cause__ = exc
+    return named
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[BinaryIO], None], *,
+                      keep_previous: str | os.PathLike | None = None, site: str | None = None) -> None:
     """Let ``writer`` fill a binary file object, then put it in place at ``path`` atomically.
 
     For large payloads: ``atomic_write_with(p, lambda f: torch.save(state, f))``. On any
-    failure (including KeyboardInterrupt) the temporary file is removed and ``path`` is untouched.
+    failure (including KeyboardInterrupt) the temporary file is removed and ``path`` is untouched;
+    an ``OSError`` (also one ``writer`` wrapped in another exception) is raised naming ``path``.
+    With ``keep_previous``, the old content of an existing ``path`` becomes ``keep_previous`` once the
+    new content is on disk, just before the new file takes its place (see :func:`_keep_as`).
+    ``site`` is the fault-injection site (default: the file name; see :mod:`engine.faults`).
     """
     path = Path(path)
     tmp = temp_path_for(path)
@@ -72,18 +112,45 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[BinaryIO], None
         try:
             with open(tmp, "wb") as f:
                 writer(f)
+                fault_point(site or path.name, path)
                 f.flush()
                 os.fsync(f.fileno())
+            if keep_previous is not None and path.exists():
+                _keep_as(path, Path(keep_previous))
+                fault_point("checkpoint_rename", path)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             _remove_quietly(tmp)
-            raise
+            os_error = os_error_in(exc) if isinstance(exc, Exception) else None
+            named = None if os_error is None else naming(os_error, path)
+            if named is None or named is exc:
+                raise
+            raise named from exc
     fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def _keep_as(path: Path, keep: Path) -> None:
+    """Make ``keep`` name the current content of ``path`` too, without ``path`` ever missing.
+
+    A hard link under a temporary name is moved over ``keep``; where the file system has no hard
+    links, ``path`` is renamed to ``keep`` (then briefly missing until the new file lands).
+    """
+    link = temp_path_for(keep)
+    _remove_quietly(link)
+    try:
+        os.link(path, link)
+    except OSError:
+        os.replace(path, keep)
+        return
+    try:
+        os.replace(link, keep)
+    finally:
+        _remove_quietly(link)  # left by rename(2) when ``keep`` already was this very file
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, site: str | None = None) -> None:
     """Replace ``path`` with ``data`` atomically (tmp file, fsync, ``os.replace``, fsync dir)."""
-    atomic_write_with(path, lambda f: f.write(data))
+    atomic_write_with(path, lambda f: f.write(data), site=site)
 
 
 def _child_path(parent: str, key: Any) -> str:
@@ -127,10 +194,10 @@ def dumps_strict(obj: Any, *, indent: int | None = None) -> str:
     )
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, site: str | None = None) -> None:
     """Write ``obj`` as indented JSON (keys in insertion order, NaN -> null, final newline)."""
     text = dumps_strict(obj, indent=2) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), site=site)
 
 
 def read_json(path: str | os.PathLike) -> dict:

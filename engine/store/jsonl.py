@@ -12,14 +12,20 @@ resume, accepts new keys mid-run and can be read with ``tail -f`` and ``jq``. On
 * Writer: ``O_APPEND``; each record is one complete line written with one ``os.write`` (no user
   space buffer, so a killed process loses nothing already logged); ``fsync`` only on request
   (checkpoints, run end). A torn last line left by a crash is cut off when a writer opens the file.
+  A failed append (disk full, a short write then ENOSPC) is cut back to where the record began
+  before the error is raised, so the next record never gets glued to half of this one; if even
+  that cut fails, it is retried before the next append. Write errors name the file.
   Non-finite values are written as ``null`` and their keys listed in the record's ``nonfinite``
   (strict JSON: ``jq`` rejects bare ``NaN``).
 * Readers consume complete lines only, skip unparsable lines with a warning naming the line
   (MLflow's lesson: one bad line must not hide a run) and never raise for content problems.
 * Segments: a resume appends ``resume{from_step: S, seg: k}``; readers then drop ``metrics`` rows
-  of earlier segments with ``step > S``. This is TensorBoard's ``purge_step`` / W&B's rewind done
-  logically, so the file itself stays append-only (the trainer may also physically
-  :meth:`MetricsWriter.truncate_to` the checkpoint's offset; both give the same rows).
+  of earlier segments with ``step > S``, and their ``test`` rows whatever their step (a test row
+  describes the end of training, which the resumed segment does again: a run killed after its test
+  row but before its status said "finished" is resumed at ``S`` = its last step). This is
+  TensorBoard's ``purge_step`` / W&B's rewind done logically, so the file itself stays append-only
+  (the trainer may also physically :meth:`MetricsWriter.truncate_to` the checkpoint's offset; both
+  give the same rows).
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.store.atomic import dumps_strict, to_jsonable
+from engine.faults import fault_point
+from engine.store.atomic import dumps_strict, naming, to_jsonable
 
 SCHEMA = 1
 _RESERVED = frozenset({"kind", "t", "step", "seg", "name", "nonfinite"})
 _READ_BLOCK = 1 << 20
+_SCAN_BLOCK = 1 << 16  # looking for a line's end: lines are short, read little
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -57,6 +65,22 @@ def _read_range(fd: int, start: int, end: int) -> bytes:
         parts.append(chunk)
         pos += len(chunk)
     return b"".join(parts)
+
+
+def _next_line_start(fd: int, pos: int, size: int) -> int:
+    """The first line start at or after ``pos`` (``size`` when no newline follows ``pos - 1``)."""
+    if pos <= 0:
+        return 0
+    at = pos - 1
+    while at < size:
+        block = os.pread(fd, min(_SCAN_BLOCK, size - at), at)
+        if not block:
+            break
+        found = block.find(b"\n")
+        if found >= 0:
+            return at + found + 1
+        at += len(block)
+    return size
 
 
 def _last_newline_end(fd: int, size: int) -> int:
@@ -83,11 +107,17 @@ class MetricsWriter:
         self.path = Path(path)
         self.segment = 0
         self._lock = threading.Lock()
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self._torn_from: int | None = None  # where a failed append that could not be cut back began
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise naming(exc, self.path)
         try:
             self.repaired_bytes = self._truncate_torn_tail()
-        except BaseException:
+        except BaseException as exc:
             os.close(self._fd)
+            if isinstance(exc, OSError):
+                raise naming(exc, self.path)
             raise
 
     def _truncate_torn_tail(self) -> int:
@@ -106,7 +136,31 @@ class MetricsWriter:
     def _append(self, record: dict[str, Any]) -> None:
         line = (dumps_strict(record) + "\n").encode("utf-8")
         with self._lock:
-            _write_all(self._require_open(), line)
+            fd = self._require_open()
+            try:
+                self._cut_torn_append(fd)
+                start = os.fstat(fd).st_size
+            except OSError as exc:
+                raise naming(exc, self.path)
+            try:
+                fault_point("metrics.jsonl", self.path, partial=lambda: os.write(fd, line[: len(line) // 2]))
+                _write_all(fd, line)
+            except OSError as exc:
+                self._torn_from = start
+                self._cut_torn_append(fd, quiet=True)
+                raise naming(exc, self.path)
+
+    def _cut_torn_append(self, fd: int, quiet: bool = False) -> None:
+        """Remove the part of a failed append that reached the file (``ftruncate`` needs no space)."""
+        if self._torn_from is None:
+            return
+        try:
+            os.ftruncate(fd, self._torn_from)
+        except OSError:
+            if quiet:
+                return
+            raise
+        self._torn_from = None
 
     def header(self, run_id: str, **fields: Any) -> None:
         """The first record of a run: ``schema``, ``run_id`` and any identity ``fields``."""
@@ -158,7 +212,12 @@ class MetricsWriter:
 
     def flush_to_disk(self) -> None:
         """``fsync``: call at checkpoints and at the end of the run."""
-        os.fsync(self._require_open())
+        fd = self._require_open()
+        try:
+            fault_point("metrics.fsync", self.path)
+            os.fsync(fd)
+        except OSError as exc:
+            raise naming(exc, self.path)
 
     def offset(self) -> int:
         """Current size in bytes (store it in a checkpoint as ``metrics_offset``)."""
@@ -175,22 +234,25 @@ class MetricsWriter:
                 raise ValueError(f"{self.path}: offset {offset} is not at the end of a line")
             os.ftruncate(fd, offset)
 
-    def close(self) -> None:
-        """fsync and close (idempotent)."""
+    def close(self, quiet: bool = False) -> None:
+        """fsync and close (idempotent); ``quiet`` ignores a failing fsync (an error is already on its way)."""
         with self._lock:
             if self._fd is None:
                 return
             fd, self._fd = self._fd, None
         try:
             os.fsync(fd)
+        except OSError as exc:
+            if not quiet:
+                raise naming(exc, self.path)
         finally:
             os.close(fd)
 
     def __enter__(self) -> "MetricsWriter":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(quiet=exc_type is not None)
 
 
 def _record_problem(record: Any) -> str | None:
@@ -227,6 +289,13 @@ class _LineParser:
         self.lineno = 0
         self.partial = b""
         self.warnings: list[str] = []
+
+    def jumped_to(self, offset: int) -> None:
+        """The next bytes fed start at byte ``offset`` of the file, lines before it unread: warnings
+        then count lines from there."""
+        self.label = f"{self.label.split(' (')[0]} (read from byte {offset})"
+        self.lineno = 0
+        self.partial = b""
 
     def feed(self, chunk: bytes) -> list[dict]:
         data = self.partial + chunk if self.partial else chunk
@@ -280,16 +349,22 @@ class MetricsLog:
 
     def metric_rows(self) -> list[dict]:
         """``metrics`` records with segment semantics: after ``resume{from_step: S, seg: k}``,
-        rows of segments < k with ``step > S`` are dropped. Order is file order."""
-        if self._rows_cache is not None and self._rows_cache[0] == len(self.records):
-            return self._rows_cache[1]
-        rows: list[dict] = []
-        for record in self.records:
+        rows of segments < k with ``step > S`` are dropped, and so are their ``test`` rows. Order
+        is file order. Records appended since the last call are folded into the previous result,
+        so a live reader's refresh costs the new records, not the whole log."""
+        done, rows = self._rows_cache if self._rows_cache is not None else (0, [])
+        if done == len(self.records):
+            return rows
+        if done > len(self.records):
+            done, rows = 0, []
+        rows = list(rows)  # a caller may still hold the previous list
+        for record in self.records[done:]:
             if record["kind"] == "metrics":
                 rows.append(record)
             elif record["kind"] == "resume":
                 start, seg = record["from_step"], record["seg"]
-                rows = [r for r in rows if not (r.get("seg", 0) < seg and r["step"] > start)]
+                rows = [r for r in rows
+                        if not (r.get("seg", 0) < seg and (r["step"] > start or r.get("split") == "test"))]
         self._rows_cache = (len(self.records), rows)
         return rows
 
@@ -354,17 +429,31 @@ class MetricsTail:
     shrank, vanished or was rewritten before the last read position (a resume's
     :meth:`MetricsWriter.truncate_to`), the tail starts again from byte 0 and sets ``reset``
     for that poll: the caller must then discard what it had. ``warnings`` collects bad lines.
+
+    ``start_window`` bounds the first read (and the first read after a reset) of a large file:
+    when the file has more bytes than that, only its first line (the header) and the complete
+    lines of its last ``start_window`` bytes are read, and ``skipped_bytes`` says how many bytes
+    in between were left out. Segment semantics survive the cut: every row after a ``resume``
+    record belongs to its segment or a later one, so rows read from the window are never ones a
+    skipped ``resume`` would have superseded. Memory and time of the first poll then stay
+    bounded however long the run has been logging (a 1 GB file is read as its header plus the
+    window); later polls read only what was appended.
     """
 
     _SIGNATURE = 64
+    _HEADER_MAX = 1 << 20  # a first line longer than this is not treated as the header
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, start_window: int | None = None):
+        if start_window is not None and start_window <= 0:
+            raise ValueError(f"start_window must be positive, got {start_window}")
         self.path = Path(path)
+        self.start_window = start_window
         self.reset = False
         self._restart()
 
     def _restart(self) -> None:
         self.offset = 0
+        self.skipped_bytes = 0
         self._signature = b""
         self._parser = _LineParser(self.path.name)
 
@@ -388,7 +477,8 @@ class MetricsTail:
         return bool(sig) and os.pread(fd, len(sig), self.offset - len(sig)) != sig
 
     def poll(self) -> list[dict]:
-        """Records completed since the last poll (all of them again after a reset)."""
+        """Records completed since the last poll (after a reset: all of them again, or the header and
+        the window)."""
         self.reset = False
         try:
             fd = os.open(self.path, os.O_RDONLY)
@@ -402,9 +492,29 @@ class MetricsTail:
             if self._rewritten(fd, size):
                 self._restart()
                 self.reset = True
+            head = self._skip_to_window(fd, size) if self.offset == 0 else []
             chunk = _read_range(fd, self.offset, size)
         finally:
             os.close(fd)
         self.offset += len(chunk)
         self._signature = (self._signature + chunk)[-self._SIGNATURE :]
-        return self._parser.feed(chunk)
+        return head + self._parser.feed(chunk)
+
+    def _skip_to_window(self, fd: int, size: int) -> list[dict]:
+        """At offset 0 of a file larger than ``start_window``: the header line's records, with the
+        read position moved to the first line that starts in the last ``start_window`` bytes."""
+        if self.start_window is None or size <= self.start_window:
+            return []
+        cut = _next_line_start(fd, 1, min(self._HEADER_MAX, size))
+        if os.pread(fd, 1, cut - 1) != b"\n":
+            cut = 0  # no line end in the first _HEADER_MAX bytes: no header to keep
+        start = _next_line_start(fd, max(size - self.start_window, cut), size)
+        if start <= cut:
+            return []
+        records = self._parser.feed(os.pread(fd, cut, 0)) if cut else []
+        self._parser.jumped_to(start)
+        self.skipped_bytes = start - cut
+        self.offset = start
+        sig = min(self._SIGNATURE, start)
+        self._signature = os.pread(fd, sig, start - sig)
+        return records

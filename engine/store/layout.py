@@ -25,8 +25,9 @@ from typing import Any
 import platformdirs
 
 from engine.errors import RunNotFound
+from engine.faults import fault_point
 from engine.registry import did_you_mean
-from engine.store.atomic import fsync_dir, read_json
+from engine.store.atomic import fsync_dir, naming, read_json
 from engine.store.status import STATUS_JSON, read_status, write_status
 
 RUN_JSON = "run.json"
@@ -87,15 +88,28 @@ def _checked_relative(name: str) -> PurePosixPath:
     return rel
 
 
-def _write_synced(path: Path, data: bytes | str) -> None:
+def _write_synced(path: Path, data: bytes | str, final: Path) -> None:
+    """Write ``path`` (inside the ``.creating`` directory); an ``OSError`` names ``final``, the file's
+    path once the run directory is in place."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise TypeError(f"content of run file '{path.name}' must be bytes, got {type(data).__name__}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            fault_point(path.name, final, partial=lambda: f.write(payload[: len(payload) // 2]))
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise naming(exc, final)
+
+
+def _write_created_status(tmp: Path, final: Path) -> None:
+    try:
+        write_status(tmp, "created")
+    except OSError as exc:
+        raise naming(exc, final / STATUS_JSON)
 
 
 def create_run_dir(
@@ -112,26 +126,32 @@ def create_run_dir(
     ``status.json`` in state ``"created"`` stamped with this process) is written under
     ``runs_dir/.<dirname>.creating`` and then renamed to ``runs_dir/<dirname>`` in one step; on
     any failure the temporary directory is removed and nothing is visible. ``when`` defaults to
-    the current local time. Raises ``FileExistsError`` if the directory already exists.
+    the current local time. Raises ``FileExistsError`` if the directory already exists, and an
+    ``OSError`` naming the file (as it would be named in the finished directory) when a write
+    fails.
     """
     runs_dir = Path(runs_dir)
     rels = {n: _checked_relative(n) for n in files}
     dirname = run_dir_name(name, run_id, when or datetime.now())
     final = runs_dir / dirname
     tmp = runs_dir / f".{dirname}{CREATING_SUFFIX}"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        raise FileExistsError(f"run directory {final} already exists")
-    tmp.mkdir()
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            raise FileExistsError(f"run directory {final} already exists")
+        tmp.mkdir()
+    except OSError as exc:  # a read-only or full runs directory: name the run directory it was making
+        raise naming(exc, final)
     try:
         for file_name, data in files.items():
-            _write_synced(tmp / rels[file_name], data)
+            _write_synced(tmp / rels[file_name], data, final / rels[file_name])
         if STATUS_JSON not in files:
-            write_status(tmp, "created")
+            _write_created_status(tmp, final)
         (tmp / CHECKPOINTS_DIR).mkdir(exist_ok=True)
         fsync_dir(tmp)
         if final.exists():
             raise FileExistsError(f"run directory {final} already exists")
+        fault_point("run-dir", final)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -311,13 +331,26 @@ def _read_meta(path: Path) -> tuple[dict, str | None]:
         return {}, f"{RUN_JSON} unreadable: {e}"
 
 
+def _summary_problem(path: Path, finished: bool) -> str | None:
+    """An unreadable ``summary.json``, or a missing one although the run finished (it has none
+    before its first checkpoint)."""
+    try:
+        read_json(path / SUMMARY_JSON)
+    except FileNotFoundError:
+        return f"{SUMMARY_JSON} is missing although the run finished" if finished else None
+    except (OSError, ValueError) as e:
+        return f"{SUMMARY_JSON} unreadable: {e}"
+    return None
+
+
 def run_info(path: str | os.PathLike) -> RunInfo:
     """What ``mmbal ls`` shows for one run directory; never raises for damaged files."""
     path = Path(path)
     meta, meta_error = _read_meta(path)
     status = read_status(path)
     status_error = status.get("reason") if status["effective_state"] == "unknown" else None
-    error = "; ".join(e for e in (meta_error, status_error) if e) or None
+    summary_error = _summary_problem(path, finished=status["effective_state"] == "finished")
+    error = "; ".join(e for e in (meta_error, status_error, summary_error) if e) or None
     method, dataset = _method_and_dataset(path, meta)
     step, epoch = status.get("step"), status.get("epoch")
     return RunInfo(

@@ -35,12 +35,13 @@ def _previous_fields(path: Path) -> dict[str, Any]:
         return {}
 
 
-def write_status(run_dir: str | os.PathLike, state: str, **fields: Any) -> dict[str, Any]:
+def write_status(run_dir: str | os.PathLike, state: str, *, site: str = STATUS_JSON, **fields: Any) -> dict[str, Any]:
     """Atomically rewrite ``run_dir/status.json`` and return what was written.
 
     Fields of the previous file (step, epoch, started, message, ...) are kept unless given
     again; a field passed as ``None`` is removed. ``state``, ``heartbeat`` (``time.time()``),
-    ``pid`` and ``host`` always describe the calling process.
+    ``pid`` and ``host`` always describe the calling process. ``site`` names the write for
+    :mod:`engine.faults`. A failed write raises ``OSError`` naming the file and leaves the old one.
     """
     path = Path(run_dir) / STATUS_JSON
     with _STATUS_LOCK:
@@ -49,7 +50,7 @@ def write_status(run_dir: str | os.PathLike, state: str, **fields: Any) -> dict[
         status.update(fields)
         status.update(state=state, heartbeat=time.time(), pid=os.getpid(), host=socket.gethostname())
         status = {k: v for k, v in status.items() if v is not None}
-        atomic_write_json(path, status)
+        atomic_write_json(path, status, site=site)
     return status
 
 
@@ -136,7 +137,8 @@ class Heartbeat:
     ``"finished"`` on a clean exit, ``"interrupted"`` on KeyboardInterrupt and ``"failed"``
     (with the exception as ``message``) otherwise, unless :meth:`stop` was already called.
     A failed write in the thread (full disk, vanished directory) is kept in ``last_error`` and
-    retried at the next tick instead of killing the thread.
+    retried at the next tick instead of killing the thread; a run checks ``last_error`` at every
+    step and stops on it like on any other failed write (:mod:`engine.storage_errors`).
     """
 
     def __init__(
@@ -176,15 +178,15 @@ class Heartbeat:
         with self._lock:
             self._fields.update(fields)
 
-    def _write(self) -> None:
+    def _write(self, site: str = STATUS_JSON) -> None:
         with self._lock:
             state, fields = self.state, dict(self._fields)
-        write_status(self.run_dir, state, **fields)
+        write_status(self.run_dir, state, site=site, **fields)
 
     def _loop(self) -> None:
         while not self._stopping.wait(self.interval):
             try:
-                self._write()
+                self._write(site="heartbeat")
                 self.last_error = None
             except Exception as e:  # noqa: BLE001 - keep beating; the run itself decides its fate
                 self.last_error = e

@@ -134,7 +134,9 @@ def register(app: typer.Typer) -> None:
                     if line.startswith("not included"):
                         err_console.print(line, markup=False)
         if plot is not None:
-            from engine.plot import plot_comparison
+            from engine.plot import plot_comparison, skipped_lines
+            for warning in skipped_lines(comp):
+                err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
             try:
                 plot_comparison(comp, plot)
             except MmbalError as exc:

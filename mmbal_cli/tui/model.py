@@ -34,6 +34,9 @@ from engine.store import (
 from .chart import PALETTE, ChartData, Marker, Series
 
 LIVE_STATES = ("running", "created")
+# A larger metrics.jsonl is read as its header plus its last this many bytes (about 9,000 records):
+# memory and the time of the first read stay bounded however long the run has logged.
+METRICS_WINDOW_BYTES = 4 << 20
 EVAL_PREFIXES = ("mi/", "cmi/", "shapley/")
 # Event name -> (axis symbol, vertical rule, priority, legend text).
 EVENT_MARKS = {
@@ -51,6 +54,10 @@ def _num(raw: Any) -> float | None:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         return None
     return float(raw) if math.isfinite(raw) else None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n < 10 << 30 else f"{n / (1 << 30):.1f} GiB"
 
 
 def _int(raw: Any) -> int | None:
@@ -71,6 +78,7 @@ class Delta:
     warnings: list[str]
     pending_bytes: int
     metrics_found: bool
+    skipped_bytes: int = 0
 
 
 class RunReader:
@@ -79,7 +87,7 @@ class RunReader:
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
-        self.tail = MetricsTail(self.run_dir / METRICS_JSONL)
+        self.tail = MetricsTail(self.run_dir / METRICS_JSONL, start_window=METRICS_WINDOW_BYTES)
 
     def _json(self, name: str, problems: dict[str, str]) -> dict | None:
         try:
@@ -97,10 +105,13 @@ class RunReader:
 
     def _summary(self, problems: dict[str, str]) -> dict | None:
         try:
-            return read_summary(self.run_dir)
+            summary = read_summary(self.run_dir)
         except (OSError, ValueError) as exc:
             problems[SUMMARY_JSON] = f"unreadable: {getattr(exc, 'strerror', None) or exc}"
             return None
+        if summary is None:
+            problems[SUMMARY_JSON] = "missing"  # shown only for a finished run (see RunModel.notices)
+        return summary
 
     def _metrics_problem(self) -> str | None:
         path = self.tail.path
@@ -140,6 +151,7 @@ class RunReader:
             warnings=list(self.tail.warnings),
             pending_bytes=self.tail.pending_bytes,
             metrics_found=METRICS_JSONL not in problems,
+            skipped_bytes=self.tail.skipped_bytes,
         )
 
 
@@ -209,6 +221,34 @@ class _Index:
                 every.setdefault(key, []).append(point)
 
 
+def _sorted_points(raw, x_axis: str) -> list[tuple[float, float | None]]:
+    """``(x, value)`` sorted by x from index entries ``(step, epoch, value)``; a repeated x keeps the later value."""
+    by_x: dict[float, float | None] = {}
+    for step, epoch, value in raw:
+        x = step if x_axis == "step" else epoch
+        if x is not None:
+            by_x[float(x)] = value
+    return sorted(by_x.items())
+
+
+def _extend_points(points: list, new, x_axis: str) -> list | None:
+    """``points`` (sorted by x) followed by the ``new`` entries, as a new list; None when an entry's x
+    is below the last one (the caller then sorts from scratch)."""
+    out = list(points)
+    for step, epoch, value in new:
+        x = step if x_axis == "step" else epoch
+        if x is None:
+            continue
+        x = float(x)
+        if not out or x > out[-1][0]:
+            out.append((x, value))
+        elif x == out[-1][0]:
+            out[-1] = (x, value)
+        else:
+            return None
+    return out
+
+
 class RunModel:
     """The dashboard's view of one run; fed by :meth:`apply`, read by the widgets."""
 
@@ -224,16 +264,21 @@ class RunModel:
         self.warnings: list[str] = []
         self.pending_bytes = 0
         self.metrics_found = False
+        self.skipped_bytes = 0  # bytes of metrics.jsonl between the header and the window, not read
         self.loaded = False
         self.version = 0
         self._index: _Index | None = None
-        self._memos: dict[object, tuple[int, object]] = {}
+        self._memos: dict[object, tuple[object, object]] = {}
+        self._folds: dict[str, tuple[list, int, object]] = {}  # see _folded
+        # (key, split, x axis) -> (index list, points of its first n entries, those points): a refresh
+        # extends the points with the new rows instead of re-sorting every row of a long run
+        self._points: dict[tuple, tuple[list, int, list]] = {}
 
     # -- updating -------------------------------------------------------------------------------
     def apply(self, delta: Delta) -> bool:
         """Fold in one read; True when anything shown may have changed."""
         before = (self.status, self.info, self.config, self.summary, self.problems, self.warnings,
-                  self.pending_bytes, self.metrics_found)
+                  self.pending_bytes, self.metrics_found, self.skipped_bytes)
         if delta.reset:
             self.log = MetricsLog()
         if delta.records:
@@ -246,8 +291,9 @@ class RunModel:
         self.warnings = delta.warnings
         self.pending_bytes = delta.pending_bytes
         self.metrics_found = delta.metrics_found
+        self.skipped_bytes = delta.skipped_bytes
         after = (self.status, self.info, self.config, self.summary, self.problems, self.warnings,
-                 self.pending_bytes, self.metrics_found)
+                 self.pending_bytes, self.metrics_found, self.skipped_bytes)
         changed = delta.reset or bool(delta.records) or before != after or not self.loaded
         self.loaded = True
         if changed:
@@ -362,11 +408,12 @@ class RunModel:
 
     def _segments(self) -> list[tuple[float, float, int]]:
         """Per segment (start time, last time, starting step), from header/resume records."""
-        return self._memo("segments", self._scan_segments)
+        return [(a, b, int(s)) for a, b, s in self._folded("segments", self._scan_segments)]
 
-    def _scan_segments(self) -> list[tuple[float, float, int]]:
-        out: list[list[float]] = []
-        for record in self.log.records:
+    @staticmethod
+    def _scan_segments(out: list[list[float]] | None, records: list[dict]) -> list[list[float]]:
+        out = out if out is not None else []
+        for record in records:
             t = _num(record.get("t"))
             if t is None:
                 continue
@@ -374,7 +421,7 @@ class RunModel:
                 out.append([t, t, float(record.get("from_step", 0) if record["kind"] == "resume" else 0)])
             else:
                 out[-1][1] = max(out[-1][1], t)
-        return [(a, b, int(s)) for a, b, s in out]
+        return out
 
     def elapsed(self) -> float | None:
         """Training wall time summed over segments (time between a crash and its resume excluded)."""
@@ -472,6 +519,19 @@ class RunModel:
         self._index = index
         return index
 
+    def _folded(self, key: str, fold: Callable[[object, list[dict]], object]):
+        """A view of the log kept up to date incrementally: ``fold(previous, records)`` extends the
+        value computed for the records seen before with the records appended since (``previous``
+        None: from the first record), so a refresh costs the new records, not the whole log."""
+        records = self.log.records
+        hit = self._folds.get(key)
+        if hit is not None and hit[0] is records and hit[1] <= len(records):
+            value = hit[2] if hit[1] == len(records) else fold(hit[2], records[hit[1]:])
+        else:
+            value = fold(None, records)
+        self._folds[key] = (records, len(records), value)
+        return value
+
     def _memo(self, key: object, compute: Callable[[], object]):
         """``compute()`` once per :attr:`version` (the derived views that scan every record)."""
         hit = self._memos.get(key)
@@ -489,12 +549,14 @@ class RunModel:
         x; for a repeated x the later row wins."""
         split = split or self.preferred_split(key)
         raw = self._series_index().by_split.get(split, {}).get(key, [])
-        by_x: dict[float, float | None] = {}
-        for step, epoch, value in raw:
-            x = step if x_axis == "step" else epoch
-            if x is not None:
-                by_x[float(x)] = value
-        return sorted(by_x.items())
+        hit = self._points.get((key, split, x_axis))
+        done, out = (hit[1], hit[2]) if hit is not None and hit[0] is raw else (0, [])
+        if done < len(raw):
+            out = _extend_points(out, raw[done:], x_axis) if done else None
+            if out is None:  # first call, or x went backwards: from scratch
+                out = _sorted_points(raw, x_axis)
+            self._points[(key, split, x_axis)] = (raw, len(raw), out)
+        return out
 
     def _ordered(self, keys: list[str], prefixes: tuple[str, ...]) -> list[str]:
         """Keys with one of ``prefixes``, grouped by prefix, modality order first."""
@@ -561,17 +623,24 @@ class RunModel:
 
     # -- events ---------------------------------------------------------------------------------
     def _resumes(self) -> list[dict]:
-        return [r for r in self.log.records if r["kind"] == "resume"]
+        return self._folded("resumes", lambda before, new: (before or []) + [r for r in new if r["kind"] == "resume"])
 
     def event_rows(self) -> list[EventRow]:
         """Events and resumes in file order; an event of an earlier segment past a later resume's
         ``from_step`` is flagged ``superseded`` (kept: it is history, but not on the curves)."""
-        return self._memo("events", self._scan_events)
+        return self._folded("events", self._fold_events)
 
-    def _scan_events(self) -> list[EventRow]:
+    def _fold_events(self, rows: list[EventRow] | None, new: list[dict]) -> list[EventRow]:
+        """New records without a resume cannot supersede earlier events: their rows are appended."""
+        if rows is None or any(r["kind"] == "resume" for r in new):
+            return self._scan_events(self.log.records)
+        return rows + self._scan_events(new)
+
+    @staticmethod
+    def _scan_events(records: list[dict]) -> list[EventRow]:
         rows: list[EventRow] = []
         later_resumes: list[tuple[int, int]] = []  # (seg, from_step) of resumes after the record
-        for record in reversed(self.log.records):
+        for record in reversed(records):
             if record["kind"] == "resume":
                 later_resumes.append((record["seg"], record["from_step"]))
                 rows.append(EventRow(record["from_step"], None, record["seg"], "resume",
@@ -633,8 +702,8 @@ class RunModel:
             if name == METRICS_JSONL and problem == "missing":
                 level = "info" if self.is_live else "warning"
                 out.append(Notice(level, f"{METRICS_JSONL} does not exist yet: nothing logged"))
-            elif name == SUMMARY_JSON and problem == "missing":
-                continue
+            elif name == SUMMARY_JSON and problem == "missing" and state != "finished":
+                continue  # normal until the first checkpoint; a finished run has one
             else:
                 out.append(Notice("warning", f"{name} {problem}"))
         if self.pending_bytes and not self.is_live:
@@ -644,7 +713,15 @@ class RunModel:
             more = f" ({len(self.warnings)} bad lines skipped)" if len(self.warnings) > 1 else ""
             out.append(Notice("warning", f"{self.warnings[-1]}{more}"))
         out.extend(self._resume_notices())
+        if self.skipped_bytes:
+            out.append(Notice("info", self._window_text()))
         return out
+
+    def _window_text(self) -> str:
+        rows = self.log.metric_rows()
+        since = f" (from step {rows[0]['step']})" if rows else ""
+        return (f"{METRICS_JSONL} is long: its header and last {_mib(METRICS_WINDOW_BYTES)} are shown{since}; "
+                f"the {_mib(self.skipped_bytes)} before them are not read")
 
     def heartbeat_age(self) -> float | None:
         beat = _num(self.status.get("heartbeat"))
@@ -659,7 +736,14 @@ class RunModel:
         return f"no heartbeat for {fmt_duration(age)}{where}" if age is not None else str(self.status.get("reason"))
 
     def _resume_notices(self) -> list[Notice]:
-        return self._memo("resume-notices", self._scan_resumes)
+        """Recomputed when a resume arrives (rows appended after the last one are never superseded)."""
+        key = (self.log.records, len(self._resumes()))
+        hit = self._memos.get("resume-notices")
+        if hit is not None and hit[0][0] is key[0] and hit[0][1] == key[1]:
+            return hit[1]
+        value = self._scan_resumes()
+        self._memos["resume-notices"] = (key, value)
+        return value
 
     def _scan_resumes(self) -> list[Notice]:
         resumes = self._resumes()
