@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import RunConfig, load_preset
+from .data import TensorData
+from .errors import UsageError
 from .methods import METHODS
 from .run import build_parts
 from .train.device import autocast_factory, describe_device, resolve_device
@@ -73,6 +75,8 @@ class BenchResult:
     hand_epoch_s: float
     reference_epoch_s: float | None
     methods: list[dict] = field(default_factory=list)
+    compiled_epoch_s: float | None = None     # the engine with train.compile = true
+    compile_warmup_s: float | None = None     # its first epoch, compilation included
 
     @property
     def overhead(self) -> float:
@@ -104,11 +108,14 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def engine_epochs(cfg: RunConfig, device, data) -> callable:
-    """One epoch of mmbal's trainer per call (after a warm-up epoch)."""
+def engine_epochs(cfg: RunConfig, device, data, warmup: list | None = None) -> callable:
+    """One epoch of mmbal's trainer per call (after a warm-up epoch, whose time is appended to
+    ``warmup``: with ``train.compile`` it includes the compilation of the training graphs)."""
     _, model, method = build_parts(cfg, device, data)
     trainer = Trainer(cfg.train, data, model, method, device, cfg.seed, NullRecorder())
-    trainer.train_epoch_steps()
+    t = _timed(trainer.train_epoch_steps, device)
+    if warmup is not None:
+        warmup.append(t)
 
     def epoch():
         trainer.pos.epoch += 1
@@ -215,15 +222,25 @@ def _peak_rss() -> int:
 
 
 def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, reference: bool = True,
-              methods: list[str] | None = None) -> BenchResult:
-    """All figures for one preset (``methods=None``: every registered method; ``[]``: none)."""
+              methods: list[str] | None = None, compile: bool = False) -> BenchResult:
+    """All figures for one preset (``methods=None``: every registered method; ``[]``: none);
+    ``compile``: also the engine with ``train.compile`` on (every other contender runs eager)."""
     base = list(overrides)
     cfg, _ = load_preset(preset, base)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
     device = resolve_device(cfg.train.device)
     data, _, _ = build_parts(cfg, device)
+    if not isinstance(data, TensorData):
+        raise UsageError(f"{preset}: mmbal bench compares training loops on resident data, but this dataset is "
+                         f"streamed from disk ({data.placement.describe()}); set data.mode = \"resident\" with a "
+                         f"large enough data.memory_budget, or measure streaming with benchmarks/stream_bench.py")
     contenders = {"engine": engine_epochs(cfg, device, data), "hand": hand_epochs(cfg, device, data)}
     if reference:
         contenders["reference"] = reference_epochs(cfg, device, data)
+    warmup: list[float] = []
+    if compile:
+        compiled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=True))
+        contenders["compiled"] = engine_epochs(compiled, device, data, warmup)
     times = median_epochs(contenders, device, repeats)
     names = METHODS.names() if methods is None else methods
     rows = method_figures(preset, base, device, data, repeats, names) if names else []
@@ -231,4 +248,6 @@ def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, referenc
                        threads=torch.get_num_threads(), train_samples=int(data.splits["train"].numel()),
                        batch_size=cfg.train.batch_size, engine_epoch_s=round(times["engine"], 4),
                        hand_epoch_s=round(times["hand"], 4),
-                       reference_epoch_s=round(times["reference"], 4) if reference else None, methods=rows)
+                       reference_epoch_s=round(times["reference"], 4) if reference else None, methods=rows,
+                       compiled_epoch_s=round(times["compiled"], 4) if compile else None,
+                       compile_warmup_s=round(warmup[0], 2) if warmup else None)

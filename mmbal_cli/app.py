@@ -27,16 +27,21 @@ app.add_typer(data_app, name="data")
 
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", help="Override a preset key: --set train.epochs=3 (repeatable).", show_default=False)]
+NprocOpt = Annotated[Optional[int], typer.Option(
+    "--nproc", min=1, help="Train with N processes on this machine (data parallel: one GPU each on CUDA, gloo on "
+                           "the CPU); train.batch_size must be a multiple of N.", show_default=False)]
 RunsDirOpt = Annotated[Optional[Path], typer.Option(
     "--runs-dir", envvar="MMBAL_RUNS_DIR", help="Runs directory (default: the user data dir's mmbal/runs).",
     show_default=False)]
 
 
-def _fail(exc: Exception) -> None:
-    """Print a user-facing error as one paragraph and exit with its code."""
+def _fail(exc: Exception, quiet: bool = False) -> None:
+    """Print a user-facing error as one paragraph (unless ``quiet``: ranks other than 0 of a
+    multi-process run, whose rank 0 prints it) and exit with its code."""
     from engine.errors import MmbalError
     if isinstance(exc, MmbalError):
-        print_error(str(exc))
+        if not quiet:
+            print_error(str(exc))
         raise typer.Exit(exc.exit_code)
     raise exc
 
@@ -45,8 +50,10 @@ def _announce(run_dir, run_id, info) -> None:
     print(f"run {run_id}  {run_dir}", flush=True)
 
 
-def _finish(result) -> None:
+def _finish(result, quiet: bool = False) -> None:
     if result.state == "interrupted":
+        if quiet:
+            raise typer.Exit(130)
         print(f"interrupted: checkpoint written; continue with `mmbal resume {result.run_id}`", file=sys.stderr)
         raise typer.Exit(130)
 
@@ -58,49 +65,70 @@ def run(preset: Annotated[Path, typer.Argument(help="Preset TOML file.", show_de
         device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (overrides train.device).")] = None,
         tui: Annotated[bool, typer.Option("--tui/--no-tui", help="Train in the background with the live dashboard "
                                                                  "attached (quitting asks whether to stop training).")] = False,
+        nproc: NprocOpt = None,
         ) -> None:
     """Start a new run from a preset; prints the run id and directory first."""
-    from engine.errors import MmbalError
+    from engine.errors import MmbalError, UsageError
     from engine.run import start_run
+
+    from .nproc import check_run, run_args, start_processes
+    if nproc is not None and nproc > 1:
+        try:
+            if tui:
+                raise UsageError("--tui cannot be combined with --nproc; start the run with --nproc and follow it "
+                                 "with `mmbal watch` in another terminal")
+            check_run(preset, set_ or [], device, nproc)
+        except MmbalError as exc:
+            _fail(exc)
+        raise typer.Exit(start_processes(run_args(preset, set_ or [], runs_dir, name, device), nproc))
     if tui:
         from .tui.launch import build_run_argv, run_with_dashboard
         raise typer.Exit(run_with_dashboard(build_run_argv(preset, set_ or [], name, device), runs_dir))
-    reporter = make_reporter()
-    try:
-        result = start_run(preset, set_ or [], runs_dir, name=name, device=device, reporter=reporter,
-                           on_created=_announce)
-    except MmbalError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        _stop(reporter)
-        print_error("interrupted: stopped without writing a checkpoint now; `mmbal resume` continues from the "
-                    "last one, if any (one is written at the end of each epoch)")
-        raise typer.Exit(130)
-    finally:
-        _stop(reporter)
-    _finish(result)
+    _train_here(lambda reporter, main: start_run(preset, set_ or [], runs_dir, name=name, device=device,
+                                                 reporter=reporter, on_created=_announce if main else None))
 
 
 @app.command(rich_help_panel="Training")
 def resume(run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix, name, directory or 'latest'.")],
-           set_: SetOpt = None, runs_dir: RunsDirOpt = None) -> None:
-    """Continue a stopped, crashed or finished run from its last checkpoint."""
+           set_: SetOpt = None, runs_dir: RunsDirOpt = None, nproc: NprocOpt = None) -> None:
+    """Continue a stopped, crashed or finished run from its last checkpoint (with any number of processes)."""
     from engine.errors import MmbalError
     from engine.run import resume_run
-    reporter = make_reporter()
-    try:
-        result = resume_run(run_ref, set_ or [], runs_dir, reporter=reporter,
-                            on_found=lambda d, info: print(f"resuming {info['run_id']}  {d}", flush=True))
-    except MmbalError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        _stop(reporter)
-        print_error("interrupted: stopped without writing a checkpoint now; `mmbal resume` continues from the "
-                    "last one, if any (one is written at the end of each epoch)")
-        raise typer.Exit(130)
-    finally:
-        _stop(reporter)
-    _finish(result)
+
+    from .nproc import check_resume, resume_args, start_processes
+    if nproc is not None and nproc > 1:
+        try:
+            run_dir = check_resume(run_ref, runs_dir, nproc)
+        except MmbalError as exc:
+            _fail(exc)
+        raise typer.Exit(start_processes(resume_args(run_dir, set_ or [], runs_dir), nproc))
+    _train_here(lambda reporter, main: resume_run(
+        run_ref, set_ or [], runs_dir, reporter=reporter,
+        on_found=lambda d, info: print(f"resuming {info['run_id']}  {d}", flush=True)))
+
+
+def _train_here(train) -> None:
+    """``train(reporter, main)`` in this process (one rank of a multi-process run, or the only one):
+    errors, Ctrl-C and the end of the run are reported by the main rank only."""
+    from engine.errors import MmbalError
+    from engine.run import NullReporter
+
+    from .nproc import ranks
+    with ranks() as main:
+        reporter = make_reporter() if main else NullReporter()
+        try:
+            result = train(reporter, main)
+        except MmbalError as exc:
+            _fail(exc, quiet=not main)
+        except KeyboardInterrupt:
+            _stop(reporter)
+            if main:
+                print_error("interrupted: stopped without writing a checkpoint now; `mmbal resume` continues from "
+                            "the last one, if any (one is written at the end of each epoch)")
+            raise typer.Exit(130)
+        finally:
+            _stop(reporter)
+        _finish(result, quiet=not main)
 
 
 def _stop(reporter) -> None:
@@ -115,8 +143,12 @@ def ls(runs_dir: RunsDirOpt = None,
     """The runs in the runs directory, newest first, with their state."""
     from rich.table import Table
 
+    from engine.errors import UsageError
     from engine.store import default_runs_dir, list_runs
     root = default_runs_dir(runs_dir)
+    if root.exists() and not root.is_dir():
+        _fail(UsageError(f"--runs-dir {root}: is a file, not a directory of runs; choose a runs directory with "
+                         f"--runs-dir or $MMBAL_RUNS_DIR"))
     runs = list_runs(root)
     if as_json:
         print(json.dumps([{**vars(r), "path": str(r.path)} for r in runs], indent=2))
@@ -165,7 +197,7 @@ def data_synth(out: Annotated[Path, typer.Argument(help="Output .parquet file.",
     """Write the built-in synthetic multimodal dataset (unique, shared and synergistic information)."""
     from engine.config import parse_override
     from engine.data import SynthConfig, generate, write_dataset
-    from engine.errors import MmbalError, PresetError
+    from engine.errors import MmbalError, PresetError, UsageError
     from engine.schema import build, describe
     if help_options:
         for n, t, d, h in describe(SynthConfig):
@@ -183,6 +215,10 @@ def data_synth(out: Annotated[Path, typer.Argument(help="Output .parquet file.",
         cfg = build(SynthConfig, raw, "", problems)
         if problems:
             raise PresetError("mmbal data synth", problems)
+        if not out.parent.is_dir():
+            raise UsageError(f"mmbal data synth: cannot write {out}: the folder {out.parent} does not exist; "
+                             f"create it first or choose another output path")
+        _check_synth_memory(cfg)
         data = generate(cfg)
         write_dataset(out, data.features, data.labels, data.split, data.classes, name=data.name,
                       kinds={m: "vector" for m in data.features}, source="mmbal synthetic generator",
@@ -194,6 +230,18 @@ def data_synth(out: Annotated[Path, typer.Argument(help="Output .parquet file.",
         raise typer.Exit(1)
     print(f"wrote {out}: {cfg.n_samples} samples, {cfg.n_classes} classes, modalities "
           + ", ".join(f"{m} ({d})" for m, d in zip(cfg.modalities, cfg.dims)))
+
+
+def _check_synth_memory(cfg) -> None:
+    """Refuse, before allocating, a dataset whose generation needs more than half the free memory."""
+    from engine.data.memory import format_bytes, host_available_bytes
+    from engine.data.synthetic import working_bytes
+    from engine.errors import UsageError
+    need, free = working_bytes(cfg), host_available_bytes()
+    if need > free // 2:
+        raise UsageError(f"mmbal data synth: generating this dataset needs about {format_bytes(need)}, more than "
+                         f"half of the {format_bytes(free)} of memory available; use fewer n_samples, n_classes, "
+                         f"dims or latent_dim")
 
 
 @data_app.command("inspect")

@@ -73,7 +73,7 @@ class CountSecondEpoch:
 
 
 @pytest.mark.parametrize("method, extra", [("joint", ""), ("unimodal", 'modality = "a"'), ("aug", "check_every = 1"), ("mcr", ""),
-                                           ("mikd", "")])
+                                           ("mikd", ""), ("ogm", ""), ("ogm_ge", "")])
 def test_transfers_per_epoch_do_not_grow_with_steps(method, extra, transfers, tmp_path):
     counts = []
     for n in (115, 460):  # 70% train -> 5 and 20 steps of 16

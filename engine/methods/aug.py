@@ -41,6 +41,11 @@ subgraphs (about the same backward FLOPs as joint's one), **M optimiser steps** 
 1 + k_m small classifiers per modality; at most ``max_heads`` added Linear(d_m, hidden) per modality.
 Measured on avdigits_hard's conv encoders (CPU, one thread): 0.94-0.96x joint's CPU time per step.
 
+Multi-process runs: every backward's gradients are averaged over the ranks by the trainer, so the
+alternating steps stay identical everywhere; the epoch's confidence sums and sample count are summed
+over the ranks (one all-reduce, :meth:`AUG.global_scores`) before the assignment rule, and saved that
+way, so every rank adds the same classifier.
+
 Logged: ``train/loss/method`` is the sum of the modality losses; ``coef/<m>`` is the modality's
 (normalised) fusion weight w_m; ``score/<m>`` its mean true-class confidence sigma(o_m)_y (per step:
 the batch's, before that batch's update; with validation: the epoch's, which the assignment rule
@@ -59,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import dist
 from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
@@ -260,12 +266,21 @@ class AUG(Method):
         return StepResult(torch.stack(losses).sum(), out, live)
 
     # -- adaptive classifier assignment ---------------------------------------------------------
+    def global_scores(self) -> tuple[torch.Tensor, int]:
+        """The confidence sums and sample count of the epoch so far over all ranks of a multi-process
+        run (one all-reduce; this rank's own in a single process), so every rank assigns alike."""
+        if not dist.is_distributed():
+            return self.conf_sum, self.count
+        total = dist.all_reduce_sum(torch.cat([self.conf_sum, self.conf_sum.new_tensor([float(self.count)])]))
+        return total[:-1], int(round(total[-1].item()))
+
     def on_epoch_end(self, epoch, model, val):
         mods = self.ctx.modalities
-        scores = dict(zip(mods, (self.conf_sum / max(self.count, 1)).tolist()))  # one transfer per epoch
+        conf_sum, count = self.global_scores()
+        scores = dict(zip(mods, (conf_sum / max(count, 1)).tolist()))  # one transfer per epoch
         ratios = confidence_ratios(scores)
         events = []
-        if self.count and self.cfg.max_heads and is_check_epoch(epoch, self.check_every):
+        if count and self.cfg.max_heads and is_check_epoch(epoch, self.check_every):
             m = assign_head(scores, self.cfg.target_ratio, self.cfg.tolerance)
             if m is not None and self.n_heads(m) - 1 < self.cfg.max_heads:
                 heads = self.add_head(m)
@@ -282,12 +297,15 @@ class AUG(Method):
 
     # -- resume ---------------------------------------------------------------------------------
     def state_dict(self):
+        """The epoch's confidence sums are stored over all ranks (a collective: every rank saves)."""
+        conf_sum, count = self.global_scores()
         return {"modules": self.modules.state_dict(), "history": list(self.history),
-                "conf_sum": self.conf_sum.clone(), "count": self.count}
+                "conf_sum": conf_sum.clone(), "count": count}
 
     def load_state_dict(self, state):
         """Rebuild the added classifiers (and their optimiser groups, in the order they were added)
-        before loading their weights, so that the optimiser's own state loads after this."""
+        before loading their weights, so that the optimiser's own state loads after this. In a
+        multi-process run rank 0 carries the saved (global) confidence sums, the others start at 0."""
         saved = list(state["history"])
         if saved[:len(self.history)] != self.history:
             raise ValueError(f"AUG state has classifiers added as {saved}, which does not extend this "
@@ -297,6 +315,8 @@ class AUG(Method):
         self.modules.load_state_dict(state["modules"])
         self.conf_sum = state["conf_sum"].to(self.conf_sum.device, torch.float64).clone()
         self.count = int(state["count"])
+        if not dist.is_main():
+            self._reset_scores(self.conf_sum.device)
 
     @classmethod
     def live_names(cls, modalities):

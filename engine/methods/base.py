@@ -90,9 +90,20 @@ class Method:
 
     Subclasses set ``name`` and may define a frozen dataclass ``Config`` of their options;
     they are registered with ``@METHODS.register(name, config=Config)`` on the class.
+
+    ``compile_ok``: whether the method works with ``train.compile = true``, which compiles the
+    model's encoders and fusion head in place (:mod:`engine.train.compile`). That is safe for any
+    method that reaches the model through its modules' calls (``model(x)``, ``model.encode``,
+    ``model.head``, ``model.encoders[m](...)``, ``model.fusion(...)``, also under
+    ``torch.func.functional_call``), whatever its own step does in Python around them. Set it to
+    False for a method that needs something compiled modules do not give: e.g. forward hooks added
+    or removed during training, per-call Python side effects inside a module's ``forward`` (a
+    counter, a host read), or module attributes it changes every step (each change would
+    recompile); a preset combining it with ``train.compile = true`` is refused (exit 2).
     """
 
     name = "method"
+    compile_ok = True
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         self.cfg = cfg

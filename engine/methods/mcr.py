@@ -79,6 +79,14 @@ Deviations from the release, all deliberate:
   modality permuted divided by the unpermuted fused accuracy (1 when the latter is 0), over the
   N*B permuted rows of the step.
 
+Multi-process runs (:mod:`engine.train.dist`): the permutation game and L_Con are functions of the
+whole batch, so each rank gathers the other ranks' features, fused logits and labels
+(:func:`engine.dist.gather_rows`: its own rows keep their graph, the others' are constants) and
+computes them on the global batch, with the same permutations on every rank (the global RNG is
+identical on all ranks); the terms' gradients are multiplied by the number of ranks
+(:func:`engine.dist.global_batch_term`), so that the trainer's gradient average equals the
+single-process gradient. The cross-entropies and L_CEB are means over rows and stay per shard.
+
 Live values (0-d device tensors): ``method/ce_fused``, ``method/ce_<m>``; in the MCR stage, when
 their weight is non-zero, ``method/J_<m>`` (J of modality m's own permutation; for sets of several
 modalities ``method/J_<a>+<b>``), ``method/mipd`` (the signed, weighted L_MIPD), ``score/<m>``,
@@ -98,6 +106,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .. import dist
 from ..errors import PresetError
 from ..schema import opt
 from . import METHODS
@@ -125,7 +134,8 @@ class MCRConfig:
                                                     "(--multil; 0.01 ResNet runs, 1 transformer runs)")
     contrastive_weight: float = opt(1.0, ge=0.0, help="weight of the supervised NT-Xent term L_Con between "
                                                       "modalities (--contr_coeff); 0 turns it off")
-    temperature: float = opt(0.5, gt=0.0, help="NT-Xent temperature (0.5 release, 0.1 standalone code)")
+    temperature: float = opt(0.5, ge=1e-3, help="NT-Xent temperature (0.5 release, 0.1 standalone code); "
+                                                "cosines / temperature overflow float32 near 0")
     contrastive_labels: Literal["label", "pure"] = opt(
         "label", help="NT-Xent positives: same class (label) or only the same sample's other modalities (pure)")
     bottleneck_weight: float = opt(0.0, ge=0.0, help="lib: weight of the CEB term MSE(z, g(sg(prediction))) "
@@ -287,15 +297,19 @@ class MCR(Method):
         loss = ce_fused + self.cfg.unimodal_weight * unimodal
         lam = torch.full((), self.cfg.game_weight, device=y.device)
         live.update({f"coef/{m}": lam for m in mods})
+        features, fused, y_all = out.features, out.fused, y
+        if dist.is_distributed() and (self.cfg.game_weight > 0 or self.cfg.contrastive_weight > 0):
+            features = {m: dist.gather_rows(z) for m, z in out.features.items()}
+            fused, y_all = dist.gather_rows(out.fused), dist.gather_rows(y)
         if self.cfg.game_weight > 0:
             with step.autocast():
-                perms = self.draw_permutations(y.shape[0], y.device)
-                game = self.game(step.model, out.features, out.fused, perms, y)
-            loss = loss + game.loss
-            live.update(self.game_live(game, out.fused, y))
+                perms = self.draw_permutations(y_all.shape[0], y.device)
+                game = self.game(step.model, features, fused, perms, y_all)
+            loss = loss + dist.global_batch_term(game.loss)
+            live.update(self.game_live(game, fused, y_all))
         if self.cfg.contrastive_weight > 0:
-            con = self.contrastive(out.features, y)
-            loss = loss + self.cfg.contrastive_weight * con
+            con = self.contrastive(features, y_all)
+            loss = loss + self.cfg.contrastive_weight * dist.global_batch_term(con)
             live["method/contrastive"] = con.detach()
         if self.cfg.bottleneck_weight > 0:
             ceb = self.bottleneck(out.features, out.fused)

@@ -108,7 +108,8 @@ class MikdConfig:
     kd_epochs: int | None = opt(None, ge=0, help="epochs of MI-gated distillation from the teacher (stage 1b); "
                                                  "unset: round(0.2 * train.epochs)")
     kd_alpha: float = opt(0.5, ge=0.0, le=1.0, help="weight of the distillation term in a student's loss")
-    temperature: float = opt(4.0, gt=0.0, help="softmax temperature tau of the distillation targets")
+    temperature: float = opt(4.0, ge=1e-3, help="softmax temperature tau of the distillation targets (logits / tau "
+                                                "overflow float32 near 0)")
     kd_threshold: float = opt(0.1, ge=0.0, le=1.0,
                               help="MI gate: distil into a student only if AMI(teacher, student) >= this")
     gamma: float = opt(5.0, ge=0.0, help="stage 2: a modality's weight grows as exp(gamma * F1 deficit)")

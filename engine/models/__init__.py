@@ -2,7 +2,8 @@
 
 from .encoders import ENCODERS
 from .fusion import FUSIONS
-from .multimodal import ModalitySpec, ModelOutput, ModelSpec, MultimodalModel, build_model, default_encoder
+from .multimodal import (ModalitySpec, ModelOutput, ModelSpec, MultimodalModel, batchnorm_needs_two, build_model,
+                         default_encoder)
 
-__all__ = ["ENCODERS", "FUSIONS", "ModelOutput", "ModalitySpec", "ModelSpec", "MultimodalModel", "build_model",
-           "default_encoder"]
+__all__ = ["ENCODERS", "FUSIONS", "ModelOutput", "ModalitySpec", "ModelSpec", "MultimodalModel", "batchnorm_needs_two",
+           "build_model", "default_encoder"]

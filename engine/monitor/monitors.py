@@ -149,10 +149,14 @@ class Monitors:
         return names
 
     # -- training -------------------------------------------------------------------------------
+    def observes(self, step: int) -> bool:
+        """Whether :meth:`observe_step` uses the batch of ``step``."""
+        return (self.probes is not None or self.critics is not None) and step % self.cfg.update_every == 0
+
     def observe_step(self, out: ModelOutput, y: torch.Tensor, step: int) -> None:
         """Every ``update_every`` steps: record the running values on this batch, then train the
         probes and critics one step on its detached features."""
-        if (self.probes is None and self.critics is None) or step % self.cfg.update_every:
+        if not self.observes(step):
             return
         features = {m: out.features[m].detach() for m in self.modalities}
         y = y.detach()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,24 @@ def with_checksum(state: dict) -> dict:
     return state
 
 
+def _unreadable_reason(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one phrase.
+
+    A file holding Python objects other than tensors and plain values (a class instance, a
+    ``__reduce__`` payload that would call a function) is refused by the weights-only unpickler
+    before anything in it runs; torch's own message then advises retrying with
+    ``weights_only=False``, which mmbal never does, so it is replaced by one that says so.
+    """
+    text = str(exc)
+    if type(exc).__name__ == "UnpicklingError" and "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"holds a Python object{what} that is not a tensor or a plain value: refused without running it "
+                f"(mmbal loads checkpoints with weights_only=True and never writes such objects, so this file was "
+                f"not written by mmbal or was altered)")
+    return f"cannot be read ({type(exc).__name__}: {text})"
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load and verify a checkpoint with ``weights_only=True`` (no code can run from the file).
 
@@ -112,7 +131,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises RuntimeError, pickle/zip errors, EOFError, ... on damage
-        raise CheckpointDamaged(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
+        raise CheckpointDamaged(path, _unreadable_reason(exc)) from None
     if not isinstance(state, dict) or "checksum" not in state:
         raise CheckpointDamaged(path, "has no checksum: not an mmbal checkpoint")
     if checksum(state) != state["checksum"]:

@@ -31,13 +31,24 @@ class TrainConfig:
     select_metric: str = opt("val/acc/fused", help="validation metric that selects the best checkpoint")
     log_every: int = opt(25, ge=1, help="training steps between metric records (host syncs)")
     drop_last: bool = opt(False, help="drop the last incomplete training batch")
-    threads: int = opt(0, ge=0, help="CPU threads for torch (0: torch's default)")
+    threads: int = opt(0, ge=0, le=1024, help="CPU threads for torch (0: torch's default)")
     on_nonfinite: Literal["stop", "skip"] = opt(
         "stop", help="a non-finite loss or gradient: stop the run (keeping the last good checkpoint) or skip the step")
+    compile: bool = opt(False, help="torch.compile the encoders and the fusion head in place (batch size dynamic; "
+                                    "same checkpoints; falls back to eager with a warning if compilation fails)")
+    channels_last: bool | Literal["auto"] = opt(
+        "auto", help="channels-last memory format for the 2-D conv encoders (conv2d, resnet18), weights and "
+                     "inputs: auto = on CUDA, off on the CPU")
 
     def __post_init__(self):
         if len(self.betas) != 2:
             raise ValueError("train.betas must have two values, e.g. [0.9, 0.999]")
+        beta1, beta2 = self.betas
+        if self.optimizer != "sgd" and beta1 ** 2 > beta2:
+            # with beta1 > sqrt(beta2), m / sqrt(v) grows without bound while a gradient stays at 0
+            # (gamma = beta1 / sqrt(beta2) < 1 is the condition of Reddi et al., ICLR 2018)
+            raise ValueError(f"train.betas = [{beta1:g}, {beta2:g}]: {self.optimizer} needs beta1 <= sqrt(beta2), else "
+                             f"its step m / sqrt(v) is unbounded; e.g. [0.9, 0.999]")
         parts = self.select_metric.split("/")
         if len(parts) != 3 or parts[0] != "val" or parts[1] not in ("acc", "f1", "loss"):
             raise ValueError(f"train.select_metric must look like 'val/acc/fused' or 'val/f1/<modality>', "

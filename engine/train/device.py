@@ -37,6 +37,11 @@ def autocast_factory(precision: str, device: torch.device):
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def channels_last_enabled(setting: bool | str, device: torch.device) -> bool:
+    """``train.channels_last``: ``"auto"`` -> on CUDA only (cuDNN's NHWC kernels, tensor cores), else as given."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

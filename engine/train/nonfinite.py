@@ -6,14 +6,16 @@ per logging interval, in the same transfer as the other metrics.
 
 ``train.on_nonfinite``:
 
+Every step checks its loss and its gradients (one fused norm over them, on the device).
+
 * ``"stop"`` (default): the run stops at the next logging interval, naming the first bad step,
-  the method and the last gradient norms per modality; no checkpoint is written after it, so the
-  last good checkpoint stays the resumable one. Only the loss is checked per step (a non-finite
-  gradient makes the weights, hence the next loss, non-finite).
-* ``"skip"``: every step also checks its gradients (one fused norm over them) and a bad step is
-  skipped on the device through the fused optimisers' ``found_inf`` flag, the same mechanism AMP's
-  GradScaler uses (SGD's momentum buffers start at zero, see ``optim.prime_momentum_buffers``);
-  skipped steps are counted in the train record (``nonfinite_steps``).
+  the method and the last gradient norms per modality; no checkpoint is written after it (the
+  end-of-epoch flush comes before the epoch's checkpoint), so the last good checkpoint stays the
+  resumable one.
+* ``"skip"``: a bad step is skipped on the device through the fused optimisers' ``found_inf``
+  flag, the same mechanism AMP's GradScaler uses (SGD's momentum buffers start at zero, see
+  ``optim.prime_momentum_buffers``); skipped steps are counted in the train record
+  (``nonfinite_steps``).
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ class NonFiniteGuard:
 
     def before_step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], step: int) -> None:
         ok = self._loss_ok if self._loss_ok is not None else torch.ones((), dtype=torch.bool, device=self.device)
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
         if self.mode == "skip":
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads:
-                ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
             optimizer.found_inf = (~ok).float()
         bad = ~ok
         self.count += bad

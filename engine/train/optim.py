@@ -50,6 +50,20 @@ def prime_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
                 optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
 
 
+def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (momentum, Adam moments) its parameter's memory layout.
+
+    ``Optimizer.load_state_dict`` keeps the saved tensors' strides, so a checkpoint written with
+    channels-last weights (``train.channels_last``) and loaded into contiguous ones, or the other way
+    round, would pair a parameter with state in another element order; the fused kernels walk
+    parameter, gradient and state as flat memory and would silently mix elements. Call after
+    loading a state."""
+    for p, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def _make(cfg: TrainConfig, groups: list[dict], fast: dict) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,

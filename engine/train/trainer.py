@@ -8,28 +8,42 @@ the device and moved to the host once per logging interval.
 
 What the trainer writes goes through a :class:`Recorder` (the run store in practice), so the
 loop itself knows nothing about files.
+
+In a multi-process run (:mod:`engine.train.dist`) every rank runs this loop in step: it trains on
+its shard of each global batch, gradients are averaged after each backward, the logged train values
+are averaged over the ranks once per interval, the monitors learn from the gathered global batch,
+and evaluation scores whole splits on every rank (each rank evaluates the full split: simple and
+identical everywhere, at the cost of not dividing evaluation). A stop request (SIGINT/SIGTERM) is
+agreed on at epoch starts and every ``log_every`` steps, so all ranks stop at the same batch. Only
+rank 0's recorder writes; the checkpoint holds global state only (identical weights, the global
+batch number, rank 0's RNG), so a run resumes with any number of processes.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
+from .. import dist as D
 from ..data import TensorData
 from ..errors import NonFiniteError
+from ..faults import fault_point
 from ..methods import Method, StepContext
-from ..models import MultimodalModel
+from ..models import ModelOutput, MultimodalModel
 from ..monitor import MonitorConfig, Monitors
 from .checkpoint import SCHEMA, capture_rng, restore_rng
 from .config import TrainConfig
-from .device import autocast_factory
+from .compile import compile_model
+from .device import autocast_factory, channels_last_enabled
+from .dist import ShardedData, average_gradients, module_buffers, sync_module_state
 from .metrics import SplitScorer, to_host
 from .nonfinite import NonFiniteGuard
-from .optim import build_optimizer, lr_factor, prime_momentum_buffers, set_lr
+from .optim import build_optimizer, lr_factor, match_parameter_layout, prime_momentum_buffers, set_lr
 
 
 class Recorder(Protocol):
@@ -109,6 +123,14 @@ class RunningSums:
         self._fold()
         return {k: v / self.counts[k] for k, v in self.sums.items()}
 
+    def average_across_ranks(self) -> None:
+        """Replace the sums by their mean over the ranks (one collective; the counts are the same on
+        every rank), so that a checkpoint holds the interval's global values so far."""
+        self._fold()
+        if D.is_distributed() and self.sums:
+            keys = list(self.sums)
+            self.sums = dict(zip(keys, D.all_reduce_mean(torch.stack([self.sums[k] for k in keys])).unbind()))
+
     def state_dict(self) -> dict:
         self._fold()
         return {"sums": dict(self.sums), "counts": dict(self.counts), "count": self.count}
@@ -136,7 +158,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: TensorData, model: MultimodalModel, method: Method,
                  device: torch.device, seed: int, recorder: Recorder, monitor: MonitorConfig | None = None):
         self.cfg = cfg
-        self.data = data
+        self.data = ShardedData.wrap(data)  # this rank's rows of each batch (data itself in one process)
         self.model = model
         self.method = method
         self.device = device
@@ -144,6 +166,8 @@ class Trainer:
         self.recorder = recorder
         self.modalities = list(model.modalities)
         self.autocast = autocast_factory(cfg.precision, device)
+        # before the optimiser, whose state then takes the weights' layout
+        self.channels_last = model.to_channels_last() if channels_last_enabled(cfg.channels_last, device) else []
         self.optimizer = build_optimizer(cfg, method.parameter_groups(model), device)
         method.bind_optimizer(self.optimizer)
         self.guard = NonFiniteGuard(cfg.on_nonfinite, self.optimizer, device)
@@ -157,6 +181,8 @@ class Trainer:
                                  data.class_counts("train"), device)
         self._log_now = False
         self._grads: dict[str, torch.Tensor] = {}
+        sync_module_state(model, method.modules)  # every rank starts from rank 0's weights
+        self.compiled = compile_model(model, self._warn) if cfg.compile else None
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -185,7 +211,7 @@ class Trainer:
     def train_epoch_steps(self) -> None:
         """The optimiser steps of the current epoch from the current batch on (no evaluation)."""
         epoch = self.pos.epoch
-        if self.stop_requested:  # before the epoch's start hook, so a resume does not run it twice
+        if self._stop_now(True):  # before the epoch's start hook, so a resume does not run it twice
             self.save("last")
             raise Interrupted()
         if self.pos.batch == 0:
@@ -194,14 +220,21 @@ class Trainer:
         batches = self.data.train_epoch(self.seed, epoch, self.cfg.batch_size, self.cfg.drop_last)
         n_batches = len(batches)
         self.model.train()
+        distributed = D.is_distributed()
         for b, (x, y) in enumerate(batches.iterate(self.pos.batch), start=self.pos.batch):
-            if self.stop_requested:
+            if self._stop_now(self.pos.step % self.cfg.log_every == 0):
                 self.save("last")
                 raise Interrupted()
             set_lr(self.optimizer, lr_factor(self.cfg, self.pos.step, n_batches))
             self._log_now = (self.pos.step + 1) % self.cfg.log_every == 0 or b == n_batches - 1
+            if distributed:  # rank 0's buffers (BatchNorm statistics), as DDP's broadcast_buffers
+                D.broadcast_tensors(module_buffers(self.model, self.method.modules))
             result = self.method.train_step(x, y, self._step_context(b))
-            self.monitors.observe_step(result.output, y, self.pos.step)
+            fault_point("step")
+            if distributed and self.monitors.observes(self.pos.step):
+                self.monitors.observe_step(*self._gathered(result.output, y), self.pos.step)
+            else:
+                self.monitors.observe_step(result.output, y, self.pos.step)
             self.interval.add(self._step_values(result, y))
             self.pos.step += 1
             self.pos.batch = b + 1
@@ -211,14 +244,43 @@ class Trainer:
             self.recorder.progress(self.pos, n_batches, logged)
         self._flush_interval()
 
+    def _stop_now(self, agree: bool) -> bool:
+        """Whether to stop here. In a multi-process run the ranks agree (one collective) only where
+        ``agree`` is true, the same batches on every rank; elsewhere they carry on."""
+        if not D.is_distributed():
+            return self.stop_requested
+        if not agree:
+            return False
+        flag = torch.tensor([float(self.stop_requested)], device=self.device)
+        return bool(D.all_reduce_max(flag).item())
+
+    @staticmethod
+    def _gathered(out, y: torch.Tensor):
+        """The global batch's detached output and labels (for the monitors' probes and critics)."""
+        rows = D.gather_rows
+        return (ModelOutput(fused=rows(out.fused.detach()), logits={m: rows(v.detach()) for m, v in out.logits.items()},
+                            features={m: rows(v.detach()) for m, v in out.features.items()}), rows(y))
+
+    def _warn(self, message: str) -> None:
+        """A warning for the user: a ``warning`` event in the run's log, and the recorder's ``warn``
+        (the CLI's output) when it has one, else Python's warnings."""
+        self.recorder.event("warning", self.pos.step, message=message)
+        warn = getattr(self.recorder, "warn", None)
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
     def _step_context(self, batch: int) -> StepContext:
         return StepContext(model=self.model, optimizer=self.optimizer, epoch=self.pos.epoch,
                            step=self.pos.step, batch_in_epoch=batch, autocast=self.autocast,
                            backward=self._backward, step_optimizer=self._step_optimizer)
 
     def _backward(self, loss: torch.Tensor) -> None:
+        """Backward, then (several processes) the gradients averaged over the ranks, before the
+        method's ``after_backward`` sees them; the guard checks the ranks' mean loss."""
         loss.backward()
-        self.guard.after_backward(loss)
+        self.guard.after_backward(average_gradients(self.params, loss))
 
     def _step_optimizer(self) -> None:
         self.guard.before_step(self.optimizer, self.params, self.pos.step + 1)
@@ -243,7 +305,7 @@ class Trainer:
     def _flush_interval(self) -> dict[str, float] | None:
         if self.interval.count == 0:
             return None
-        values = to_host({**self.interval.means(), **self.monitors.interval_values(), **self._grads,
+        values = to_host({**self._interval_means(), **self.monitors.interval_values(), **self._grads,
                           **self.guard.values()})
         self._grads = {}
         bad, first = int(values.pop("nonfinite_steps")), int(values.pop("nonfinite_first_step"))
@@ -258,6 +320,15 @@ class Trainer:
         elif bad:
             self.recorder.event("nonfinite_skipped", self.pos.step, steps=bad, first_step=first)
         return values
+
+    def _interval_means(self) -> dict[str, torch.Tensor]:
+        """The interval's mean train values; over several processes, also averaged over the ranks
+        (equal shards: the mean of the ranks' batch means is the global batch mean)."""
+        means = self.interval.means()
+        if not D.is_distributed() or not means:
+            return means
+        keys = list(means)
+        return dict(zip(keys, D.all_reduce_mean(torch.stack([means[k].double() for k in keys])).unbind()))
 
     def _stop_nonfinite(self, bad: int, first: int, values: dict[str, float]) -> None:
         norms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("grad/")) or "not logged"
@@ -307,6 +378,7 @@ class Trainer:
         for x, y in self.data.eval_batches(split, self.cfg.eval_batch_size):
             with self.autocast():
                 out = method.predict(model, x)
+            fault_point("eval")
             scorer.add({"fused": out.fused, **out.logits}, y)
             if budget > 0:
                 kept.append((out, y))
@@ -356,6 +428,7 @@ class Trainer:
             "best": {"value": self.best.value, "epoch": self.best.epoch, "step": self.best.step,
                      "metrics": self.best.metrics},
             "rng": capture_rng(),
+            **({"device_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "time": time.time(),
         }
 
@@ -367,6 +440,7 @@ class Trainer:
                                            "epoch": self.best.epoch, "step": self.best.step,
                                            "metrics": self.best.metrics}, "best")
         else:
+            self.interval.average_across_ranks()
             self.recorder.save_checkpoint(self.state_dict(), "last")
 
     def load_state_dict(self, state: dict, best: dict | None) -> None:
@@ -374,6 +448,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])  # first: it may add parameter groups
         self.optimizer.load_state_dict(state["optimizer"])
+        match_parameter_layout(self.optimizer)  # a checkpoint from a run with another train.channels_last
         self.interval.load_state_dict(state["interval"])
         if "monitors" in state:
             self.monitors.load_state_dict(state["monitors"])
@@ -385,3 +460,5 @@ class Trainer:
             self._best_weights = {k: v.to(self.device) for k, v in best["model"].items()}
             self._best_method = best["method"]
         restore_rng(state["rng"])
+        if "device_rng" in state and self.device.type == "cuda":  # the training device's own generator:
+            torch.cuda.set_rng_state(state["device_rng"].cpu(), self.device)  # another rank's or GPU's index

@@ -99,12 +99,16 @@ class ConvEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.channels[-1], cfg.dim)
         self.out_dim = cfg.dim
+        self.supports_channels_last = len(spatial) == 2
+        self.channels_last = False  # set by MultimodalModel.to_channels_last (2-D maps only)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout == "time_first":
             x = x.transpose(1, 2)
         elif self.layout == "one_channel":
             x = x.unsqueeze(1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         h = torch.flatten(self.pool(self.features(x)), 1)
         return self.proj(self.dropout(h))
 

@@ -89,6 +89,8 @@ class ResNet18(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.proj: nn.Module = nn.Linear(8 * w, cfg.dim) if cfg.dim > 0 else nn.Identity()
         self.out_dim = cfg.dim if cfg.dim > 0 else 8 * w
+        self.supports_channels_last = True
+        self.channels_last = False  # set by MultimodalModel.to_channels_last
         self.reset_parameters(cfg.zero_init_residual)
 
     def reset_parameters(self, zero_init_residual: bool) -> None:
@@ -107,6 +109,8 @@ class ResNet18(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.one_channel_input:
             x = x.unsqueeze(1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.proj(torch.flatten(self.avgpool(x), 1))

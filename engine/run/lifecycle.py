@@ -1,0 +1,266 @@
+"""Starting and resuming runs (``mmbal run`` / ``mmbal resume``): preset -> data -> model -> method -> trainer, recorded in a run directory.
+
+Order matters for "nothing lost on bad input": the preset is validated, the data read and the
+device checked *before* the run directory exists; the directory then appears complete in one
+rename, is locked for the whole run, and every file in it is replaced atomically or appended
+one complete line at a time.
+
+A write that fails (disk full, permission denied, read-only file system) stops the run with a
+:class:`~engine.errors.StorageError` (exit 1, see :mod:`engine.storage_errors`): the status ends
+``failed`` with the reason when ``status.json`` can still be written, the last good checkpoint is
+untouched, and ``mmbal resume`` continues once the cause is fixed. A failure while the directory
+of a new run is being made leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__, dist
+from ..config import RunConfig, apply_overrides, load_preset, locked_differences, parse_toml, resolve
+from ..errors import MmbalError, PresetError, ResumeRefused, StorageError, UsageError
+from ..storage_errors import creation_failed, failed_write, run_write_failed
+from ..store import (Heartbeat, MetricsWriter, RunLock, atomic_write_json, create_run_dir, default_runs_dir,
+                     new_run_id, read_json, read_metrics, resolve_run)
+from ..store.names import check_run_name, run_name_problem, shown
+from ..store.status import STATUS_JSON
+from ..train.device import describe_device
+from ..train.trainer import Interrupted, Trainer
+from .failures import LiveRun, mark_failed, stop_quietly, write_failures
+from .parts import build_parts, load_run_data, placement, training_device
+from .ranks import Handoff, follow, resume_follower
+from .recorder import NullReporter, Reporter, RunRecorder, RunResult, now
+from .resume_points import best_checkpoint, newest_good_checkpoint, recorded_finished, tidy_after_crash
+from .signals import stop_on_signals
+
+
+def _usable_runs_dir(runs_dir: Path) -> Path:
+    """``runs_dir``, unless it (or the nearest existing folder above it) is a file: then a usage error."""
+    existing = next((p for p in (runs_dir, *runs_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"--runs-dir {runs_dir}: {existing} is a file, not a directory; choose a runs directory "
+                         f"with --runs-dir or $MMBAL_RUNS_DIR")
+    return runs_dir
+
+
+def _run_name(name: str | None, cfg: RunConfig, preset: str | Path) -> str:
+    """``--name`` (checked by the caller), else the preset's ``name`` plus the method's unless it is in
+    it: a name that cannot label a run (see :mod:`engine.store.names`) is a preset error (exit 2)."""
+    if name is not None:
+        return name
+    derived = cfg.name if cfg.method_name in cfg.name else f"{cfg.name}-{cfg.method_name}"
+    problem = run_name_problem(derived)
+    if problem is not None:
+        raise PresetError(str(preset), [f"name: {shown(cfg.name)} cannot name a run: {problem} "
+                                        f"(change it, or pass --name)"])
+    return derived
+
+
+def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Path | None = None,
+              name: str | None = None, device: str | None = None, reporter: Reporter | None = None,
+              on_created=None) -> RunResult:
+    """``mmbal run``: validate everything, create the run directory, train to the end."""
+    if name is not None:
+        check_run_name(name)
+    overrides = list(overrides) + ([f'train.device="{device}"'] if device else [])
+    runs_dir = _usable_runs_dir(default_runs_dir(runs_dir))
+    cfg, preset_text = load_preset(preset, overrides)
+    dev = training_device(cfg, f"--device {device}" if device else str(preset))
+    data = load_run_data(cfg, dev, str(preset))
+    run_id = new_run_id()
+    run_name = _run_name(name, cfg, preset)
+    run_info = {
+        "schema": 1, "run_id": run_id, "name": run_name, "created": now(), "method": cfg.method_name,
+        "dataset": data.name, "preset": str(Path(preset).resolve()), "overrides": overrides,
+        "base_dir": cfg.base_dir, "host": socket.gethostname(), "mmbal": __version__,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "device": describe_device(dev), "exactness": "bitwise" if dev.type == "cpu" else "statistical",
+        "modalities": cfg.modalities, "classes": data.classes, "data_mode": placement(data),
+    }
+    files = {"run.json": _json_bytes(run_info), "preset.toml": preset_text.encode(),
+             "config.json": _json_bytes(cfg.to_dict())}
+    data, model, method = build_parts(cfg, dev, data, source=str(preset))
+    if not dist.is_main():  # another rank of a multi-process run: rank 0 makes the run directory
+        return follow(Handoff.receive(), cfg, dev, data, model, method, checkpoint=None)
+    with Handoff() as handoff:
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            run_dir = create_run_dir(runs_dir, run_name, run_id, files)
+        except OSError as exc:
+            error = failed_write(exc, runs_dir)
+            if error is None:
+                raise
+            raise creation_failed(error, runs_dir, str(preset)) from None
+        if on_created:
+            on_created(run_dir, run_id, run_info)
+        handoff.send(run_dir=str(run_dir), run_id=run_id)
+    with write_failures(run_dir, run_id, str(preset)), RunLock(run_dir):
+        return _train(run_dir, run_info, cfg, dev, data, model, method, reporter or NullReporter(),
+                      checkpoint=None, segment=1)
+
+
+def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None = None,
+               reporter: Reporter | None = None, on_found=None) -> RunResult:
+    """``mmbal resume``: continue a run from ``checkpoints/last.pt`` (locked keys may not change).
+
+    A run that died before its first checkpoint trains again from step 0 in its directory (a resume
+    record at step 0 supersedes what the attempt logged). What a crash left behind is tidied first
+    and reported as warnings: temporary files, a damaged checkpoint, damaged status or summary,
+    bad lines in the log (:mod:`engine.recovery`).
+
+    In a multi-process run rank 0 finds the run, checks it and hands the resolved overrides to the
+    other ranks (or its error, which they raise too); they then read the same checkpoint files. The
+    checkpoint holds global state only, so the number of processes may differ from the last segment's.
+    """
+    if not dist.is_main():
+        return resume_follower()
+    with Handoff() as handoff:
+        return _resume_main(handoff, ref, overrides, runs_dir, reporter, on_found)
+
+
+def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, reporter, on_found) -> RunResult:
+    runs_dir = default_runs_dir(runs_dir)
+    run_dir = resolve_run(runs_dir, ref)
+    with write_failures(run_dir, run_dir.name.rsplit("_", 1)[-1], None), RunLock(run_dir):
+        run_info = read_json(run_dir / "run.json")
+        old_config = read_json(run_dir / "config.json")
+        all_overrides = list(run_info.get("overrides", [])) + list(overrides)
+        raw = parse_toml((run_dir / "preset.toml").read_text(encoding="utf-8"), str(run_dir / "preset.toml"))
+        cfg = resolve(apply_overrides(raw, all_overrides), str(run_dir / "preset.toml"),
+                      Path(run_info["base_dir"]), default_name=run_info["name"])
+        diffs = locked_differences(old_config, cfg.to_dict())
+        if diffs:
+            raise ResumeRefused(f"resume of {run_dir} refused: these locked keys would change "
+                                f"(start a new run with `mmbal run` instead):\n  " + "\n  ".join(diffs))
+        dev = training_device(cfg, str(run_dir / "preset.toml"))
+        state, warnings, damaged = newest_good_checkpoint(run_dir, dev)
+        best = None
+        if state is not None:
+            done = state["position"]["epoch"]
+            if state["position"]["batch"] == 0 and done >= cfg.train.epochs and recorded_finished(run_dir):
+                raise ResumeRefused(f"{run_dir} has already trained {done} of train.epochs = {cfg.train.epochs}; "
+                                    f"to train longer pass --set train.epochs=N with N > {done}")
+            if done > cfg.train.epochs:
+                raise ResumeRefused(f"train.epochs = {cfg.train.epochs} is below the {done} epochs already trained")
+            best = best_checkpoint(run_dir, dev, state, warnings)
+        warnings = tidy_after_crash(run_dir, state, damaged) + warnings
+        handoff.send(run_dir=str(run_dir), run_id=run_info["run_id"], overrides=all_overrides,
+                     base_dir=run_info["base_dir"], name=run_info["name"],
+                     data_mode=(run_info.get("data_mode") or {}).get("mode", "resident"))
+        if on_found:
+            on_found(run_dir, run_info)
+        for warning in warnings:
+            if reporter is not None and hasattr(reporter, "warn"):
+                reporter.warn(warning)
+        data_mode = (run_info.get("data_mode") or {}).get("mode", "resident")  # runs before streaming: resident
+        data, model, method = build_parts(cfg, dev, source=str(run_dir / "preset.toml"), data_mode=data_mode)
+        run_info["overrides"] = all_overrides
+        run_info["segments"] = int(run_info.get("segments", 1)) + 1
+        run_info["resumed"] = list(run_info.get("resumed", [])) + [
+            {"at": now(), "step": state["position"]["step"] if state is not None else 0}]
+        atomic_write_json(run_dir / "run.json", run_info)
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        return _train(run_dir, run_info, cfg, dev, data, model, method, reporter or NullReporter(),
+                      checkpoint=(state, best) if state is not None else None, segment=run_info["segments"])
+
+
+def _train(run_dir: Path, run_info: dict, cfg: RunConfig, dev: torch.device, data, model, method,
+           reporter: Reporter, checkpoint, segment: int) -> RunResult:
+    """Train in ``run_dir``; a failed write of any of its files stops the run with a StorageError."""
+    pos = checkpoint[0]["position"] if checkpoint else {"step": 0, "epoch": 0}
+    resumed_from = None
+    if checkpoint:
+        resumed_from = {"name": checkpoint[0].get("loaded_from", "last.pt"), "epoch": pos["epoch"],
+                        "step": pos["step"]}
+    live = LiveRun({"epoch": pos["epoch"], "step": pos["step"]}, resumed_from)
+    try:
+        return _train_recorded(live, run_dir, run_info, cfg, dev, data, model, method, reporter, checkpoint,
+                               segment)
+    except Exception as exc:
+        error = None if isinstance(exc, MmbalError) else failed_write(exc, run_dir)
+        if error is None:
+            raise
+        failure = run_write_failed(error, run_dir, run_info["run_id"], run_info.get("preset"), live.position(),
+                                   live.saved())
+        if not mark_failed(run_dir, live, str(failure)):
+            failure = StorageError(f"{failure} ({STATUS_JSON} could not be updated either: it shows the run as "
+                                   f"stale once its heartbeat is old.)")
+        raise failure from None
+
+
+def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig, dev: torch.device, data, model,
+                    method, reporter: Reporter, checkpoint, segment: int) -> RunResult:
+    pos = live.start
+    heartbeat = live.heartbeat = Heartbeat(run_dir, state="running", step=pos["step"], epoch=pos["epoch"],
+                                           started=now())
+    summary_base = {"run_id": run_info["run_id"], "name": run_info["name"], "method": cfg.method_name,
+                    "dataset": data.name, "created": run_info["created"], "device": run_info["device"],
+                    "torch": torch.__version__, "mmbal": __version__, "config_hash": cfg.hash(),
+                    "modalities": cfg.modalities, "select_metric": cfg.train.select_metric, "segments": segment}
+    started = time.time()
+    with MetricsWriter(run_dir / "metrics.jsonl") as writer:
+        recorder = live.recorder = RunRecorder(run_dir, writer, heartbeat, reporter, cfg.train.epochs, summary_base)
+        trainer = live.trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, recorder, cfg.monitor)
+        heartbeat.update(epochs=cfg.train.epochs, steps_per_epoch=trainer.steps_per_epoch)
+        if checkpoint is None:
+            if segment == 1 or read_metrics(run_dir / "metrics.jsonl").header() is None:
+                writer.header(run_info["run_id"], name=run_info["name"], method=cfg.method_name,
+                              modalities=cfg.modalities, epochs=cfg.train.epochs,
+                              steps_per_epoch=trainer.steps_per_epoch, data_mode=placement(data))
+            if segment > 1:  # a restart of a run that died before its first checkpoint: all logged so far is superseded
+                writer.resume(from_step=0, seg=segment - 1)
+        else:
+            state, best = checkpoint
+            trainer.load_state_dict(state, best)
+            recorder.latest = _latest_values(run_dir)
+            writer.resume(from_step=trainer.pos.step, seg=segment - 1)
+        reporter.start({"run_dir": str(run_dir), "run_id": run_info["run_id"], "name": run_info["name"],
+                        "device": run_info["device"], "epochs": cfg.train.epochs,
+                        "steps_per_epoch": trainer.steps_per_epoch, "position": trainer.pos,
+                        "n_train": trainer.n_train, "method": cfg.method_name,
+                        "data": data.placement.describe() if data.placement else None})
+        try:
+            with stop_on_signals(trainer):
+                test = trainer.fit()
+        except Interrupted:
+            writer.event("interrupted", trainer.pos.step, epoch=trainer.pos.epoch, batch=trainer.pos.batch)
+            writer.flush_to_disk()
+            heartbeat.stop("interrupted", step=trainer.pos.step, epoch=trainer.pos.epoch)
+            summary = recorder.write_summary("interrupted", vars(trainer.pos), _best_dict(trainer))
+            return RunResult(run_dir, run_info["run_id"], "interrupted", summary)
+        except KeyboardInterrupt:
+            stop_quietly(heartbeat, "interrupted", step=trainer.pos.step, epoch=trainer.pos.epoch,
+                          message="stopped by a second interrupt, without a checkpoint at this step")
+            raise
+        except BaseException as exc:
+            if failed_write(exc, run_dir) is None:  # a failed write is reported (and recorded) by _train
+                message = str(exc) if isinstance(exc, MmbalError) else f"{type(exc).__name__}: {exc}"
+                stop_quietly(heartbeat, "failed", step=trainer.pos.step, epoch=trainer.pos.epoch, message=message)
+            raise
+        recorder.summary_base["duration_s"] = round(time.time() - started, 3)
+        recorder.summary_base["ended"] = now()
+        summary = recorder.write_summary("finished", vars(trainer.pos), _best_dict(trainer), test)
+        writer.event("finished", trainer.pos.step, epoch=trainer.pos.epoch)
+        writer.flush_to_disk()
+        heartbeat.stop("finished", step=trainer.pos.step, epoch=trainer.pos.epoch)
+    reporter.end(summary)
+    return RunResult(run_dir, run_info["run_id"], "finished", summary)
+
+
+def _best_dict(trainer: Trainer) -> dict:
+    b = trainer.best
+    return {"value": b.value, "epoch": b.epoch, "step": b.step, "metrics": b.metrics}
+
+
+def _latest_values(run_dir: Path) -> dict[str, float]:
+    return read_metrics(run_dir / "metrics.jsonl").latest()
+
+
+def _json_bytes(obj: dict) -> bytes:
+    import json
+    return (json.dumps(obj, indent=2) + "\n").encode()

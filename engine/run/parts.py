@@ -1,0 +1,103 @@
+"""The parts of a run built from its configuration: device, data, model and method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import dist
+from ..config import RunConfig
+from ..data import TensorData, load_data
+from ..errors import DataError, PresetError, UsageError
+from ..methods import METHODS, MethodContext
+from ..models import batchnorm_needs_two, build_model
+from ..train.checkpoint import seed_everything
+from ..train.device import resolve_device
+
+
+def build_parts(cfg: RunConfig, device: torch.device, data: TensorData | None = None, source: str = "preset",
+                data_mode: str | None = None):
+    """Data, model and method for ``cfg`` (seeded, so the same config builds the same model).
+
+    ``data_mode`` ("resident" | "stream") overrides the choice of ``data.mode`` (a resumed run keeps
+    the mode it started with).
+
+    A model the data cannot feed (an encoder given a shape it does not take) is a preset error
+    naming ``source``.
+    """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if data is None:
+        data = load_data(cfg.data, cfg.columns, cfg.seed, Path(cfg.base_dir), device, mode=data_mode)
+    seed_everything(cfg.seed)
+    try:
+        model = build_model(cfg.model, data.shapes, data.n_classes).to(device)
+    except PresetError as exc:
+        raise PresetError(source, exc.problems) from None
+    _check_training_batches(cfg, model, data, source)
+    steps = cfg.train.steps_per_epoch(data.split_size("train"))
+    ctx = MethodContext(modalities=cfg.modalities, n_classes=data.n_classes, epochs=cfg.train.epochs,
+                        steps_per_epoch=steps, device=device, seed=cfg.seed, data=data,
+                        eval_batch_size=cfg.train.eval_batch_size)
+    try:
+        method = METHODS.get(cfg.method_name)(cfg.method, ctx)
+        method.setup(model)
+    except PresetError as exc:
+        raise PresetError(source, exc.problems) from None
+    method.modules.to(device)
+    return data, model, method
+
+
+def _check_training_batches(cfg: RunConfig, model, data: TensorData, source: str) -> None:
+    """Preset errors naming ``source`` for batch settings that cannot train: ``drop_last`` with fewer
+    training rows than ``batch_size`` (no batch at all), and a batch of one sample (``batch_size =
+    1``, or a last batch of one) when an encoder's BatchNorm cannot train on it (PyTorch raises)."""
+    n_train, b = data.split_size("train"), cfg.train.batch_size
+    if cfg.train.drop_last and n_train < b:
+        raise PresetError(source, [f"train.batch_size: {b} with train.drop_last = true leaves no training batch: "
+                                   f"the training split has {n_train} rows; lower train.batch_size or set "
+                                   f"train.drop_last = false"])
+    if not (b == 1 or (not cfg.train.drop_last and n_train % b == 1)):
+        return
+    why, fix = (("train.batch_size = 1 gives", "set train.batch_size >= 2") if b == 1 else
+                (f"train.batch_size = {b} gives as the last batch of the {n_train} training rows",
+                 "set train.drop_last = true or another train.batch_size"))
+    problems = [f"modalities.{m}: the encoder's BatchNorm cannot train on a batch of one sample, which {why}; "
+                f"{fix}, or the encoder's norm to \"layernorm\" (mlp) or \"groupnorm\" (conv1d, conv2d)"
+                for m in batchnorm_needs_two(model, data.shapes)]
+    if problems:
+        raise PresetError(source, problems)
+
+
+def placement(data) -> dict | None:
+    """How the data are held (resident or streamed), the resident size estimate and the budget."""
+    return data.placement.to_dict() if getattr(data, "placement", None) else None
+
+
+def load_run_data(cfg: RunConfig, device: torch.device, source: str):
+    """The run's data; a problem with generated data also names the preset (``source``) that describes it."""
+    try:
+        return load_data(cfg.data, cfg.columns, cfg.seed, Path(cfg.base_dir), device)
+    except DataError as exc:
+        if cfg.data.source != "synthetic":
+            raise
+        raise DataError(f"{source}: {exc}") from None
+
+
+def training_device(cfg: RunConfig, source: str) -> torch.device:
+    """The training device of ``cfg`` (this rank's GPU in a multi-process run, whose batch must split
+    evenly); an unusable one is a usage error naming ``source`` (the preset or --device)."""
+    try:
+        check_batch_split(cfg.train.batch_size, dist.world_size())
+        return resolve_device(dist.local_device(cfg.train.device))
+    except UsageError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+
+
+def check_batch_split(batch_size: int, processes: int) -> None:
+    """A multi-process run splits each batch evenly over its processes."""
+    if processes > 1 and batch_size % processes:
+        raise UsageError(f"train.batch_size = {batch_size} does not split evenly over {processes} processes; "
+                         f"use a multiple of {processes} (each process trains on batch_size / {processes} rows "
+                         f"of every batch)")

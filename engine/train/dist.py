@@ -1,0 +1,141 @@
+"""Data-parallel training over several processes: sharded batches and averaged gradients.
+
+Each rank computes the same global batch order (``train_epoch`` with the run seed: the order is a
+function of (seed, epoch) alone) and takes its contiguous part of every global batch
+(:class:`ShardedData`), so the union of the ranks' batches is exactly the single-process batch.
+A global batch whose size is not a multiple of the number of processes N (the last, short one,
+when ``train.drop_last`` is false) is first padded to the next multiple by repeating its own first
+rows, as ``torch.utils.data.DistributedSampler`` pads an epoch: every rank then holds the same
+number of rows (which :func:`engine.dist.gather_rows` and the plain gradient mean rely on), and
+those few rows count twice in that one step.
+
+Gradients: the methods call ``model.encode`` / ``model.head`` / the encoders directly (several
+passes per step, per-modality backward calls, parameters added during training), not one
+``model.forward``, so ``torch.nn.parallel.DistributedDataParallel``'s reducer, whose hooks are armed
+by the wrapper's forward, would miss most of them. The trainer therefore does what DDP does,
+explicitly: :func:`average_gradients` all-reduces the gradients of every optimised parameter that
+has one, coalesced into one flat buffer per device and dtype, right after each backward and before
+the method's ``after_backward``, and divides by N. For a loss that is a mean over the batch rows,
+the mean of the ranks' gradients over equal shards is the gradient of the mean over the whole
+batch: exactly DDP's averaging, so one step of N ranks with B/N rows each equals one step of one
+process with B rows (up to float summation order). Gradient modulation (OGM-GE, AGM) then sees the
+same averaged gradients on every rank, and any noise it draws comes from the global RNG, which is
+seeded identically on every rank and consumed identically (same shapes everywhere).
+:func:`sync_module_state` broadcasts rank 0's parameters and buffers at the start, and its buffers
+(BatchNorm running statistics) before every step, as DDP's ``broadcast_buffers`` does; batch
+statistics themselves are per shard (as DDP without SyncBatchNorm), so a model with BatchNorm gets
+close to, not exactly, the single-process step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from .. import dist as D
+from ..data.dataset import EpochBatches
+
+__all__ = ["shard_rows", "ShardedData", "ShardedBatches", "average_gradients", "sync_module_state",
+           "module_buffers"]
+
+
+def shard_rows(idx: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank ``rank``'s contiguous part of ``idx`` (1-d) after padding it to a multiple of ``world`` by
+    repeating its first elements; every rank gets ``ceil(len(idx) / world)`` of them."""
+    n = idx.numel()
+    k = -(-n // world)
+    if n and k * world != n:
+        idx = idx.repeat(-(-k * world // n))[:k * world]
+    return idx[rank * k:(rank + 1) * k]
+
+
+class ShardedBatches:
+    """An epoch of another batch source's (x, y) batches, each cut to this rank's rows."""
+
+    def __init__(self, batches, rank: int, world: int):
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def iterate(self, start: int = 0):
+        for x, y in self.batches.iterate(start):
+            rows = shard_rows(torch.arange(y.shape[0], device=y.device), self.rank, self.world)
+            yield {m: t.index_select(0, rows.to(t.device)) for m, t in x.items()}, y.index_select(0, rows)
+
+
+class ShardedData:
+    """A batch source whose training batches are this rank's shards of the global batches.
+
+    Everything else (``split_size``, ``class_counts``, ``eval_batches``, ``n_classes``, ...) is the
+    wrapped source's: sizes and schedules are global, and evaluation sees whole splits. Resident data
+    (:class:`~engine.data.dataset.EpochBatches`) is sharded on its index slices, before the gather, so
+    a rank never copies the other ranks' rows; any other source is sharded batch by batch.
+    """
+
+    def __init__(self, data, rank: int, world: int):
+        self.data, self.rank, self.world = data, rank, world
+
+    @classmethod
+    def wrap(cls, data):
+        """``data`` sharded for this process, or ``data`` itself in a single process."""
+        if not D.is_distributed() or isinstance(data, cls):
+            return data
+        return cls(data, D.rank(), D.world_size())
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)
+
+    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool):
+        batches = self.data.train_epoch(seed, epoch, batch_size, drop_last)
+        if isinstance(batches, EpochBatches):
+            return EpochBatches(batches.data, [shard_rows(s, self.rank, self.world) for s in batches.slices])
+        return ShardedBatches(batches, self.rank, self.world)
+
+
+def _flat_groups(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    return list(groups.values())
+
+
+@torch.no_grad()
+def average_gradients(params: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """Replace each parameter's gradient by its mean over the ranks (one all-reduce per device and
+    dtype of the gradients); returns the ranks' mean ``loss``, reduced in the same collective, so that
+    a non-finite loss on any rank is seen by every rank. The identity in a single process."""
+    if not D.is_distributed():
+        return loss
+    n = D.world_size()
+    grads = [p.grad for p in params if p.grad is not None]
+    loss = loss.detach().reshape(1)
+    done = False
+    for group in _flat_groups(grads):
+        with_loss = not done and group[0].device == loss.device and group[0].dtype.is_floating_point
+        parts = [g.reshape(-1) for g in group] + ([loss.to(group[0].dtype)] if with_loss else [])
+        flat = torch.cat(parts)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= n
+        sizes = [g.numel() for g in group]
+        if with_loss:
+            loss, done = flat[-1:].to(loss.dtype), True
+            flat = flat[:-1]
+        torch._foreach_copy_(group, [part.view_as(g) for part, g in zip(flat.split(sizes), group)])
+    if not done:
+        loss = D.all_reduce_mean(loss)
+    return loss.reshape(())
+
+
+def module_buffers(*modules: torch.nn.Module) -> list[torch.Tensor]:
+    return [b for module in modules for b in module.buffers()]
+
+
+def sync_module_state(*modules: torch.nn.Module, buffers_only: bool = False) -> None:
+    """Overwrite the parameters (unless ``buffers_only``) and buffers of ``modules`` with rank 0's."""
+    if not D.is_distributed():
+        return
+    tensors = module_buffers(*modules)
+    if not buffers_only:
+        tensors = [p.data for module in modules for p in module.parameters()] + tensors
+    D.broadcast_tensors(tensors)
