@@ -135,3 +135,21 @@ def test_heartbeat_context_manager_maps_exceptions(tmp_path):
         hb.stop("done")
     hb.stop("failed")
     assert stored(tmp_path)["state"] == "failed"
+
+
+def test_a_killed_but_unreaped_process_is_not_alive():
+    import subprocess
+    import sys
+    import time as _time
+
+    from engine.store.status import pid_alive
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(child.pid)
+        child.kill()
+        deadline = _time.monotonic() + 10
+        while pid_alive(child.pid) and _time.monotonic() < deadline:  # a zombie until wait() reaps it
+            _time.sleep(0.01)
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()

@@ -55,7 +55,8 @@ def write_status(run_dir: str | os.PathLike, state: str, *, site: str = STATUS_J
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host (signal 0 probes without sending)."""
+    """Whether a process with this id runs on this host (signal 0 probes without sending). A zombie (a
+    killed process its parent has not reaped yet) is not alive: it will never write again."""
     if pid <= 0:
         return False
     try:
@@ -66,7 +67,16 @@ def pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return False
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """True when /proc says the process has exited but is not reaped (Linux; elsewhere False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].startswith("Z")
 
 
 def _unknown(reason: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
