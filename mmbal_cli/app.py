@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .options import NprocOpt, RunsDirOpt, SetOpt
 from .output import make_reporter, out_console, print_error
 
 EPILOG = ("Exit codes: 0 success, 1 runtime failure, 2 usage/preset/data error, "
@@ -24,16 +25,6 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptio
 data_app = typer.Typer(no_args_is_help=True, help="Make and check datasets in mmbal's Parquet format.",
                        context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(data_app, name="data")
-
-SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", "-s", help="Override a preset key: --set train.epochs=3 (repeatable).", show_default=False)]
-NprocOpt = Annotated[Optional[int], typer.Option(
-    "--nproc", min=1, help="Train with N processes on this machine (data parallel: one GPU each on CUDA, gloo on "
-                           "the CPU); train.batch_size must be a multiple of N.", show_default=False)]
-RunsDirOpt = Annotated[Optional[Path], typer.Option(
-    "--runs-dir", envvar="MMBAL_RUNS_DIR", help="Runs directory (default: the user data dir's mmbal/runs).",
-    show_default=False)]
-
 
 def _fail(exc: Exception, quiet: bool = False) -> None:
     """Print a user-facing error as one paragraph (unless ``quiet``: ranks other than 0 of a

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..options import RunsDirOpt
 from ..output import err_console, out_console, print_error
 
 FORMATS = ("table", "json", "csv", "md")
@@ -99,9 +100,7 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[Optional[Path], typer.Option(
             "--plot", help="Also draw accuracy curves and final per-modality accuracy bars to FILE.png|svg|pdf "
                            "(needs matplotlib: pip install 'mmbal\\[plot]').", show_default=False)] = None,
-        runs_dir: Annotated[Optional[Path], typer.Option(
-            "--runs-dir", envvar="MMBAL_RUNS_DIR", help="Runs directory (default: the user data dir's mmbal/runs).",
-            show_default=False)] = None,
+        runs_dir: RunsDirOpt = None,
     ) -> None:
         """Run summaries side by side: per run, or per group with mean ± std over seeds and a baseline test."""
         from engine import compare as cmp

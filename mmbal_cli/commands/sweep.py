@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..options import RunsDirOpt
 from ..output import print_error
 
 ACTION_TEXT = {"skip": "finished, skipped", "running": "running elsewhere, left alone",
@@ -89,9 +90,7 @@ def register(app: typer.Typer) -> None:
             help="auto | cpu | cuda | cuda:N for every run (overrides train.device).", show_default=False)] = None,
         dry_run: Annotated[bool, typer.Option(
             "--dry-run", help="Print what would run, skip and resume, and the commands; start nothing.")] = False,
-        runs_dir: Annotated[Optional[Path], typer.Option(
-            "--runs-dir", envvar="MMBAL_RUNS_DIR", help="Runs directory (default: the user data dir's mmbal/runs).",
-            show_default=False)] = None,
+        runs_dir: RunsDirOpt = None,
     ) -> None:
         """One run per method x seed, N at a time; finished runs are skipped, so running it again resumes it."""
         from engine.errors import MmbalError, UsageError

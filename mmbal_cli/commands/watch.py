@@ -7,10 +7,11 @@ disturbing training. Textual is imported only when the dashboard is actually sho
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+from ..options import RunsDirOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -20,9 +21,7 @@ def register(app: typer.Typer) -> None:
 def watch(
     run_ref: Annotated[str, typer.Argument(metavar="[RUN]", help="Run id, id prefix, name, directory or 'latest'.")]
     = "latest",
-    runs_dir: Annotated[Optional[Path], typer.Option(
-        "--runs-dir", envvar="MMBAL_RUNS_DIR", help="Runs directory (default: the user data dir's mmbal/runs).",
-        show_default=False)] = None,
+    runs_dir: RunsDirOpt = None,
     once: Annotated[bool, typer.Option("--once", help="Print one plain snapshot and exit (scripts, logs).")] = False,
     mouse: Annotated[bool, typer.Option("--mouse/--no-mouse", help="Mouse support (off helps some SSH/tmux setups).")]
     = True,
