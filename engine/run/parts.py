@@ -58,11 +58,17 @@ def _check_training_batches(cfg: RunConfig, model, data: TensorData, source: str
         raise PresetError(source, [f"train.batch_size: {b} with train.drop_last = true leaves no training batch: "
                                    f"the training split has {n_train} rows; lower train.batch_size or set "
                                    f"train.drop_last = false"])
-    if not (b == 1 or (not cfg.train.drop_last and n_train % b == 1)):
+    world = dist.world_size()  # each process trains on its share of every batch (padded, see engine.train.dist)
+    last = 0 if cfg.train.drop_last else n_train % b
+    if b // world == 1:
+        why, fix = (f"train.batch_size = {b} gives" + (f" each of the {world} processes" if world > 1 else ""),
+                    f"set train.batch_size >= {2 * world}")
+    elif last and -(-last // world) == 1:
+        share = f" (its share on each of the {world} processes)" if world > 1 else ""
+        why, fix = (f"train.batch_size = {b} gives as the last batch of the {n_train} training rows{share}",
+                    "set train.drop_last = true or another train.batch_size")
+    else:
         return
-    why, fix = (("train.batch_size = 1 gives", "set train.batch_size >= 2") if b == 1 else
-                (f"train.batch_size = {b} gives as the last batch of the {n_train} training rows",
-                 "set train.drop_last = true or another train.batch_size"))
     problems = [f"modalities.{m}: the encoder's BatchNorm cannot train on a batch of one sample, which {why}; "
                 f"{fix}, or the encoder's norm to \"layernorm\" (mlp) or \"groupnorm\" (conv1d, conv2d)"
                 for m in batchnorm_needs_two(model, data.shapes)]
