@@ -20,6 +20,7 @@ import os
 import re
 from pathlib import Path
 
+from .store.jsonl import WINDOW_BYTES
 from .store import METRICS_JSONL, SUMMARY_JSON, read_metrics, read_status, read_summary
 from .store.status import pid_alive
 
@@ -63,7 +64,7 @@ def file_warnings(run_dir: str | os.PathLike, has_checkpoint: bool) -> list[str]
 
     An unreadable or missing ``status.json``, an unreadable ``summary.json`` (or a missing one
     although a checkpoint exists: one is written with every checkpoint) and every line of
-    ``metrics.jsonl`` that readers skip.
+    ``metrics.jsonl`` that readers skip (in its header and last 4 MiB: a long log is not read whole).
     """
     run_dir = Path(run_dir)
     warnings = []
@@ -80,5 +81,5 @@ def file_warnings(run_dir: str | os.PathLike, has_checkpoint: bool) -> list[str]
                             "or at the end)")
     path = run_dir / METRICS_JSONL
     if has_checkpoint or path.exists():  # no log and no checkpoint: killed before it was opened
-        warnings.extend(read_metrics(path).warnings)
+        warnings.extend(read_metrics(path, WINDOW_BYTES).warnings)  # bounded: a long log is not read whole
     return warnings

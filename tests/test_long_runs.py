@@ -501,3 +501,29 @@ def test_window_restarts_after_a_rewrite_and_small_files_are_read_whole(tmp_path
         w.metrics(999, 0, "train", {"x": 999})
     again = tail.poll()
     assert tail.reset and again[0]["kind"] == "header" and again[-1]["m"] == {"x": 999}
+
+
+def test_resume_of_a_run_with_a_long_log_reads_a_bounded_part_of_it(tmp_path, monkeypatch):
+    """A resume needs the log's header and latest values: it parses the header and the last
+    WINDOW_BYTES, not a 1 GB log (which took minutes and gigabytes when read whole)."""
+    from engine.run import resume_run, start_run
+    from engine.store import jsonl
+    from tests.runtools import tiny_preset
+
+    preset = tmp_path / "p.toml"
+    preset.write_text(tiny_preset('name = "joint"', epochs=2))
+    run = start_run(preset, [], tmp_path / "runs")
+    log = run.run_dir / "metrics.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    filler = lines[1] * (3 * jsonl.WINDOW_BYTES // len(lines[1]))  # old train rows of segment 0, step <= 3
+    log.write_bytes(lines[0] + filler + b"".join(lines[1:]))
+    fed = []
+    original = jsonl._LineParser.feed
+
+    def counting_feed(self, data):
+        fed.append(len(data))
+        return original(self, data)
+    monkeypatch.setattr(jsonl._LineParser, "feed", counting_feed)
+    done = resume_run(run.run_dir.name.rsplit("_", 1)[-1], ["train.epochs=3"], tmp_path / "runs")
+    assert done.state == "finished"
+    assert log.stat().st_size > 3 * jsonl.WINDOW_BYTES and sum(fed) < 3 * jsonl.WINDOW_BYTES

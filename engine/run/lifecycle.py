@@ -27,6 +27,7 @@ from ..errors import MmbalError, PresetError, ResumeRefused, StorageError, Usage
 from ..storage_errors import creation_failed, failed_write, run_write_failed
 from ..store import (Heartbeat, MetricsWriter, RunLock, atomic_write_json, create_run_dir, default_runs_dir,
                      new_run_id, read_json, read_metrics, resolve_run)
+from ..store.jsonl import WINDOW_BYTES
 from ..store.names import check_run_name, run_name_problem, shown
 from ..store.status import STATUS_JSON
 from ..train.device import describe_device
@@ -208,7 +209,7 @@ def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig
         trainer = live.trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, recorder, cfg.monitor)
         heartbeat.update(epochs=cfg.train.epochs, steps_per_epoch=trainer.steps_per_epoch)
         if checkpoint is None:
-            if segment == 1 or read_metrics(run_dir / "metrics.jsonl").header() is None:
+            if segment == 1 or read_metrics(run_dir / "metrics.jsonl", WINDOW_BYTES).header() is None:
                 writer.header(run_info["run_id"], name=run_info["name"], method=cfg.method_name,
                               modalities=cfg.modalities, epochs=cfg.train.epochs,
                               steps_per_epoch=trainer.steps_per_epoch, data_mode=placement(data))
@@ -258,7 +259,8 @@ def _best_dict(trainer: Trainer) -> dict:
 
 
 def _latest_values(run_dir: Path) -> dict[str, float]:
-    return read_metrics(run_dir / "metrics.jsonl").latest()
+    """The latest value of every metric, from the log's last window (a long log is not read whole)."""
+    return read_metrics(run_dir / "metrics.jsonl", WINDOW_BYTES).latest()
 
 
 def _json_bytes(obj: dict) -> bytes:

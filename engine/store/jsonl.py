@@ -397,13 +397,21 @@ class MetricsLog:
         return next((r for r in self.records if r["kind"] == "header"), None)
 
 
-def read_metrics(path: str | os.PathLike) -> MetricsLog:
-    """Read a whole ``metrics.jsonl``; content problems become ``warnings``, never exceptions.
+WINDOW_BYTES = 4 << 20  # what a resume reads of a long log: the header and the last 4 MiB
+
+
+def read_metrics(path: str | os.PathLike, window: int | None = None) -> MetricsLog:
+    """Read a ``metrics.jsonl``; content problems become ``warnings``, never exceptions.
 
     A missing or unreadable file gives an empty log with a warning; a last line without its
-    newline (a crash mid-write) is ignored and sets ``torn_tail``.
+    newline (a crash mid-write) is ignored and sets ``torn_tail``. With ``window``, a file larger
+    than that is read as its header line and the complete lines of its last ``window`` bytes
+    (see :class:`MetricsTail`): bounded time and memory however long the run logged, which is
+    what a resume needs (the latest values, the header); the views keep segment semantics.
     """
     path = Path(path)
+    if window is not None:
+        return _read_window(path, window)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -419,6 +427,19 @@ def read_metrics(path: str | os.PathLike) -> MetricsLog:
             f"the writer was interrupted mid-record), ignored"
         )
     return MetricsLog(records=records, warnings=parser.warnings, torn_tail=torn)
+
+
+def _read_window(path: Path, window: int) -> MetricsLog:
+    if not path.exists():
+        return MetricsLog(warnings=[f"{path}: no metrics yet (the file does not exist)"])
+    tail = MetricsTail(path, start_window=window)
+    records = tail.poll()
+    warnings = list(tail.warnings)
+    torn = tail.pending_bytes > 0
+    if torn:
+        warnings.append(f"{path.name}: incomplete last line ({tail.pending_bytes} bytes, the writer was "
+                        f"interrupted mid-record), ignored")
+    return MetricsLog(records=records, warnings=warnings, torn_tail=torn)
 
 
 class MetricsTail:
