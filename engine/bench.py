@@ -43,7 +43,7 @@ ALGORITHMIC_COST = {
     "mcr": "1F + 1B + N permuted head passes",
     "aug": "M x (F_m + B_m + step)",
     "mikd": "stage 1: M unimodal F/B; stage 2: 1F + 1B",
-    "ogm": "1F + 1B", "ogm_ge": "1F + 1B", "opm": "1F + head + 1B", "agm": "(2^M)F + 1B",
+    "ogm": "1F + 1B + grad scaling", "ogm_ge": "1F + 1B + grad scaling + noise per parameter", "opm": "1F + head + 1B", "agm": "(2^M)F + 1B",
     "pmr": "1F + 1B + BxC distances", "mslr": "1F + 1B", "mses": "1F + 1B", "greedy": "1F + 1B",
     "umt": "1F + M teacher F + 1B", "ume": "M unimodal", "mmcosine": "1F + 1B", "mbsd": "1F + 1B",
     "cml": "1F + 1B", "gblending": "1F + 1B (+ per super-epoch copies)", "mmpareto": "1F + (M+1)B",
