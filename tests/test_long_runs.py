@@ -508,7 +508,7 @@ def test_resume_of_a_run_with_a_long_log_reads_a_bounded_part_of_it(tmp_path, mo
     WINDOW_BYTES, not a 1 GB log (which took minutes and gigabytes when read whole)."""
     from engine.run import resume_run, start_run
     from engine.store import jsonl
-    from tests.runtools import tiny_preset
+    from runtools import tiny_preset
 
     preset = tmp_path / "p.toml"
     preset.write_text(tiny_preset('name = "joint"', epochs=2))
