@@ -53,13 +53,18 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """The sum of ``t`` over all ranks (a new tensor; ``t`` itself in a single process)."""
+def _all_reduced(t: torch.Tensor, op) -> torch.Tensor:
+    """``t`` reduced with ``op`` over all ranks (a new tensor; ``t`` itself in a single process)."""
     if not is_distributed():
         return t
     out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    dist.all_reduce(out, op=op)
     return out
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over all ranks (a new tensor; ``t`` itself in a single process)."""
+    return _all_reduced(t, dist.ReduceOp.SUM)
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
@@ -71,11 +76,7 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     """The element-wise maximum of ``t`` over all ranks."""
-    if not is_distributed():
-        return t
-    out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _all_reduced(t, dist.ReduceOp.MAX)
 
 
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
