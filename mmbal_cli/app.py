@@ -135,11 +135,11 @@ def ls(runs_dir: RunsDirOpt = None,
     from rich.table import Table
 
     from engine.errors import UsageError
-    from engine.store import default_runs_dir, list_runs
-    root = default_runs_dir(runs_dir)
-    if root.exists() and not root.is_dir():
-        _fail(UsageError(f"--runs-dir {root}: is a file, not a directory of runs; choose a runs directory with "
-                         f"--runs-dir or $MMBAL_RUNS_DIR"))
+    from engine.store import default_runs_dir, list_runs, usable_runs_dir
+    try:
+        root = usable_runs_dir(default_runs_dir(runs_dir))
+    except UsageError as exc:
+        _fail(exc)
     runs = list_runs(root)
     if as_json:
         print(json.dumps([{**vars(r), "path": str(r.path)} for r in runs], indent=2))

@@ -23,10 +23,10 @@ import torch
 
 from .. import __version__, dist
 from ..config import RunConfig, apply_overrides, load_preset, locked_differences, parse_toml, resolve
-from ..errors import MmbalError, PresetError, ResumeRefused, StorageError, UsageError
+from ..errors import MmbalError, PresetError, ResumeRefused, StorageError
 from ..storage_errors import creation_failed, failed_write, run_write_failed
 from ..store import (Heartbeat, MetricsWriter, RunLock, atomic_write_json, create_run_dir, default_runs_dir,
-                     new_run_id, read_json, read_metrics, resolve_run)
+                     new_run_id, read_json, read_metrics, resolve_run, usable_runs_dir)
 from ..store.jsonl import WINDOW_BYTES
 from ..store.names import check_run_name, run_name_problem, shown
 from ..store.status import STATUS_JSON
@@ -38,15 +38,6 @@ from .ranks import Handoff, follow, resume_follower
 from .recorder import NullReporter, Reporter, RunRecorder, RunResult, now
 from .resume_points import best_checkpoint, newest_good_checkpoint, recorded_finished, tidy_after_crash
 from .signals import stop_on_signals
-
-
-def _usable_runs_dir(runs_dir: Path) -> Path:
-    """``runs_dir``, unless it (or the nearest existing folder above it) is a file: then a usage error."""
-    existing = next((p for p in (runs_dir, *runs_dir.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UsageError(f"--runs-dir {runs_dir}: {existing} is a file, not a directory; choose a runs directory "
-                         f"with --runs-dir or $MMBAL_RUNS_DIR")
-    return runs_dir
 
 
 def _run_name(name: str | None, cfg: RunConfig, preset: str | Path) -> str:
@@ -69,7 +60,7 @@ def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Pat
     if name is not None:
         check_run_name(name)
     overrides = list(overrides) + ([f'train.device="{device}"'] if device else [])
-    runs_dir = _usable_runs_dir(default_runs_dir(runs_dir))
+    runs_dir = usable_runs_dir(default_runs_dir(runs_dir))
     cfg, preset_text = load_preset(preset, overrides)
     dev = training_device(cfg, f"--device {device}" if device else str(preset))
     data = load_run_data(cfg, dev, str(preset))

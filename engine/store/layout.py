@@ -24,7 +24,7 @@ from typing import Any
 
 import platformdirs
 
-from engine.errors import RunNotFound
+from engine.errors import RunNotFound, UsageError
 from engine.faults import fault_point
 from engine.registry import did_you_mean
 from engine.store.atomic import fsync_dir, naming, read_json
@@ -57,6 +57,15 @@ def default_runs_dir(override: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return platformdirs.user_data_path("mmbal", appauthor=False) / "runs"
+
+
+def usable_runs_dir(runs_dir: Path) -> Path:
+    """``runs_dir``, unless it (or the nearest existing folder above it) is a file: then a usage error."""
+    existing = next((p for p in (runs_dir, *runs_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"--runs-dir {runs_dir}: {existing} is a file, not a directory; choose a runs directory "
+                         f"with --runs-dir or $MMBAL_RUNS_DIR")
+    return runs_dir
 
 
 def new_run_id() -> str:
