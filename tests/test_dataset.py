@@ -192,6 +192,7 @@ def test_epoch_permutation_is_reproducible_and_differs_across_epochs_and_seeds()
 
 @pytest.mark.parametrize("n, batch, drop_last, sizes", [
     (10, 4, False, [4, 4, 2]), (10, 4, True, [4, 4]), (8, 4, True, [4, 4]), (3, 4, True, []), (3, 4, False, [3]),
+    (0, 4, False, []),
 ])
 def test_batch_slices_cover_every_index_once(n, batch, drop_last, sizes):
     perm = epoch_permutation(n, 0, 0, "cpu")

@@ -76,7 +76,7 @@ def stream(path, seed=5, **options) -> StreamData:
 
 
 def ids(batches) -> list[np.ndarray]:
-    return [x["a"][:, 0].numpy().astype(np.int64) for x, _ in batches]
+    return [x["a"][:, 0].numpy().astype(np.int64) for x, *_ in batches]
 
 
 def reader_threads() -> list[threading.Thread]:
@@ -139,13 +139,16 @@ def test_every_train_row_once_per_epoch_with_its_label_and_the_same_split_as_res
     labels = resident.y.numpy()
     for epoch in (0, 1):
         batches = list(data.train_epoch(5, epoch, 32, False).iterate(0))
-        assert [y.numel() for _, y in batches] == [32] * (train.size // 32) + [train.size % 32]
+        assert [b.y.numel() for b in batches] == [32] * (train.size // 32) + [train.size % 32]
         seen = np.concatenate(ids(batches))
         np.testing.assert_array_equal(np.sort(seen), train)          # each train row exactly once
-        np.testing.assert_array_equal(torch.cat([y for _, y in batches]).numpy(), labels[seen])
+        np.testing.assert_array_equal(torch.cat([b.y for b in batches]).numpy(), labels[seen])
+        sample_ids = torch.cat([b.ids for b in batches]).numpy()      # train-split indices of those rows
+        assert all(b.ids.dtype == torch.int64 and b.masks is None for b in batches)
+        np.testing.assert_array_equal(train[sample_ids], seen)
     dropped = data.train_epoch(5, 0, 32, True)
     assert len(dropped) == train.size // 32
-    assert [y.numel() for _, y in dropped.iterate(0)] == [32] * len(dropped)
+    assert [b.y.numel() for b in dropped.iterate(0)] == [32] * len(dropped)
 
 
 def test_order_is_fixed_by_seed_and_epoch_and_shuffled_beyond_row_groups(parts):
@@ -169,9 +172,20 @@ def test_iterate_from_any_batch_is_the_tail_of_the_whole_epoch(parts, drop_last)
     for start in (1, 4, 5, len(epoch) - 1):   # inside a window, at and across window boundaries, the last
         tail = list(epoch.iterate(start))
         assert len(tail) == len(whole) - start
-        for (xa, ya), (xb, yb) in zip(whole[start:], tail):
-            assert torch.equal(ya, yb) and all(torch.equal(xa[m], xb[m]) for m in xa)
+        for a, b in zip(whole[start:], tail):
+            assert torch.equal(a.y, b.y) and torch.equal(a.ids, b.ids) and all(torch.equal(a.x[m], b.x[m]) for m in a.x)
     assert list(epoch.iterate(len(epoch))) == []
+
+
+def test_epoch_plans_and_subset_views_are_refused_with_a_data_error_naming_resident_mode(parts):
+    from engine.data import EpochPlan
+    data = stream(parts)
+    for attempt in (lambda: data.train_epoch(5, 0, 8, False, plan=EpochPlan(torch.arange(4))),
+                    lambda: data.subset(torch.arange(4))):
+        with pytest.raises(DataError, match='data.mode = "resident"') as info:
+            attempt()
+        assert info.value.exit_code == 2 and str(parts) in str(info.value)
+    assert not reader_threads()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,28 +2,34 @@
 
 With ``data.mode = "resident"`` the whole dataset is moved to the training device once. Batches
 are index gathers on that device, and batch order comes from a permutation seeded by (run seed,
-epoch) alone, so an interrupted run resumes on exactly the batches it would have seen. Data too
-large for ``data.memory_budget`` are streamed from disk instead (:mod:`engine.data.stream`,
-chosen by :mod:`engine.data.memory`); both are batch sources with the same interface.
+epoch) alone, so an interrupted run resumes on exactly the batches it would have seen. A method
+may replace an epoch's samples by an :class:`~engine.data.plan.EpochPlan` (rows to visit, with
+repeats, and modalities to drop); each training :class:`~engine.data.batch.Batch` carries its
+rows' train-split ids. :meth:`TensorData.subset` views part of the train split as a batch source of
+its own (nested training on a held-out part). Data too large for ``data.memory_budget`` are
+streamed from disk instead (:mod:`engine.data.stream`, chosen by :mod:`engine.data.memory`); both
+are batch sources with the same interface.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import DataError
+from .batch import Batch, zero_dropped
 from .config import DataConfig
 from .memory import Placement, choose_placement, memory_budget, resident_estimate
 from .parquet import ModalityInfo, RawDataset, file_row_counts, open_dataset, read_dataset
+from .plan import EpochPlan, check_rows
 from .split import SPLIT_NAMES, stratified_split
 from .synthetic import generate, working_bytes
 
 __all__ = ["TensorData", "stratified_split", "to_tensors", "load_data", "epoch_permutation", "batch_slices",
-           "select_modalities", "fit_standardizer", "EpochBatches"]
+           "select_modalities", "fit_standardizer", "EpochBatches", "plan_order"]
 
 STD_FLOOR = 1e-6
 
@@ -55,9 +61,22 @@ class TensorData:
     def device(self) -> torch.device:
         return self.y.device
 
+    @property
+    def modality_names(self) -> list[str]:
+        """The modalities in the data's order (the column order of an epoch plan's masks)."""
+        return list(self.x)
+
     def batch(self, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Rows ``idx`` (on the data's device) of every modality, and their labels."""
         return {m: t.index_select(0, idx) for m, t in self.x.items()}, self.y.index_select(0, idx)
+
+    def train_batch(self, ids: torch.Tensor, masks: torch.Tensor | None = None) -> Batch:
+        """The :class:`Batch` of train-split rows ``ids``; ``masks`` (B, M) bool drops (zeroes) inputs."""
+        x, y = self.batch(self.splits["train"].index_select(0, ids))
+        if masks is None:
+            return Batch(x, y, ids, None)
+        keep = dict(zip(self.x, masks.unbind(1)))
+        return Batch(zero_dropped(x, keep), y, ids, keep)
 
     # -- the batch-source interface the trainer and the methods use (shared with streamed data) --
     def split_size(self, split: str) -> int:
@@ -68,32 +87,74 @@ class TensorData:
         """Rows of each class in ``split`` (int64, on the data's device)."""
         return torch.bincount(self.y[self.splits[split]], minlength=self.n_classes)
 
-    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool) -> "EpochBatches":
-        """The training batches of ``epoch``: index slices of a permutation seeded by (seed, epoch)."""
-        train = self.splits["train"]
-        order = train[epoch_permutation(train.numel(), seed, epoch, train.device)]
-        return EpochBatches(self, batch_slices(order, batch_size, drop_last))
+    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool,
+                    plan: EpochPlan | None = None) -> "EpochBatches":
+        """The training batches of ``epoch``: slices of a permutation of the train rows seeded by (seed,
+        epoch), or the samples of ``plan`` (in the order its ``shuffle`` asks; see :mod:`engine.data.plan`)."""
+        n_train = self.split_size("train")
+        if plan is None:
+            ids, masks = epoch_permutation(n_train, seed, epoch, self.device), None
+        else:
+            plan.check(n_train, self.modality_names)
+            ids, masks = plan_order(plan.to(self.device), seed, epoch)
+        return EpochBatches(self, batch_slices(ids, batch_size, drop_last),
+                            None if masks is None else batch_slices(masks, batch_size, drop_last))
 
     def eval_batches(self, split: str, batch_size: int):
         """``(x, y)`` batches of ``split`` in row order (no shuffling), for evaluation."""
         for idx in batch_slices(self.splits[split], batch_size, False):
             yield self.batch(idx)
 
+    def subset(self, train: torch.Tensor, val: torch.Tensor | None = None) -> "TensorData":
+        """A batch source over part of this train split, sharing this data's tensors (no copy).
+
+        ``train``: train-split row indices (int64, ``0 .. split_size("train") - 1``) that form the
+        view's train split, in that order; ``val``: those that form its "val" split (e.g. the part held
+        out for G-Blending's nested training), evaluated with ``eval_batches("val", ...)``; its "test"
+        split is empty. The view's ``Batch.ids`` index its own train split: ``train[ids]`` are the ids
+        in this data. The view keeps this data's standardiser (fitted on the whole train split).
+        """
+        base = self.splits["train"]
+        n = base.numel()
+        check_rows(train, n, "subset train rows")
+        if train.numel() == 0:
+            raise ValueError("subset train rows must not be empty")
+        empty = base[:0]
+        view_val = empty
+        if val is not None:
+            check_rows(val, n, "subset val rows")
+            view_val = base.index_select(0, val.to(base.device))
+        return replace(self, splits={"train": base.index_select(0, train.to(base.device)), "val": view_val,
+                                     "test": empty})
+
 
 @dataclass
 class EpochBatches:
-    """One epoch of training batches of resident data: ``len()`` batches, iterated from any batch on."""
+    """One epoch of training batches of resident data: ``len()`` batches, iterated from any batch on.
+
+    ``ids``: each batch's train-split rows; ``masks``: each batch's (B, M) kept-modality masks, or None.
+    """
 
     data: TensorData
-    slices: list[torch.Tensor]
+    ids: list[torch.Tensor]
+    masks: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
-        return len(self.slices)
+        return len(self.ids)
 
     def iterate(self, start: int = 0):
-        """``(x, y)`` for batches ``start, start + 1, ...`` (resume starts mid-epoch)."""
-        for idx in self.slices[start:]:
-            yield self.data.batch(idx)
+        """The :class:`Batch` of batches ``start, start + 1, ...`` (resume starts mid-epoch)."""
+        for b in range(start, len(self.ids)):
+            yield self.data.train_batch(self.ids[b], None if self.masks is None else self.masks[b])
+
+
+def plan_order(plan: EpochPlan, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The plan's rows and masks in the epoch's order: permuted by the (seed, epoch) permutation of
+    their number when ``plan.shuffle``, else as given."""
+    if not plan.shuffle:
+        return plan.rows, plan.masks
+    perm = epoch_permutation(len(plan), seed, epoch, plan.rows.device)
+    return plan.rows[perm], None if plan.masks is None else plan.masks[perm]
 
 
 def select_modalities(raw: RawDataset, columns: dict[str, str] | None) -> RawDataset:
@@ -237,10 +298,11 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device | str)
 
 
 def batch_slices(perm: torch.Tensor, batch_size: int, drop_last: bool) -> list[torch.Tensor]:
-    """Consecutive slices (views) of ``perm`` of ``batch_size``; a short last one is dropped if asked."""
+    """Consecutive slices (views, along the first dimension) of ``perm`` of ``batch_size``; a short last
+    one is dropped if asked."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    chunks = list(torch.split(perm, batch_size))
+    chunks = list(torch.split(perm, batch_size)) if perm.shape[0] else []   # an empty split has no batch
     if drop_last and chunks and chunks[-1].numel() < batch_size:
         chunks.pop()
     return chunks

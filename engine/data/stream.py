@@ -16,7 +16,9 @@ features:
   each window are permuted together (seeded by seed, epoch, window). Batches are consecutive
   ``batch_size`` slices of that order, across window boundaries; a short last batch is dropped
   when ``drop_last``. ``iterate(start)`` finds the window holding batch ``start`` and decodes from
-  there, so resuming mid-epoch is exact without reading the windows before it.
+  there, so resuming mid-epoch is exact without reading the windows before it. Each
+  :class:`~engine.data.batch.Batch` carries its rows' train-split ids (a row's rank among the train
+  rows in dataset order, as the resident path's index into ``splits["train"]``).
 * **Reader.** A background thread decodes the next windows (``data.prefetch`` of them queued)
   into host tensors, standardised, in batch order (pinned memory when the device is CUDA); the
   training thread copies each window to the device with ``non_blocking=True`` and slices batches
@@ -24,9 +26,12 @@ features:
   in the thread (naming file, row group and column) is raised again in the training thread; an
   abandoned iterator (interruption, exception) stops the thread.
 
-Deviation from the resident path: the order is a window-local shuffle, not a full permutation,
+Deviations from the resident path: the order is a window-local shuffle, not a full permutation,
 so the same seed gives a different (equally seeded and reproducible) batch order in the two
-modes; the mode a run started with is kept on resume.
+modes; the mode a run started with is kept on resume. An epoch plan
+(:class:`~engine.data.plan.EpochPlan`: rows in any order, with repeats) and a subset view would
+need random access to row groups, which streaming exists to avoid: both are refused with a
+:class:`~engine.errors.DataError` that says to keep the data resident.
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .batch import Batch
 from .config import DataConfig
 from .memory import Placement, format_bytes, row_bytes
 from .parquet import DatasetLayout, file_row_counts, read_index_columns, read_row_group_features
+from .plan import EpochPlan, resident_only
 from .split import SPLIT_NAMES
 
 __all__ = ["StreamData", "StreamBatches", "open_stream", "stream_working_set"]
@@ -88,7 +95,7 @@ class Plan:
     """The rows of one pass (an epoch or a split), as windows of units with their row counts.
 
     ``rows(w)`` returns, for window ``w``, the rows in output order as (position in the window's
-    decoded units, global row id).
+    decoded units, global row id, index in the pass's split).
     """
 
     units: list[list[Unit]]
@@ -106,15 +113,18 @@ class Plan:
         return w, int(position - starts[w])
 
 
-def _window_rows(units: list[Unit], codes: np.ndarray, code: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in the window's decoded units and global ids of its rows of split ``code``, in row order."""
-    local, glob, offset = [], [], 0
-    for u in units:
+def _window_rows(units: list[Unit], firsts: np.ndarray, codes: np.ndarray,
+                 code: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions in the window's decoded units, global ids and split indices of its rows of split
+    ``code``, in row order; ``firsts[i]``: the split's rows before unit ``units[i]`` in dataset order."""
+    local, glob, split, offset = [], [], [], 0
+    for u, first in zip(units, firsts):
         r = np.flatnonzero(codes[u.start:u.start + u.rows] == code)
         local.append(r + offset)
         glob.append(r + u.start)
+        split.append(np.arange(first, first + r.size, dtype=np.int64))
         offset += u.rows
-    return np.concatenate(local), np.concatenate(glob)
+    return np.concatenate(local), np.concatenate(glob), np.concatenate(split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,6 +304,8 @@ class StreamData:
         starts = np.array([u.start for u in units], np.int64)
         self._unit_counts = np.stack([np.add.reduceat((codes == c).astype(np.int64), starts) if len(units)
                                       else np.zeros(0, np.int64) for c in range(len(SPLIT_NAMES))])
+        # rows of each split before each unit: a row's index in its split is this plus its rank in the unit
+        self._unit_firsts = np.cumsum(self._unit_counts, axis=1) - self._unit_counts
 
     def set_stats(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """The standardiser: (mean, std) per modality, applied by the reader; ``{}`` = not standardised."""
@@ -317,6 +329,10 @@ class StreamData:
     def device(self) -> torch.device:
         return self._device
 
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
     # -- the batch-source interface --------------------------------------------------------------
     def split_size(self, split: str) -> int:
         """Number of rows of ``split`` ("train", "val" or "test")."""
@@ -327,13 +343,22 @@ class StreamData:
         y = self.labels[self.codes == SPLIT_NAMES.index(split)]
         return torch.from_numpy(np.bincount(y, minlength=self.n_classes).astype(np.int64)).to(self._device)
 
-    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool) -> "StreamBatches":
-        """The training batches of ``epoch`` in the order fixed by (seed, epoch); see the module docstring."""
+    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool,
+                    plan: EpochPlan | None = None) -> "StreamBatches":
+        """The training batches of ``epoch`` in the order fixed by (seed, epoch); see the module docstring.
+        An epoch ``plan`` is refused (:class:`~engine.errors.DataError`): plans need resident data."""
+        if plan is not None:
+            raise resident_only(self.source, "an epoch plan (a method that resamples the training rows)")
         return StreamBatches(self, self.epoch_plan(seed, epoch), batch_size, drop_last)
 
     def eval_batches(self, split: str, batch_size: int):
         """``(x, y)`` batches of ``split`` in row order (no shuffling), streamed."""
-        yield from StreamBatches(self, self.split_plan(split), batch_size, False).iterate(0)
+        for batch in StreamBatches(self, self.split_plan(split), batch_size, False).iterate(0):
+            yield batch.x, batch.y
+
+    def subset(self, train, val=None):
+        """Refused (:class:`~engine.errors.DataError`): a view of some train rows needs resident data."""
+        raise resident_only(self.source, "training on part of the train split (a nested training run)")
 
     # -- plans ----------------------------------------------------------------------------------
     def epoch_plan(self, seed: int, epoch: int) -> Plan:
@@ -343,10 +368,10 @@ class StreamData:
         counts = np.array([self._unit_counts[0][w].sum() for w in windows], np.int64)
         groups = [[self.units[i] for i in w] for w in windows]
 
-        def rows(w: int) -> tuple[np.ndarray, np.ndarray]:
-            local, glob = _window_rows(groups[w], self.codes, 0)
+        def rows(w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            local, glob, ids = _window_rows(groups[w], self._unit_firsts[0][windows[w]], self.codes, 0)
             perm = _rng(seed, epoch, w + 1).permutation(local.size)
-            return local[perm], glob[perm]
+            return local[perm], glob[perm], ids[perm]
         return Plan(groups, counts, rows)
 
     def split_plan(self, split: str) -> Plan:
@@ -356,13 +381,14 @@ class StreamData:
         windows = [keep[i:i + self.window] for i in range(0, len(keep), self.window)]
         counts = np.array([self._unit_counts[code][w].sum() for w in windows], np.int64)
         groups = [[self.units[i] for i in w] for w in windows]
-        return Plan(groups, counts, lambda w: _window_rows(groups[w], self.codes, code))
+        return Plan(groups, counts,
+                    lambda w: _window_rows(groups[w], self._unit_firsts[code][windows[w]], self.codes, code))
 
     # -- reading --------------------------------------------------------------------------------
-    def read_window(self, plan: Plan, w: int, skip: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def read_window(self, plan: Plan, w: int, skip: int) -> Batch:
         """Host tensors of window ``w``'s rows from the ``skip``-th on, standardised, in plan order."""
-        local, glob = plan.rows(w)
-        local, glob = local[skip:], glob[skip:]
+        local, glob, split = plan.rows(w)
+        local, glob, split = local[skip:], glob[skip:], split[skip:]
         units = plan.units[w]
         offsets = np.concatenate([[0], np.cumsum([u.rows for u in units])])
         # rows of unit i land at the positions of the output whose local index falls in its range
@@ -383,10 +409,10 @@ class StreamData:
                 np.divide(block, std, out=block)
                 block[~present[src]] = 0.0
                 out[m][dest] = block
-        y = torch.from_numpy(self.labels[glob])
+        y, ids = torch.from_numpy(self.labels[glob]), torch.from_numpy(split)
         if self.pin:
-            y = y.pin_memory()
-        return x, y
+            y, ids = y.pin_memory(), ids.pin_memory()
+        return Batch(x, y, ids)
 
     def working_set_bytes(self) -> int:
         """Host memory the reader may hold at once (see :func:`stream_working_set`)."""
@@ -420,7 +446,7 @@ class StreamBatches:
         return self.n_batches
 
     def iterate(self, start: int = 0):
-        """``(x, y)`` on the data's device for batches ``start, start + 1, ...``."""
+        """The :class:`~engine.data.batch.Batch` (on the data's device) of batches ``start, start + 1, ...``."""
         if start >= self.n_batches:
             return
         data, bs = self.data, self.batch_size
@@ -443,29 +469,38 @@ class StreamBatches:
         """Batches of exactly ``batch_size`` rows cut from consecutive windows; the rows left at the end
         of a window start the next batch (only that batch is concatenated)."""
         device, bs, carry = self.data.device, self.batch_size, None
-        for x, y in windows:
-            x = {m: t.to(device, non_blocking=True) for m, t in x.items()}
-            y = y.to(device, non_blocking=True)
-            n, i = y.shape[0], 0
+        for window in windows:
+            window = _map(window, lambda t: t.to(device, non_blocking=True))
+            n, i = window.y.shape[0], 0
             if carry is not None:
-                i = min(bs - carry[1].shape[0], n)
-                joined = ({m: torch.cat([carry[0][m], t[:i]]) for m, t in x.items()}, torch.cat([carry[1], y[:i]]))
-                if joined[1].shape[0] < bs:
+                i = min(bs - carry.y.shape[0], n)
+                joined = _join(carry, _map(window, lambda t: t[:i]))
+                if joined.y.shape[0] < bs:
                     carry = joined
                     continue
                 carry = None
                 yield joined
                 emitted += 1
             while n - i >= bs and emitted < self.n_batches:
-                yield {m: t[i:i + bs] for m, t in x.items()}, y[i:i + bs]
+                yield _map(window, lambda t: t[i:i + bs])
                 i += bs
                 emitted += 1
             if emitted >= self.n_batches:
                 return
             # the rows left over are copied (fewer than a batch) so that the window's memory is freed
-            carry = ({m: t[i:].clone() for m, t in x.items()}, y[i:].clone()) if i < n else None
+            carry = _map(window, lambda t: t[i:].clone()) if i < n else None
         if carry is not None and emitted < self.n_batches:
             yield carry
+
+
+def _map(batch: Batch, f) -> Batch:
+    """``f`` applied to every tensor of a streamed batch (which drops no modality: no masks)."""
+    return Batch({m: f(t) for m, t in batch.x.items()}, f(batch.y), f(batch.ids))
+
+
+def _join(a: Batch, b: Batch) -> Batch:
+    return Batch({m: torch.cat([t, b.x[m]]) for m, t in a.x.items()}, torch.cat([a.y, b.y]),
+                 torch.cat([a.ids, b.ids]))
 
 
 def open_stream(layout: DatasetLayout, cfg: DataConfig, seed: int, device: torch.device | str,

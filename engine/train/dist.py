@@ -7,7 +7,9 @@ A global batch whose size is not a multiple of the number of processes N (the la
 when ``train.drop_last`` is false) is first padded to the next multiple by repeating its own first
 rows, as ``torch.utils.data.DistributedSampler`` pads an epoch: every rank then holds the same
 number of rows (which :func:`engine.dist.gather_rows` and the plain gradient mean rely on), and
-those few rows count twice in that one step.
+those few rows count twice in that one step. An epoch given by a method's plan
+(:class:`~engine.data.plan.EpochPlan`) is sharded in the same way, global batch by global batch; a
+rank's batches carry the sample ids (and dropped-modality masks) of its own rows.
 
 Gradients: the methods call ``model.encode`` / ``model.head`` / the encoders directly (several
 passes per step, per-modality backward calls, parameters added during training), not one
@@ -33,24 +35,27 @@ import torch
 import torch.distributed as dist
 
 from .. import dist as D
+from ..data.batch import select_rows
 from ..data.dataset import EpochBatches
+from ..data.plan import EpochPlan
 
-__all__ = ["shard_rows", "ShardedData", "ShardedBatches", "average_gradients", "sync_module_state",
+__all__ = ["shard_rows", "ShardedData", "ShardedBatches", "average_gradients", "average_tensors", "sync_module_state",
            "module_buffers"]
 
 
 def shard_rows(idx: torch.Tensor, rank: int, world: int) -> torch.Tensor:
-    """Rank ``rank``'s contiguous part of ``idx`` (1-d) after padding it to a multiple of ``world`` by
-    repeating its first elements; every rank gets ``ceil(len(idx) / world)`` of them."""
-    n = idx.numel()
+    """Rank ``rank``'s contiguous part of ``idx`` (along its first dimension) after padding it to a
+    multiple of ``world`` by repeating its first rows; every rank gets ``ceil(len(idx) / world)`` of them."""
+    n = idx.shape[0]
     k = -(-n // world)
     if n and k * world != n:
-        idx = idx.repeat(-(-k * world // n))[:k * world]
+        idx = idx.repeat(-(-k * world // n), *([1] * (idx.dim() - 1)))[:k * world]
     return idx[rank * k:(rank + 1) * k]
 
 
 class ShardedBatches:
-    """An epoch of another batch source's (x, y) batches, each cut to this rank's rows."""
+    """An epoch of another batch source's batches (:class:`~engine.data.batch.Batch`), each cut to this
+    rank's rows."""
 
     def __init__(self, batches, rank: int, world: int):
         self.batches, self.rank, self.world = batches, rank, world
@@ -59,9 +64,9 @@ class ShardedBatches:
         return len(self.batches)
 
     def iterate(self, start: int = 0):
-        for x, y in self.batches.iterate(start):
-            rows = shard_rows(torch.arange(y.shape[0], device=y.device), self.rank, self.world)
-            yield {m: t.index_select(0, rows.to(t.device)) for m, t in x.items()}, y.index_select(0, rows)
+        for batch in self.batches.iterate(start):
+            yield select_rows(batch, shard_rows(torch.arange(batch.y.shape[0], device=batch.y.device),
+                                                self.rank, self.world))
 
 
 class ShardedData:
@@ -86,11 +91,18 @@ class ShardedData:
     def __getattr__(self, name):
         return getattr(self.data, name)
 
-    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool):
-        batches = self.data.train_epoch(seed, epoch, batch_size, drop_last)
+    def train_epoch(self, seed: int, epoch: int, batch_size: int, drop_last: bool, plan: EpochPlan | None = None):
+        """This rank's shards of the global batches of ``epoch`` (or of ``plan``'s epoch)."""
+        batches = self.data.train_epoch(seed, epoch, batch_size, drop_last, plan=plan)
         if isinstance(batches, EpochBatches):
-            return EpochBatches(batches.data, [shard_rows(s, self.rank, self.world) for s in batches.slices])
+            def shard(parts):
+                return None if parts is None else [shard_rows(p, self.rank, self.world) for p in parts]
+            return EpochBatches(batches.data, shard(batches.ids), shard(batches.masks))
         return ShardedBatches(batches, self.rank, self.world)
+
+    def subset(self, train: torch.Tensor, val: torch.Tensor | None = None) -> "ShardedData":
+        """The wrapped source's :meth:`~engine.data.dataset.TensorData.subset`, sharded the same way."""
+        return ShardedData(self.data.subset(train, val), self.rank, self.world)
 
 
 def _flat_groups(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -105,10 +117,16 @@ def average_gradients(params: list[torch.Tensor], loss: torch.Tensor) -> torch.T
     """Replace each parameter's gradient by its mean over the ranks (one all-reduce per device and
     dtype of the gradients); returns the ranks' mean ``loss``, reduced in the same collective, so that
     a non-finite loss on any rank is seen by every rank. The identity in a single process."""
+    return average_tensors([p.grad for p in params if p.grad is not None], loss)
+
+
+@torch.no_grad()
+def average_tensors(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """:func:`average_gradients` for gradient tensors held outside ``.grad`` (``step.grads``): each is
+    replaced in place by its mean over the ranks; returns the ranks' mean ``loss``."""
     if not D.is_distributed():
         return loss
     n = D.world_size()
-    grads = [p.grad for p in params if p.grad is not None]
     loss = loss.detach().reshape(1)
     done = False
     for group in _flat_groups(grads):
