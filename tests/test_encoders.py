@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
@@ -186,3 +187,94 @@ def test_options_from_a_table_build_the_configured_encoder():
     assert problems == [] and cfg == Conv2dConfig(channels=[4, 6], kernel_size=5, dim=5)
     enc = ENCODERS.get("conv2d")(cfg, (12, 12))
     assert enc.features[1][0].weight.shape == (6, 4, 5, 5) and enc.out_dim == 5
+
+
+# -- stages (for mid-fusion) --------------------------------------------------------------------
+def legacy_forward(enc, x):
+    """Each encoder's forward as written before it had stages (the reference the staged forward must equal)."""
+    if hasattr(enc, "net"):  # mlp
+        return enc.net(x.reshape(x.shape[0], enc.in_features))
+    if hasattr(enc, "layer4"):  # resnet18
+        x = x.unsqueeze(1) if enc.one_channel_input else x
+        x = enc.layer4(enc.layer3(enc.layer2(enc.layer1(enc.stem(x)))))
+        return enc.proj(torch.flatten(enc.avgpool(x), 1))
+    if hasattr(enc, "blocks"):  # transformer
+        x = x.unsqueeze(-1) if enc.vector_input else x
+        h = enc.embed(x)
+        if enc.cls is not None:
+            h = torch.cat([enc.cls.expand(h.shape[0], -1, -1), h], dim=1)
+        h = enc.norm(enc.blocks(enc.drop(h + enc.pos)))
+        return h[:, 0] if enc.cls is not None else h.mean(dim=1)
+    x = x.transpose(1, 2) if enc.layout == "time_first" else x.unsqueeze(1) if enc.layout == "one_channel" else x
+    return enc.proj(enc.dropout(torch.flatten(enc.pool(enc.features(x)), 1)))
+
+
+def seeded(fn, *args, **kwargs):
+    torch.manual_seed(7)  # the same dropout masks for both sides of a comparison
+    return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name,cfg,shape,dim", CASES, ids=[f"{c[0]}-{'x'.join(map(str, c[2]))}" for c in CASES])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_stages_compose_to_the_forward_of_before_bitwise(name, cfg, shape, dim, train):
+    enc = build_encoder(name, cfg, shape).train(train)
+    x = torch.randn(3, *shape)
+
+    def by_hand():
+        h = enc.enter(x)
+        for stage, expected in zip(enc.stages, enc.stage_shapes):
+            h = stage(h)
+            assert tuple(h.shape) == (3, *expected.shape)
+        return enc.exit(h)
+
+    reference = seeded(legacy_forward, enc, x)
+    assert len(enc.stages) == enc.n_stages >= 1
+    assert torch.equal(seeded(enc, x), reference)
+    assert torch.equal(seeded(by_hand), reference)
+    for k in range(1, enc.n_stages + 1):  # split after any stage: the first k stages, then the rest
+        assert torch.equal(seeded(lambda: enc(enc(x, stop=k), start=k)), reference)
+
+
+def test_stage_shapes_on_known_values():
+    shapes = [
+        ("mlp", MLPConfig(hidden=[16, 8], dim=5), (28, 28), [((16,), 0), ((8,), 0), ((5,), 0)]),
+        ("mlp", MLPConfig(hidden=[], dim=7), (3, 4), [((7,), 0)]),
+        ("conv1d", Conv1dConfig(channels=[8, 8, 8]), (5, 6), [((8, 2), 0), ((8, 1), 0), ((8, 1), 0)]),
+        ("conv2d", Conv2dConfig(channels=[4, 6]), (1, 6), [((4, 1, 3), 0), ((6, 1, 1), 0)]),
+        ("resnet18", ResNet18Config(width=4), (3, 64, 64),
+         [((4, 16, 16), 0), ((4, 16, 16), 0), ((8, 8, 8), 0), ((16, 4, 4), 0), ((32, 2, 2), 0)]),
+        ("resnet18", ResNet18Config(width=4, stem="small"), (28, 27),
+         [((4, 28, 27), 0), ((4, 28, 27), 0), ((8, 14, 14), 0), ((16, 7, 7), 0), ((32, 4, 4), 0)]),
+        ("transformer", TransformerConfig(d_model=8, n_heads=2, n_layers=3), (6, 3), [((7, 8), 1)] * 3),
+        ("transformer", TransformerConfig(d_model=8, n_heads=2, pooling="mean"), (9,), [((9, 8), 1)] * 2),
+    ]
+    for name, cfg, shape, expected in shapes:
+        enc = build_encoder(name, cfg, shape)
+        assert [(s.shape, s.channel_axis) for s in enc.stage_shapes] == expected, name
+        assert [s.channels for s in enc.stage_shapes] == [s[e] for s, e in expected]
+
+
+KEYS_BEFORE_STAGES = [  # state-dict keys of these encoders as they were before stages (checkpoints must load)
+    ("mlp", MLPConfig(hidden=[16, 8], dim=5, norm="layernorm"), (28, 28),
+        ["net.0.weight", "net.0.bias", "net.1.weight", "net.1.bias", "net.4.weight", "net.4.bias",
+         "net.5.weight", "net.5.bias", "net.8.weight", "net.8.bias"]),
+    ("conv1d", Conv1dConfig(channels=[8, 16], dim=12), (20, 6),
+        [f"features.{i}.{k}" for i in (0, 1) for k in ("0.weight", "1.weight", "1.bias", "1.running_mean",
+                                                      "1.running_var", "1.num_batches_tracked")]
+        + ["proj.weight", "proj.bias"]),
+    ("transformer", TransformerConfig(d_model=8, n_heads=2, n_layers=2), (12, 6),
+        ["pos", "cls", "embed.weight", "embed.bias"]
+        + [f"blocks.layers.{i}.{k}" for i in (0, 1) for k in (
+            "self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight",
+            "self_attn.out_proj.bias", "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias",
+            "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias")]
+        + ["norm.weight", "norm.bias"]),
+]
+
+
+def test_state_dict_keys_are_those_of_before_stages():
+    for name, cfg, shape, keys in KEYS_BEFORE_STAGES:
+        assert list(build_encoder(name, cfg, shape).state_dict()) == keys, name
+    resnet = list(build_encoder("resnet18", ResNet18Config(width=4, dim=10), (3, 32, 32)).state_dict())
+    assert len(resnet) == 122 and not any(k.startswith("stages") for k in resnet)
+    assert hashlib.sha256("\n".join(resnet).encode()).hexdigest()[:16] == "27cfae741319b2a6"  # keys before stages

@@ -168,3 +168,21 @@ def test_registries_are_reexported():
 def test_a_modality_listed_twice_is_refused():
     spec = ModelSpec((ModalitySpec("a", "mlp"), ModalitySpec("a", "conv2d")), "concat")
     assert problems_of(spec, {"a": (3,)}) == ["modalities: a modality is listed twice (a, a)"]
+
+
+def test_encode_without_mid_fusion_is_one_plain_call_per_encoder_bitwise():
+    model = model_for("concat").train()
+    assert len(model.mid_fusions) == 0 and model.mid_fusion_stages == []
+    assert not any(k.startswith("mid_fusions") for k in model.state_dict())
+    calls = []
+    hooks = [model.encoders[m].register_forward_hook(
+        lambda mod, args, kwargs, out, m=m: calls.append((m, len(args), kwargs)), with_kwargs=True) for m in SHAPES]
+    x = inputs()
+    torch.manual_seed(0)
+    features = model.encode(x)
+    for h in hooks:
+        h.remove()
+    assert calls == [(m, 1, {}) for m in SHAPES]  # encoders[m](x[m]), as before mid-fusion existed
+    torch.manual_seed(0)
+    expected = {m: model.encoders[m](x[m]) for m in SHAPES}
+    assert all(torch.equal(features[m], expected[m]) for m in SHAPES)

@@ -5,6 +5,14 @@ logits and each modality's encoder features. Balancing methods reach the pieces 
 ``encode`` (features only), ``head`` (fusion only, on any leading batch shape, e.g. features with
 one modality permuted or zeroed, stacked along the batch), per-modality ``encoder_parameters``,
 ``head_parameters`` and ``parameter_groups`` (one optimiser group per encoder plus "fusion").
+
+Mid-fusion (optional, ``ModelSpec.mid_fusion``): modules placed after given encoder stages
+(:mod:`engine.models.mid_fusion`). ``encode`` then runs the encoders stage by stage, all of them
+up to a placement, then that module on the dict {m: h_m} of intermediate tensors, and so on; the
+features are what the encoders' last parts make of the modified tensors. Without mid-fusion,
+``encode`` is each encoder's own call, as before. Methods reach the model through ``encode``,
+``forward`` and ``predict``, so they run with mid-fusion unchanged; one that calls
+``model.encoders[m]`` by itself gets that encoder without the cross-modal exchange.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from ..errors import PresetError
 from ..schema import build
 from .encoders import ENCODERS, UnsupportedShape
 from .fusion import FUSIONS
+from .mid_fusion import MID_FUSIONS, placements
 
 FUSION_GROUP = "fusion"
 
@@ -43,20 +52,41 @@ class ModelSpec:
     modalities: tuple[ModalitySpec, ...]
     fusion: str = "concat"
     fusion_options: Any = None   # the fusion's config dataclass instance (None: defaults; a mapping: validated)
+    mid_fusion: str | None = None   # a MID_FUSIONS name, or None for none
+    mid_fusion_options: Any = None  # its config dataclass instance (None: defaults; a mapping: validated)
 
 
 class MultimodalModel(nn.Module):
-    """Encoders (one per modality, in order) followed by a fusion head."""
+    """Encoders (one per modality, in order), optional mid-fusion modules between their stages, a fusion head.
 
-    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module):
+    ``mid_fusions``: (placement, module) pairs in the order they run, a placement giving for every
+    modality the index of the stage after which the module sits (increasing from pair to pair).
+    """
+
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module,
+                 mid_fusions: list[tuple[dict[str, int], nn.Module]] = ()):
         super().__init__()
         self.modalities: list[str] = list(encoders)
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
+        self.mid_fusion_stages: list[dict[str, int]] = [dict(after) for after, _ in mid_fusions]
+        self.mid_fusions = nn.ModuleList([module for _, module in mid_fusions])
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{m: (B, d_m)} from {m: (B, *shape_m)}."""
-        return {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        if not self.mid_fusion_stages:
+            return {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        return self.encode_with_mid_fusion(inputs)
+
+    def encode_with_mid_fusion(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every encoder up to the first placement, its mid-fusion module on {m: h_m}, on to the next, ..., then
+        each encoder's remaining stages and exit (``encoder(h, start, stop)``, see :mod:`.encoders.stages`)."""
+        h = {m: inputs[m] for m in self.modalities}
+        done = dict.fromkeys(self.modalities, 0)
+        for after, module in zip(self.mid_fusion_stages, self.mid_fusions):
+            h = module({m: self.encoders[m](h[m], start=done[m], stop=after[m] + 1) for m in self.modalities})
+            done = {m: after[m] + 1 for m in self.modalities}
+        return {m: self.encoders[m](h[m], start=done[m]) for m in self.modalities}
 
     def head(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The fusion alone: (fused (..., C), {m: (..., C)}) for features of any leading shape."""
@@ -86,10 +116,15 @@ class MultimodalModel(nn.Module):
         return list(self.encoders[m].parameters())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return list(self.fusion.parameters())
+        """The fusion head's parameters and the mid-fusion modules' (the optimiser's "fusion" group)."""
+        return list(self.fusion.parameters()) + self.mid_fusion_parameters()
+
+    def mid_fusion_parameters(self) -> list[nn.Parameter]:
+        return list(self.mid_fusions.parameters())
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """One group per modality encoder (keyed by the modality) plus "fusion"; together, every parameter once."""
+        """One group per modality encoder (keyed by the modality) plus "fusion" (the head and the mid-fusion
+        modules); together, every parameter once."""
         groups = {m: self.encoder_parameters(m) for m in self.modalities}
         groups[FUSION_GROUP] = self.head_parameters()
         return groups
@@ -166,12 +201,43 @@ def build_fusion(spec: ModelSpec, in_dims: dict[str, int], n_classes: int, probl
         return None
 
 
+def build_mid_fusions(spec: ModelSpec, encoders: dict[str, nn.Module],
+                      problems: list[str]) -> list[tuple[dict[str, int], nn.Module]]:
+    """One module per placement of ``spec.mid_fusion`` (none without one), sized from the encoders' stage shapes."""
+    if spec.mid_fusion is None:
+        return []
+    key = "model.mid_fusion"
+    if spec.mid_fusion not in MID_FUSIONS:
+        problems.append(f"{key}: {MID_FUSIONS.unknown_message(spec.mid_fusion)}")
+        return []
+    entry = MID_FUSIONS.entry(spec.mid_fusion)
+    before = len(problems)
+    cfg = resolve_options(entry.config, spec.mid_fusion_options, f"{key}_options", problems)
+    if cfg is None:
+        return []
+    depths = {m: len(getattr(enc, "stage_shapes", ())) for m, enc in encoders.items()}
+    where = placements(list(cfg.stages), depths, f"{key}_options.stages", problems)
+    if len(problems) > before:
+        return []
+    built = []
+    for after in where:
+        try:
+            built.append((after, entry.builder(cfg, {m: encoders[m].stage_shapes[i] for m, i in after.items()})))
+        except ValueError as exc:
+            problems.append(f"model.{exc}")
+            return []
+    return built
+
+
 def build_model(spec: ModelSpec, shapes: dict[str, tuple[int, ...]], n_classes: int) -> MultimodalModel:
-    """Encoders from the registry for each modality's per-sample shape, then the fusion head.
+    """Encoders from the registry for each modality's per-sample shape, the fusion head, then the
+    mid-fusion modules if any (built last, so the encoders and the head start from the same values
+    with and without mid-fusion for the same seed).
 
     Raises :class:`~engine.errors.PresetError` (source "model") listing every problem: unknown
-    encoder or fusion names, options that fail validation, shapes an encoder cannot take,
-    unusable modality names, fusion options that do not fit the modalities.
+    encoder, fusion or mid-fusion names, options that fail validation, shapes an encoder cannot
+    take, unusable modality names, fusion options that do not fit the modalities, mid-fusion
+    stages out of range.
     """
     problems: list[str] = []
     names = [ms.name for ms in spec.modalities]
@@ -185,9 +251,10 @@ def build_model(spec: ModelSpec, shapes: dict[str, tuple[int, ...]], n_classes: 
         raise PresetError("model", problems)
     in_dims = {m: int(enc.out_dim) for m, enc in encoders.items()}
     fusion = build_fusion(spec, in_dims, n_classes, problems)
+    mid_fusions = build_mid_fusions(spec, encoders, problems)  # after the head: same seed, same encoders and head
     if problems:
         raise PresetError("model", problems)
-    return MultimodalModel(encoders, fusion)
+    return MultimodalModel(encoders, fusion, mid_fusions)
 
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -6,6 +6,9 @@ Zisserman 2015) with BatchNorm (Ioffe & Szegedy 2015), the usual from-scratch en
 images and spectrograms. Deviation: a block skips its pooling along any axis already smaller
 than 2, so small inputs (28x28, 40x32, short sequences) never shrink below 1.
 
+Stages (:mod:`.stages`): the conv blocks, each giving a map [channels_i, *size_i]; ``exit`` is
+the pooling, dropout and Linear.
+
 ``norm = "batchnorm"`` needs more than one value per channel in train mode (batch x spatial > 1);
 ``groupnorm`` (one group: LayerNorm over channels and positions) works with batches of one.
 """
@@ -20,6 +23,7 @@ from torch import nn
 
 from ...schema import opt
 from . import ENCODERS, check_rank
+from .stages import StagedEncoder, StageShape
 
 Norm = Literal["batchnorm", "groupnorm", "none"]
 
@@ -63,28 +67,35 @@ def make_channel_norm(name: str, channels: int, dims: int) -> nn.Module:
     return nn.Identity()
 
 
+def block_pools(spatial: tuple[int, ...], n_blocks: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(pool, output size) of each block: max-pool(2) on the axes still >= 2, no pooling on the others."""
+    out, size = [], tuple(spatial)
+    for _ in range(n_blocks):
+        pool = tuple(2 if s >= 2 else 1 for s in size)
+        size = tuple(s // p for s, p in zip(size, pool))
+        out.append((pool, size))
+    return out
+
+
 def conv_blocks(cfg: Conv1dConfig | Conv2dConfig, in_channels: int, spatial: tuple[int, ...]) -> nn.Sequential:
     """conv -> norm -> ReLU [-> max-pool(2) on the axes still >= 2] for each width in ``cfg.channels``."""
     dims = len(spatial)
     conv_cls = nn.Conv1d if dims == 1 else nn.Conv2d
     blocks: list[nn.Module] = []
-    size = list(spatial)
-    for width in cfg.channels:
+    for width, (pool, _) in zip(cfg.channels, block_pools(spatial, len(cfg.channels))):
         block: list[nn.Module] = [
             conv_cls(in_channels, width, cfg.kernel_size, padding="same", bias=cfg.norm == "none"),
             make_channel_norm(cfg.norm, width, dims),
             nn.ReLU(inplace=True),
         ]
-        pool = tuple(2 if s >= 2 else 1 for s in size)
         if any(p > 1 for p in pool):
             block.append(nn.MaxPool1d(pool[0]) if dims == 1 else nn.MaxPool2d(pool))
-            size = [s // p for s, p in zip(size, pool)]
         blocks.append(nn.Sequential(*block))
         in_channels = width
     return nn.Sequential(*blocks)
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(StagedEncoder):
     """Conv blocks -> global average pool -> dropout -> Linear(dim), for 1-D or 2-D maps.
 
     ``layout`` tells how a sample arrives: "time_first" ([T, F] -> channels F over time T),
@@ -101,16 +112,27 @@ class ConvEncoder(nn.Module):
         self.out_dim = cfg.dim
         self.supports_channels_last = len(spatial) == 2
         self.channels_last = False  # set by MultimodalModel.to_channels_last (2-D maps only)
+        self.stage_shapes = tuple(StageShape((width, *size), 0)
+                                  for width, (_, size) in zip(cfg.channels, block_pools(spatial, len(cfg.channels))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def stages(self) -> list[nn.Module]:
+        return list(self.features)
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout == "time_first":
             x = x.transpose(1, 2)
         elif self.layout == "one_channel":
             x = x.unsqueeze(1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        h = torch.flatten(self.pool(self.features(x)), 1)
-        return self.proj(self.dropout(h))
+        return x
+
+    def exit(self, h: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(torch.flatten(self.pool(h), 1)))
+
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.run(x, start, stop)  # this class's own code object (see StagedEncoder.run)
 
 
 @ENCODERS.register("conv1d", config=Conv1dConfig, help="1-D CNN for sequences [T, F] (time first) or signals [L]")

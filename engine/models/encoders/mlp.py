@@ -4,6 +4,10 @@ Blocks are Linear -> norm -> activation -> dropout, followed by a Linear to ``di
 size handed to the fusion head), as in the MLP encoders of the MCR synthetic benchmark
 (``SyntheticGaussianNet_Enc``). With ``hidden = []`` the encoder is a single Linear.
 
+Stages (:mod:`.stages`): one per hidden block (Linear -> norm -> activation -> dropout, output
+[hidden_i]) and the final Linear (output [dim]), so every MLP has at least one stage and a
+mid-fusion module after the last stage acts on the features themselves; ``exit`` is the identity.
+
 BatchNorm (``norm = "batchnorm"``) needs more than one sample per batch in train mode; use
 ``layernorm`` or ``none`` when training with batches of one.
 """
@@ -19,6 +23,7 @@ from torch import nn
 
 from ...schema import opt
 from . import ENCODERS, check_rank
+from .stages import StagedEncoder, StageShape
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,10 @@ def make_vector_norm(name: str, width: int) -> nn.Module:
     return nn.Identity()
 
 
-class MLPEncoder(nn.Module):
+class MLPEncoder(StagedEncoder):
     """Flatten -> [Linear -> norm -> act -> dropout] * len(hidden) -> Linear(dim)."""
+
+    LAYERS_PER_BLOCK = 4
 
     def __init__(self, cfg: MLPConfig, in_features: int):
         super().__init__()
@@ -57,9 +64,24 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.in_features = in_features
         self.out_dim = cfg.dim
+        self.stage_shapes = tuple(StageShape((w,), 0) for w in [*cfg.hidden, cfg.dim])
+        # stage i is net[bounds[i]:bounds[i + 1]]: the layers stay in one flat Sequential (unchanged keys)
+        self.bounds = [self.LAYERS_PER_BLOCK * i for i in range(len(cfg.hidden) + 1)] + [len(layers)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(x.shape[0], self.in_features))
+    @property
+    def stages(self) -> list[nn.Module]:
+        return [self.net[a:b] for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], self.in_features)
+
+    def run_stage(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        for j in range(self.bounds[i], self.bounds[i + 1]):
+            h = self.net[j](h)
+        return h
+
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.run(x, start, stop)  # this class's own code object (see StagedEncoder.run)
 
 
 @ENCODERS.register("mlp", config=MLPConfig, help="multi-layer perceptron for vectors (flattens any shape)")

@@ -9,6 +9,10 @@ as for the log-spectrograms of the CREMA-D/AVE audio encoders); ``stem = "small"
 7x7/2 convolution and 3x3/2 max-pool for a 3x3/1 convolution and no pooling (the CIFAR variant,
 for 28x28-ish inputs); ``dim > 0`` appends a Linear projection to ``dim``.
 
+Stages (:mod:`.stages`): the stem, layer1, layer2, layer3, layer4 (5 stages, widths w, w, 2w, 4w,
+8w); ``exit`` is the global average pool and the projection. Greedy (Wu et al. 2022) places its
+MMTM modules after layer2, layer3 and layer4: stages 2, 3, 4, i.e. -3, -2, -1.
+
 Every BatchNorm needs more than one value per channel in train mode: a batch of one sample whose
 map has shrunk to 1x1 (small inputs, late stages) raises in PyTorch's BatchNorm.
 """
@@ -23,6 +27,7 @@ from torch import nn
 
 from ...schema import opt
 from . import ENCODERS, check_rank
+from .stages import StagedEncoder, StageShape, halved
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,20 @@ def make_stem(kind: str, in_channels: int, width: int) -> nn.Sequential:
         nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
 
 
-class ResNet18(nn.Module):
+def stage_sizes(stem: str, spatial: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Spatial size after the stem and after each of layer1..layer4 (layer2..4 start with stride 2)."""
+    size = tuple(spatial) if stem == "small" else tuple(halved(halved(s)) for s in spatial)  # 7x7/2, max-pool 3x3/2
+    sizes = [size, size]
+    for _ in range(3):
+        size = tuple(halved(s) for s in size)
+        sizes.append(size)
+    return sizes
+
+
+class ResNet18(StagedEncoder):
     """stem -> layer1..layer4 -> global average pool [-> Linear(dim)]: (B, C, H, W) or (B, H, W) -> (B, out_dim)."""
 
-    def __init__(self, cfg: ResNet18Config, in_channels: int, one_channel_input: bool):
+    def __init__(self, cfg: ResNet18Config, in_channels: int, one_channel_input: bool, spatial: tuple[int, ...]):
         super().__init__()
         w = cfg.width
         self.one_channel_input = one_channel_input
@@ -91,6 +106,8 @@ class ResNet18(nn.Module):
         self.out_dim = cfg.dim if cfg.dim > 0 else 8 * w
         self.supports_channels_last = True
         self.channels_last = False  # set by MultimodalModel.to_channels_last
+        self.stage_shapes = tuple(StageShape((c, *size), 0)
+                                  for c, size in zip([w, w, 2 * w, 4 * w, 8 * w], stage_sizes(cfg.stem, spatial)))
         self.reset_parameters(cfg.zero_init_residual)
 
     def reset_parameters(self, zero_init_residual: bool) -> None:
@@ -106,14 +123,22 @@ class ResNet18(nn.Module):
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def stages(self) -> list[nn.Module]:
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
         if self.one_channel_input:
             x = x.unsqueeze(1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.proj(torch.flatten(self.avgpool(x), 1))
+        return x
+
+    def exit(self, h: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.flatten(self.avgpool(h), 1))
+
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.run(x, start, stop)  # this class's own code object (see StagedEncoder.run)
 
 
 @ENCODERS.register("resnet18", config=ResNet18Config,
@@ -121,5 +146,5 @@ class ResNet18(nn.Module):
 def build_resnet18(cfg: ResNet18Config, input_shape: tuple[int, ...]) -> nn.Module:
     shape = check_rank("resnet18", input_shape, (2, 3), "images or spectrograms [H, W] or [C, H, W]")
     if len(shape) == 2:
-        return ResNet18(cfg, 1, one_channel_input=True)
-    return ResNet18(cfg, shape[0], one_channel_input=False)
+        return ResNet18(cfg, 1, one_channel_input=True, spatial=shape)
+    return ResNet18(cfg, shape[0], one_channel_input=False, spatial=shape[1:])

@@ -7,6 +7,11 @@ Linear to ``d_model``, a learned positional embedding sized from T is added (plu
 with a final LayerNorm (needed by pre-norm stacks). The feature is the [CLS] output or the mean
 over tokens; ``out_dim = d_model``. Positional and [CLS] embeddings start from a truncated normal
 with std 0.02 (ViT, Dosovitskiy et al. 2021).
+
+Stages (:mod:`.stages`): the ``n_layers`` encoder layers, each giving tokens [T (+1 with [CLS]),
+d_model] with the channels on the last axis; ``enter`` is the embedding ([CLS], positions,
+dropout) and ``exit`` the final LayerNorm and pooling. Running the layers one by one is what
+``nn.TransformerEncoder`` does without a mask (same calls, same results).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import nn
 
 from ...schema import opt
 from . import ENCODERS, check_rank
+from .stages import StagedEncoder, StageShape
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class TransformerConfig:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
 
 
-class TransformerEncoder(nn.Module):
+class TransformerEncoder(StagedEncoder):
     """Linear token embedding + learned positions [+ CLS] -> pre-LN transformer -> pooled (B, d_model)."""
 
     def __init__(self, cfg: TransformerConfig, tokens: int, features: int, vector_input: bool):
@@ -53,18 +59,29 @@ class TransformerEncoder(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.out_dim = cfg.d_model
+        self.stage_shapes = tuple(StageShape((n_pos, cfg.d_model), 1) for _ in range(cfg.n_layers))
         nn.init.trunc_normal_(self.pos, std=0.02)
         if self.cls is not None:
             nn.init.trunc_normal_(self.cls, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def stages(self) -> list[nn.Module]:
+        return list(self.blocks.layers)
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
         if self.vector_input:
             x = x.unsqueeze(-1)
         h = self.embed(x)
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)
-        h = self.norm(self.blocks(self.drop(h + self.pos)))
+        return self.drop(h + self.pos)
+
+    def exit(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.norm(h)
         return h[:, 0] if self.cls is not None else h.mean(dim=1)
+
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        return self.run(x, start, stop)  # this class's own code object (see StagedEncoder.run)
 
 
 @ENCODERS.register("transformer", config=TransformerConfig,
