@@ -35,25 +35,6 @@ from .train.device import autocast_factory, describe_device, resolve_device
 from .train.optim import build_optimizer
 from .train.trainer import Trainer
 
-# Per-step cost in baseline forwards (F) and backwards (B), from methods-catalog.md section 4
-# and methods-seeds.md section 4.
-ALGORITHMIC_COST = {
-    "joint": "1F + 1B",
-    "unimodal": "F_m + B_m",
-    "mcr": "1F + 1B + N permuted head passes",
-    "aug": "M x (F_m + B_m + step)",
-    "mikd": "stage 1: M unimodal F/B; stage 2: 1F + 1B",
-    "ogm": "1F + 1B + grad scaling", "ogm_ge": "1F + 1B + grad scaling + noise per parameter", "opm": "1F + head + 1B", "agm": "(2^M)F + 1B",
-    "pmr": "1F + 1B + BxC distances", "mslr": "1F + 1B", "mses": "1F + 1B", "greedy": "1F + 1B",
-    "umt": "1F + M teacher F + 1B", "ume": "M unimodal", "mmcosine": "1F + 1B", "mbsd": "1F + 1B",
-    "cml": "1F + 1B", "gblending": "1F + 1B (+ per super-epoch copies)", "mmpareto": "1F + (M+1)B",
-    "lfm": "1F + 1B", "mla": "M x (F_m + B_m + step)", "reconboost": "1F + F_m + B_m",
-    "relearning": "1F + 1B (+ k-means per reinit)", "valuation": "1F + 1B (+ 2^M coalitions/epoch)",
-    "amco": "1F + (M+1)B", "arm": "1F + 1B", "inforeg": "1F + 3B", "cggm": "1F + 1B + aux heads",
-    "dimml": "M unimodal F/B",
-}
-
-
 class NullRecorder:
     """A recorder that keeps nothing (the benchmark measures training, not I/O)."""
 
@@ -209,7 +190,7 @@ def method_figures(preset: str, base: list[str], device, data, repeats: int, met
         t = median_epochs({name: epoch}, device, repeats)[name]
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else max(_peak_rss() - before, 0)
         rows.append({"method": name, "epoch_s": round(t, 4), "peak_memory_bytes": int(peak),
-                     "algorithmic_cost": ALGORITHMIC_COST.get(name, "")})
+                     "algorithmic_cost": METHODS.entry(name).info.cost})
     joint = next((r["epoch_s"] for r in rows if r["method"] == "joint"), None)
     for r in rows:
         r["ratio_to_joint"] = round(r["epoch_s"] / joint, 3) if joint else None

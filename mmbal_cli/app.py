@@ -159,20 +159,30 @@ def ls(runs_dir: RunsDirOpt = None,
 
 
 @app.command(rich_help_panel="Reference")
-def methods(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False) -> None:
-    """Every balancing method with a one-line description and its parameters."""
-    from engine.methods import METHODS
-    from engine.schema import describe
-    rows = [{"name": e.name, "help": e.help,
-             "params": [{"name": n, "type": t, "default": d, "help": h} for n, t, d, h in describe(e.config)]}
-            for e in METHODS.entries()]
-    if as_json:
-        print(json.dumps(rows, indent=2, default=str))
-        return
-    for row in rows:
-        out_console.print(f"[bold]{row['name']}[/]  {row['help']}")
-        for p in row["params"]:
-            out_console.print(f"    {p['name']} ({p['type']}, default {p['default']!r})  {p['help']}")
+def methods(fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | md (the README's table)")]
+            = "table",
+            as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False) -> None:
+    """Every balancing method: what it does, its paper, the optimiser and per-step cost of that paper's
+    training, its options, and what each live quantity (coef/<m>, score/<m>, method/...) means."""
+    from engine.errors import UsageError
+    from engine.registry import did_you_mean
+
+    from .methods_listing import FORMATS, method_rows, to_json, to_markdown, to_renderable, to_text
+    try:
+        if fmt not in FORMATS:
+            raise UsageError(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}{did_you_mean(fmt, FORMATS)}")
+        if as_json and fmt not in ("table", "json"):
+            raise UsageError(f"--json means --format json; it cannot be combined with --format {fmt}")
+    except UsageError as exc:
+        _fail(exc)
+    fmt = "json" if as_json else fmt
+    rows = method_rows()
+    if fmt == "table" and out_console.is_terminal:
+        out_console.print(to_renderable(rows))
+    elif fmt == "table":
+        typer.echo(to_text(rows, out_console.width), nl=False)
+    else:
+        typer.echo({"json": to_json, "md": to_markdown}[fmt](rows), nl=False)
 
 
 @data_app.command("synth")

@@ -35,7 +35,7 @@ def test_keyboard_navigation_between_tabs_and_axes():
             await pilot.press("left_square_bracket", "left_square_bracket")
             assert tabs.active == "tab-coef"
             await pilot.press("7")
-            await shows(pilot, app, "method/boost_loss")
+            await shows(pilot, app, "method/loss_image")
             await pilot.press("8")
             await shows(pilot, app, "superseded by a resume")
             # 1 notice; 6 checkpoints, head_added, interrupted (superseded), resume, finished

@@ -8,6 +8,7 @@ from mmbal_cli.tui.chart import (
     Series,
     _Canvas,
     _columns,
+    caption_lines,
     data_ranges,
     fmt_number,
     legend,
@@ -119,3 +120,21 @@ def test_fmt_number():
     assert fmt_number(1.5e-4) == "1.5e-04"
     assert fmt_number(123.456) == "123.5"
     assert fmt_number(-2.5e6) == "-2.5e+06"
+
+
+def test_caption_wraps_at_words_and_the_last_allowed_line_ends_with_an_ellipsis():
+    text = "score/<m>: permutation importance of each modality over the unpermuted accuracy"
+    two = [line.plain for line in caption_lines(text, 40, 2)]
+    assert two == ["score/<m>: permutation importance of", "each modality over the unpermuted accur…"]
+    assert [line.plain for line in caption_lines(text, 100, 2)] == [text]
+    assert caption_lines("", 40, 2) == [] and caption_lines(text, 40, 0) == []
+
+
+def test_caption_goes_above_the_legend_in_two_lines_only_when_the_chart_is_tall():
+    data = ChartData([Series("score/a", [(0, 0.0), (10, 1.0)])], caption="what it means " * 6)
+    tall = render_chart(data, width=40, height=12)
+    assert len(tall) == 12 and tall[0].plain.startswith("what it means") and tall[1].plain.endswith("…")
+    assert tall[2].plain.startswith("■ score/a")
+    short = render_chart(data, width=40, height=8)
+    assert len(short) == 8 and short[0].plain.endswith("…") and short[1].plain.startswith("■ score/a")
+    assert render_chart(data, width=40, height=5)[0].plain.startswith("■ score/a")  # no room: legend only

@@ -91,7 +91,7 @@ def test_charts_pick_series_per_tab():
     assert [s.name for s in model.chart("mi").series] == ["mi/audio", "mi/image", "mi/audio;image",
                                                           "cmi/audio", "cmi/image"]
     assert [s.name for s in model.chart("coef").series] == ["coef/audio", "coef/image"]
-    assert [c.series[0].name for c in model.method_charts()] == ["method/boost_loss", "method/heads/image"]
+    assert [c.series[0].name for c in model.method_charts()] == ["method/heads_image", "method/loss_image"]
     by_epoch = model.chart("acc", x_axis="epoch")
     assert [x for x, _ in by_epoch.series[0].points] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert ("H", "head added") in acc.marker_legend and ("R", "resume") in acc.marker_legend

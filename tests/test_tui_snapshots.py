@@ -33,6 +33,7 @@ CASES = {
     "aug_events_120x40": (AUG, (120, 40), ["8"]),
     "mcr_stale_torn_80x24": (MCR, (80, 24), []),
     "mcr_method_120x40": (MCR, (120, 40), ["7"]),
+    "mcr_method_80x24": (MCR, (80, 24), ["7"]),
     "joint_no_monitors_120x40": (JOINT, (120, 40), ["4"]),
     "runs_120x40": (AUG, (120, 40), ["r"]),
     "compare_120x40": (AUG, (120, 40), ["r", "space", "up", "space", "c"]),

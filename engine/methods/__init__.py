@@ -5,11 +5,11 @@ subclass and its ``Config`` dataclass, decorate the class with
 ``@METHODS.register("<name>", config=Config, help="one line")``, and import the module below.
 """
 
-from ..registry import Registry
 from .base import Method, MethodContext, StepContext, StepResult
+from .info import MethodInfo, MethodRegistry
 
-METHODS: Registry = Registry("method")
+METHODS = MethodRegistry("method")
 
-from . import aug, joint, mcr, mikd, ogm, unimodal  # noqa: E402,F401  (registration side effects)
+from . import aug, joint, mcr, mikd, multiloss, ogm, unimodal  # noqa: E402,F401  (registration side effects)
 
-__all__ = ["METHODS", "Method", "MethodContext", "StepContext", "StepResult"]
+__all__ = ["METHODS", "Method", "MethodContext", "MethodInfo", "StepContext", "StepResult"]

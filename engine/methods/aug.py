@@ -153,11 +153,20 @@ def xavier_linear(d_in: int, d_out: int, seed: int) -> nn.Linear:
 
 @METHODS.register("aug", config=AUGConfig,
                   help="sustained boosting: growing per-modality classifier ensembles, alternating updates, "
-                       "a classifier added to the least confident modality (AUG)")
+                       "a classifier added to the least confident modality (AUG)",
+                  paper="Jiang, Huang, Yang: Rethinking Multimodal Learning from the Perspective of Mitigating "
+                        "Classification Ability Disproportion (sustained boosting, AUG), arXiv 2502.20120, 2025",
+                  optimizer="sgd", cost="M x (F_m + B_m + optimiser step)",
+                  live={"coef/<m>": "inference weight w_m of modality m's ensemble in the fused prediction",
+                        "score/<m>": "mean true-class confidence of modality m's ensemble (the assignment score)",
+                        "method/loss_<m>": "modality m's sustained-boosting loss",
+                        "method/residual_weight_<m>": "mean residual weight 1 - lambda_r p_prev(y) of m's newest "
+                                                      "classifier",
+                        "method/ratio_<m>": "m's epoch confidence over the other modalities' mean",
+                        "method/heads_<m>": "number of classifiers in m's ensemble"})
 class AUG(Method):
     """Sustained boosting with adaptive classifier assignment; see the module docstring."""
 
-    name = "aug"
 
     def __init__(self, cfg: AUGConfig, ctx):
         super().__init__(cfg, ctx)
@@ -318,7 +327,3 @@ class AUG(Method):
         if not dist.is_main():
             self._reset_scores(self.conf_sum.device)
 
-    @classmethod
-    def live_names(cls, modalities):
-        return [f"{p}{m}" for p in ("coef/", "score/", "method/loss_", "method/residual_weight_",
-                                    "method/ratio_", "method/heads_") for m in modalities]

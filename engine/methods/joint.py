@@ -15,11 +15,12 @@ class JointConfig:
     """``joint`` has no options."""
 
 
-@METHODS.register("joint", config=JointConfig, help="plain joint training: fused cross-entropy only (baseline)")
+@METHODS.register("joint", config=JointConfig, help="plain joint training: fused cross-entropy only (baseline)",
+                  paper="", optimizer="adam", cost="1F + 1B",
+                  live={"coef/<m>": "1: every modality's loss coefficient (nothing is re-weighted)"})
 class Joint(Method):
     """Joint (early/late-fusion) training: minimise CE(fused logits, y); every coefficient is 1."""
 
-    name = "joint"
 
     def loss(self, out, y, step):
         loss, live = super().loss(out, y, step)

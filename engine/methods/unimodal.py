@@ -18,7 +18,9 @@ class UnimodalConfig:
 
 
 @METHODS.register("unimodal", config=UnimodalConfig,
-                  help="one modality trained alone through its own logits (the unimodal reference)")
+                  help="one modality trained alone through its own logits (the unimodal reference)",
+                  paper="", optimizer="adam", cost="F_m + B_m",
+                  live={"coef/<m>": "1 for the modality trained alone, 0 for the others"})
 class Unimodal(Method):
     """Trains the named modality's encoder and its logits only: loss = CE(logits_m, y).
 
@@ -26,7 +28,6 @@ class Unimodal(Method):
     prediction *is* modality m's prediction, so ``*/fused`` metrics report the unimodal model.
     """
 
-    name = "unimodal"
 
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)

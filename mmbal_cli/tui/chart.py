@@ -6,12 +6,14 @@ first and last value before drawing (a deterministic min/max decimation, so a sp
 unlike TensorBoard's reservoir sampling; ux-research 1.1). A ``None`` value (non-finite in the
 log) breaks the line. Event markers go on the x axis (and, for the important ones, as a faint
 vertical rule through empty cells); the legend names each line with its latest value, so the
-chart stays readable without colour (``NO_COLOR``).
+chart stays readable without colour (``NO_COLOR``). An optional caption above the legend says what
+the plotted quantity means (a method's ``score/<m>``, for one).
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -47,7 +49,8 @@ class Marker:
 
 @dataclass
 class ChartData:
-    """What one chart shows; ``x_label`` names the x axis (step or epoch)."""
+    """What one chart shows; ``x_label`` names the x axis (step or epoch); ``caption`` (optional)
+    what the plotted quantity means, drawn above the legend."""
 
     series: list[Series] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
@@ -55,6 +58,7 @@ class ChartData:
     empty_message: str = "no data yet"
     marker_legend: list[tuple[str, str]] = field(default_factory=list)
     y_bounds: tuple[float, float] | None = None  # the padding never crosses these (accuracy: 0..1)
+    caption: str = ""
 
 
 def fmt_number(value: float | None) -> str:
@@ -190,13 +194,26 @@ def legend(series: Sequence[Series], width: int, marks: Sequence[tuple[str, str]
     return lines
 
 
+def caption_lines(caption: str, width: int, max_lines: int) -> list[Text]:
+    """``caption`` wrapped at words to ``width``, at most ``max_lines`` lines, the last cut with "…"."""
+    if not caption or max_lines <= 0:
+        return []
+    lines = textwrap.wrap(caption, width) or [""]
+    if len(lines) > max_lines:
+        rest = " ".join(lines[max_lines - 1:])
+        lines = lines[:max_lines - 1] + [rest[:width - 1].rstrip() + "…"]
+    return [Text(line, style="italic") for line in lines]
+
+
 def render_chart(data: ChartData, width: int, height: int, with_legend: bool = True) -> list[Text]:
-    """The chart as ``height`` lines of at most ``width`` cells (legend, plot, axis, x labels)."""
+    """The chart as ``height`` lines of at most ``width`` cells (caption, legend, plot, axis, x
+    labels); the caption takes two lines when the chart has ten or more, else one."""
     width, height = max(width, 12), max(height, 4)
     ranges = data_ranges(data.series, data.y_bounds)
     if ranges is None:
         return ([Text(data.empty_message, style="dim")] + [Text()] * height)[:height]
-    top = legend(data.series, width, data.marker_legend)[: max(height - 4, 0)] if with_legend else []
+    top = caption_lines(data.caption, width, 2 if height >= 10 else 1) if with_legend and height >= 6 else []
+    top += legend(data.series, width, data.marker_legend)[: max(height - 4 - len(top), 0)] if with_legend else []
     (x0, x1), (y0, y1) = ranges
     labels = [fmt_number(y1), fmt_number((y0 + y1) / 2), fmt_number(y0)]
     label_w = max(len(t) for t in labels)

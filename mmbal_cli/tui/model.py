@@ -4,18 +4,22 @@
 :class:`engine.store.MetricsTail` (the same parser ``read_metrics`` and ``mmbal compare`` use) and
 re-reads the small ``status.json``, ``run.json``, ``config.json`` and ``summary.json``. It returns
 a :class:`Delta`, which :meth:`RunModel.apply` folds in on the UI thread. :class:`RunModel` then
-derives everything shown: header fields, the per-modality panel, chart series and events, and the
-notices that explain a damaged or dead run (a torn last line, bad lines, a resume that superseded
-steps, a stale heartbeat, a missing or unreadable file). Nothing here raises for file content.
+derives everything shown: header fields, the per-modality panel, chart series and events, what the
+method's ``coef/``, ``score/`` and ``method/`` values mean (from the registration of the run's
+method, :func:`method_info`), and the notices that explain a damaged or dead run (a torn last line,
+bad lines, a resume that superseded steps, a stale heartbeat, a missing or unreadable file).
+Nothing here raises for file content.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,6 +83,25 @@ class Delta:
     pending_bytes: int
     metrics_found: bool
     skipped_bytes: int = 0
+
+
+@lru_cache(maxsize=None)
+def method_info(name: str):
+    """The registration (:class:`engine.methods.MethodInfo`) of method ``name``; None when this
+    mmbal registers no such method (a run of another version). The first call imports the methods,
+    and with them torch (about a second): the dashboard makes it in its reading worker
+    (:meth:`RunReader.read` itself reads only the run's files)."""
+    from engine.methods import METHODS
+
+    return METHODS.entry(name).info if name in METHODS else None
+
+
+def method_name(info: dict | None, config: dict | None) -> str | None:
+    """The run's method name: ``[method] name`` of its config.json, else run.json's ``method``."""
+    method = (config or {}).get("method")
+    name = method.get("name") if isinstance(method, dict) else None
+    name = name if isinstance(name, str) else (info or {}).get("method")
+    return name if isinstance(name, str) and name else None
 
 
 class RunReader:
@@ -168,6 +191,36 @@ class ModalityRow:
     name: str
     values: dict[str, float | None]
     weakest: bool = False
+
+
+@dataclass(frozen=True)
+class LiveMeaning:
+    """What one live quantity means for the run's method: the registration's ``pattern`` it matches
+    (``score/<m>``) and its ``text``; ``known`` False when the registration does not describe it
+    (``pattern`` is then the key itself and ``text`` says why)."""
+
+    pattern: str
+    text: str
+    known: bool = True
+
+    def caption(self) -> str:
+        return f"{self.pattern}: {self.text}"
+
+    def label(self, key: str) -> str:
+        """What ``key`` puts in the pattern's placeholder (``a`` for ``score/a`` of ``score/<m>``);
+        "" for a pattern without one."""
+        if "<" not in self.pattern or ">" not in self.pattern:
+            return ""
+        head, tail = self.pattern.split("<", 1)[0], self.pattern.split(">", 1)[1]
+        return key[len(head):len(key) - len(tail)]
+
+
+@dataclass(frozen=True)
+class LiveGroup:
+    """The live quantities of one pattern with their latest values, for ``--once``."""
+
+    meaning: LiveMeaning
+    values: list[tuple[str, float | None]]
 
 
 @dataclass(frozen=True)
@@ -501,6 +554,44 @@ class RunModel:
             return {k: _num(v) for k, v in test.items()}
         return {key: points[-1][2] for key, points in self._series_index().by_split.get("test", {}).items()}
 
+    # -- what the method's values mean -----------------------------------------------------------
+    @property
+    def method_info(self):
+        """The registration of the run's method (``[method] name`` of its config.json, else
+        run.json's ``method``); None when unknown or not registered in this mmbal."""
+        name = method_name(self.info, self.config) or (self.method if self.method != "?" else None)
+        return method_info(name) if name else None
+
+    def meaning(self, key: str) -> LiveMeaning | None:
+        """What live quantity ``key`` (``coef/a``, ``score/a``, ``method/J_a``) means for this run's
+        method, from the method's registration; None when the method is unknown."""
+        info, method = self.method_info, self.method
+        if info is None:
+            return None if method == "?" else LiveMeaning(key, f"no description: method '{method}' is not "
+                                                              "registered in this mmbal", known=False)
+        for pattern, text in info.live.items():
+            if dataclasses.replace(info, live={pattern: text}).meaning(key) == text:
+                return LiveMeaning(pattern, text)
+        return LiveMeaning(key, f"not described by {method}'s registration", known=False)
+
+    def coef_meaning(self) -> LiveMeaning | None:
+        """What the panel's ``coef`` column means, when the run logs ``coef/<m>`` and its method
+        describes it."""
+        found = next((f"coef/{m}" for m in self.modalities if self.value(f"coef/{m}") is not None), None)
+        meaning = self.meaning(found) if found else None
+        return meaning if meaning is not None and meaning.known else None
+
+    def live_groups(self, prefixes: tuple[str, ...] = ("score/", "method/")) -> list[LiveGroup]:
+        """The logged live quantities with ``prefixes``, grouped by the registration's pattern that
+        they match (in the registration's order, undescribed keys last), with their latest values."""
+        groups: dict[str, tuple[LiveMeaning, list[tuple[str, float | None]]]] = {}
+        for key in self._ordered(self.keys(), prefixes):
+            meaning = self.meaning(key) or LiveMeaning(key, "", known=False)
+            groups.setdefault(meaning.pattern, (meaning, []))[1].append((key, self.value(key)))
+        order = list(self.method_info.live) if self.method_info is not None else []
+        ranked = sorted(groups.values(), key=lambda g: order.index(g[0].pattern) if g[0].known else len(order))
+        return [LiveGroup(meaning, values) for meaning, values in ranked]
+
     # -- series ---------------------------------------------------------------------------------
     def _series_index(self) -> _Index:
         """Extended with the rows appended since it was built; rebuilt after a reset or a resume
@@ -606,11 +697,17 @@ class RunModel:
         hint = " or ".join(f"{p}<m>" for p in prefixes if p.endswith("/"))
         return ChartData(series, markers, x_axis, f"no {hint} values in this run (method or monitors do not log them)")
 
+    def _caption(self, key: str) -> str:
+        meaning = self.meaning(key)
+        return meaning.caption() if meaning is not None else ""
+
     def method_charts(self, x_axis: str = "step") -> list[ChartData]:
-        """One chart per ``method/...`` and ``score/...`` key (their scales differ)."""
+        """One chart per ``method/...`` and ``score/...`` key (their scales differ), each captioned
+        with what the key means for the run's method."""
         markers, marks = self.markers(x_axis), self.marker_legend()
         keys = self._ordered(self.keys(), ("method/", "score/"))
-        return [ChartData(self._series([k], None, x_axis, label=lambda k: k), markers, x_axis, marker_legend=marks)
+        return [ChartData(self._series([k], None, x_axis, label=lambda k: k), markers, x_axis, marker_legend=marks,
+                          caption=self._caption(k))
                 for k in keys]
 
     def _series(self, keys: list[str], split: str | None, x_axis: str, label) -> list[Series]:

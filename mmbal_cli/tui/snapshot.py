@@ -1,7 +1,9 @@
 """``mmbal watch --once``: the dashboard's content as one Rich renderable, printed and done.
 
-For scripts, logs and ``watch -n 5``: identity and state, progress, the per-modality panel, the
-accuracy chart, test accuracy when there is one, notices and the events so far. It reads the run
+For scripts, logs and ``watch -n 5``: identity and state, progress, the per-modality panel with
+what its ``coef`` means for the run's method, the method's ``score/`` and ``method/`` values with
+what each means (from the method's registration, as the dashboard's captions), the accuracy chart,
+test accuracy when there is one, notices and the events so far. It reads the run
 through the same :class:`~mmbal_cli.tui.model.RunModel` as the live dashboard.
 """
 
@@ -16,7 +18,17 @@ from rich.text import Text
 
 from .chart import render_chart
 from .model import RunModel
-from .text import identity_text, notice_text, panel_cells, panel_headers, position_text, test_text, times_text
+from .text import (
+    coef_legend,
+    identity_text,
+    live_table,
+    notice_text,
+    panel_cells,
+    panel_headers,
+    position_text,
+    test_text,
+    times_text,
+)
 
 CHART_HEIGHT = 12
 
@@ -61,9 +73,15 @@ def render_snapshot(model: RunModel, width: int = 100) -> Group:
     parts.extend(notice_text(n) for n in model.notices())
     parts.append(Text())
     parts.append(_panel(model))
+    parts.extend(coef_legend(model, width, max_lines=3))
     test = test_text(model)
     if test is not None:
         parts.append(test)
+    live = live_table(model)
+    if live is not None:
+        parts.append(Text())
+        parts.append(Text(f"method {model.method}: its values and what they mean", style="bold"))
+        parts.append(live)
     chart = model.chart("acc")
     if chart.series:
         parts.append(Text())

@@ -6,9 +6,10 @@ tmux): the state is a word, the weakest modality carries a marker, notices a lev
 
 from __future__ import annotations
 
+from rich.table import Table
 from rich.text import Text
 
-from .chart import fmt_number
+from .chart import caption_lines, fmt_number
 from .model import PANEL_COLUMNS, ModalityRow, Notice, RunModel
 
 STATE_STYLES = {
@@ -104,3 +105,30 @@ def test_text(model: RunModel) -> Text | None:
         text.append(f" {target} ", style="bold" if target == "fused" else "")
         text.append(fmt_number(value))
     return text
+
+
+def coef_legend(model: RunModel, width: int, max_lines: int) -> list[Text]:
+    """What the panel's ``coef`` column means for the run's method (its registration's text for
+    ``coef/<m>``), wrapped to ``width`` in at most ``max_lines`` lines; none when unknown."""
+    meaning = model.coef_meaning()
+    return caption_lines(f"coef: {meaning.text}", width, max_lines) if meaning is not None else []
+
+
+def live_table(model: RunModel) -> Table | None:
+    """The method's ``score/`` and ``method/`` values, one row per pattern of its registration
+    (``score/<m>  a 0.467  b 0.380``) with what it means below the values; None when it logs none."""
+    groups = model.live_groups()
+    if not groups:
+        return None
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(ratio=1)
+    for group in groups:
+        values = Text()
+        for key, value in group.values:
+            label = group.meaning.label(key)
+            values.append(f"{'  ' if values.cell_len else ''}{label}{' ' if label else ''}{fmt_number(value)}")
+        values.append("\n")
+        values.append(group.meaning.text, style="italic" if group.meaning.known else "dim")
+        table.add_row(Text(group.meaning.pattern, style="bold"), values)
+    return table

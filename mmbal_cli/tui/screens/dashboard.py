@@ -1,4 +1,6 @@
-"""The main screen: header, notices, per-modality panel and chart tabs of one run, kept live.
+"""The main screen: header, notices, per-modality panel (with what its ``coef`` means for the run's
+method) and chart tabs of one run, kept live; the Method tab captions each chart with what its
+``score/`` or ``method/`` quantity means (the method's registration, read with the run).
 
 Reading follows ux-research 2.1: a timer (``interval`` seconds, 0.5 by default, so new values show
 within a second) starts a thread worker that reads only what was appended; the worker posts the
@@ -20,8 +22,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane, Tabs
 
-from ..model import CHART_TABS, Delta, Notice, RunModel, RunReader
-from ..widgets import EventsTable, LineChart, ModalityPanel, NoticeBar, RunHeader
+from ..model import CHART_TABS, Delta, Notice, RunModel, RunReader, method_info, method_name
+from ..widgets import CoefLegend, EventsTable, LineChart, ModalityPanel, NoticeBar, RunHeader
 
 TAB_IDS = [f"tab-{kind}" for kind, _ in CHART_TABS] + ["tab-events"]
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
@@ -64,6 +66,7 @@ class DashboardScreen(Screen):
         yield RunHeader(id="header")
         yield NoticeBar(id="notices")
         yield ModalityPanel(id="modalities")
+        yield CoefLegend(id="coef-legend")
         with TabbedContent(id="charts"):
             for kind, label in CHART_TABS:
                 with TabPane(label, id=f"tab-{kind}"):
@@ -91,6 +94,7 @@ class DashboardScreen(Screen):
             self.query_one(NoticeBar).show(limit=2 if compact else 4)
             if changed and self.model.loaded:
                 self.query_one(ModalityPanel).show(self.model, compact=compact)
+                self.query_one(CoefLegend).show(self.model, compact=compact)
 
     # -- reading --------------------------------------------------------------------------------
     def attach(self, run_dir: str | Path) -> None:
@@ -110,6 +114,9 @@ class DashboardScreen(Screen):
     def _read(self, reader: RunReader) -> None:
         try:
             delta: Delta | Exception = reader.read()
+            name = method_name(delta.info, delta.config)
+            if name:
+                method_info(name)  # the first look-up imports the methods (and torch): here, not in the UI
         except Exception as exc:  # noqa: BLE001 - shown as a notice; the next poll tries again
             delta = exc
         self.post_message(RunRead(reader, delta))
@@ -134,6 +141,7 @@ class DashboardScreen(Screen):
         self.query_one(RunHeader).show(model)
         self.query_one(NoticeBar).show(model.notices())
         self.query_one(ModalityPanel).show(model, compact=self.has_class("compact"))
+        self.query_one(CoefLegend).show(model, compact=self.has_class("compact"))
         self.app.sub_title = f"{model.name} ({model.state})"
         self._refresh_active_tab()
 

@@ -1,9 +1,10 @@
-"""The dashboard's widgets: run header, per-modality panel, line chart, notices, events table."""
+"""The dashboard's widgets: run header, per-modality panel and its coef legend, line chart, notices, events table."""
 
 from .events import EventsTable
 from .header import RunHeader
+from .legend import CoefLegend
 from .line_chart import LineChart
 from .modalities import ModalityPanel
 from .notices import NoticeBar
 
-__all__ = ["EventsTable", "LineChart", "ModalityPanel", "NoticeBar", "RunHeader"]
+__all__ = ["CoefLegend", "EventsTable", "LineChart", "ModalityPanel", "NoticeBar", "RunHeader"]
