@@ -34,6 +34,7 @@ from .data.parquet import ModalityInfo, column_type_problem, peek_schema
 from .errors import DataError, PresetError
 from .methods import METHODS
 from .models import ENCODERS, FUSIONS, ModalitySpec, ModelSpec, default_encoder
+from .models import mid_fusion
 from .monitor import MonitorConfig
 from .registry import did_you_mean
 from .schema import INT64_MAX, build, to_dict
@@ -42,7 +43,7 @@ from .train.config import TrainConfig
 TOP_KEYS = ("name", "seed", "data", "modalities", "model", "method", "train", "monitor")
 LOCKED = ("seed", "data", "modalities", "model", "method", "train.batch_size")
 UNLOCKED = ("data.memory_budget", "data.prefetch")  # inside locked tables, but they do not change the results
-ADDED_LATER = ("data.shuffle_window",)  # absent from older runs' config.json (they ran resident): not a change
+ADDED_LATER = ("data.shuffle_window", "method.modulate")  # absent from older runs' config.json (they ran resident): not a change
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class RunConfig:
             "data": to_dict(self.data),
             "modalities": {m.name: {"encoder": m.encoder, "column": self.columns[m.name], **to_dict(m.options)}
                            for m in self.model.modalities},
-            "model": {"fusion": self.model.fusion, **to_dict(self.model.fusion_options)},
+            "model": {"fusion": self.model.fusion, **to_dict(self.model.fusion_options),
+                      **mid_fusion.preset_entries(self.model.mid_fusion, self.model.mid_fusion_options)},
             "method": {"name": self.method_name, **to_dict(self.method)},
             "train": to_dict(self.train),
             "monitor": to_dict(self.monitor),
@@ -152,18 +154,23 @@ def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -
     data = build(DataConfig, _table(raw, "data", problems), "data", problems)
     available = _available_modalities(data, base_dir, problems, every="modalities" not in raw) if data else None
     modalities, columns = _resolve_modalities(raw, available, data_file(data, base_dir) if data else None, problems)
-    fusion, fusion_options = _resolve_registry_table(raw, "model", "fusion", FUSIONS, "concat", problems)
+    fusion, fusion_options = _resolve_registry_table(raw, "model", "fusion", FUSIONS, "concat", problems,
+                                                     ignore=mid_fusion.KEYS)
+    model_table = raw.get("model")
+    mid, mid_options = mid_fusion.resolve_table(model_table if isinstance(model_table, dict) else {}, problems)
     method_name, method_cfg = _resolve_registry_table(raw, "method", "name", METHODS, "joint", problems)
     train = build(TrainConfig, _table(raw, "train", problems), "train", problems)
     monitor = build(MonitorConfig, _table(raw, "monitor", problems), "monitor", problems)
     _check_method_modality(method_cfg, modalities, problems)
     _check_select_metric(train, modalities, problems)
     _check_compile(train, method_name, problems)
+    if method_cfg is not None and train is not None and method_name in METHODS:
+        problems.extend(METHODS.get(method_name).check_preset(method_cfg, train))
 
     if problems:
         raise PresetError(source, problems)
     return RunConfig(name=name, seed=seed, data=data,
-                     model=ModelSpec(tuple(modalities), fusion, fusion_options),
+                     model=ModelSpec(tuple(modalities), fusion, fusion_options, mid, mid_options),
                      method_name=method_name, method=method_cfg, train=train, columns=columns,
                      base_dir=str(base_dir), monitor=monitor)
 
@@ -245,7 +252,7 @@ def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, pa
 
 
 def _resolve_registry_table(raw: dict, key: str, name_key: str, registry, default: str,
-                            problems: list[str]) -> tuple[str, Any]:
+                            problems: list[str], ignore: tuple[str, ...] = ()) -> tuple[str, Any]:
     table = _table(raw, key, problems)
     name = table.get(name_key, default)
     if name not in registry:
@@ -253,11 +260,11 @@ def _resolve_registry_table(raw: dict, key: str, name_key: str, registry, defaul
         return name, None
     config_cls = registry.entry(name).config
     if config_cls is None:
-        extra = [k for k in table if k != name_key]
+        extra = [k for k in table if k != name_key and k not in ignore]
         problems.extend(f"{key}.{k}: unknown key; {registry.kind} '{name}' takes no options" for k in extra)
         return name, None
     before = len(problems)
-    obj = build(config_cls, table, key, problems, ignore=(name_key,))
+    obj = build(config_cls, table, key, problems, ignore=(name_key, *ignore))
     _hint_other_method(table, registry, name, key, problems, before)
     return name, obj
 

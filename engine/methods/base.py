@@ -15,6 +15,7 @@ hook                        used by (examples)
 ``optimizer_step``          alternating per-modality updates (AUG, MLA)
 ``train_step``              whole-step control (ReconBoost stages, Greedy)
 ``on_epoch_start/end``      schedules, stages, re-initialisation (DnR, G-Blending, mikd)
+``epoch_plan``              data-level re-sampling: rows, modality masks, epoch length (Valuation)
 ``head`` / ``predict``      inference-time fusion (AUG weighted sum, unimodal)
 ``epoch_values``            per-epoch quantities logged with validation (AUG confidences, mikd weights)
 ``state_dict``              exact resume of the method's own state
@@ -34,12 +35,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.plan import EpochPlan
 from ..models import ModelOutput, MultimodalModel
+from .info import MethodInfo, expand
 
 
 @dataclass
 class MethodContext:
     """What a method knows about the run when it is built.
+
+    ``kept`` keeps the models a stage produces for later stages (``ctx.kept.save(name, state)``,
+    ``ctx.kept.load(name)``): in the run directory during a run, in memory otherwise (see
+    :mod:`engine.methods.stages`).
+
+    ``train_nested(model, method, data, epochs, seed)`` trains a copy of a model apart from the run
+    (its own RNG stream; the run's is unchanged) on a batch source such as ``data.subset(rows,
+    held_out)``, and returns its metrics before and after (:mod:`engine.train.nested`; G-Blending).
 
     ``data`` gives methods that need more than the batch (prototypes over the training set,
     validation scores, diagnosis passes) the dataset as a batch source (resident or streamed):
@@ -55,15 +66,30 @@ class MethodContext:
     seed: int = 0
     data: Any = None
     eval_batch_size: int = 1024
+    kept: Any = None   # KeptModels (engine.methods.stages): models a stage keeps for later stages
+    train_nested: Any = None   # engine.train.nested.train_nested(model, method, data, epochs, seed)
 
 
 @dataclass
 class StepContext:
     """What the trainer hands a method for one training step.
 
-    ``backward(loss)`` runs the backward pass (the trainer decides precision details);
-    ``step()`` clips (when configured) and applies the optimiser to the parameters that
-    have gradients, then clears them.
+    * ``backward(loss)`` runs the backward pass into ``.grad`` (in a multi-process run the gradients
+      are then averaged over the ranks; the non-finite guard sees the loss).
+    * ``grads(loss, params, retain_graph=False)`` gives the gradients of one loss with respect to
+      ``params`` *without* touching ``.grad`` (``torch.autograd.grad``; a parameter the loss does not
+      reach gets zeros), averaged over the ranks and checked by the non-finite guard like ``backward``:
+      for methods that combine per-loss gradients (MMPareto, InfoReg, CGGM, AMCo) and then write
+      ``p.grad`` themselves before ``step_optimizer``.
+    * ``scale_lr(group, factor)`` multiplies the learning rate of the optimiser parameter group named
+      ``group`` (see :meth:`Method.parameter_groups`) by ``factor`` for this step only, on top of the
+      schedule; ``factor`` may be a 0-d device tensor (no host sync). Unlike scaling gradients, this
+      scales the update under adaptive optimisers too (Adam divides a constant gradient factor out).
+    * ``step_optimizer()`` clips (when configured) and applies the optimiser to the parameters that
+      have gradients, then clears them.
+    * ``ids``: each row's index in the training split, (B,) on the device (None where the batch
+      source does not give them); ``masks``: modality -> bool (B,) when the epoch follows a plan with
+      modality masks (False: that modality's input was replaced by zeros), else None.
     """
 
     model: MultimodalModel
@@ -74,6 +100,10 @@ class StepContext:
     autocast: Callable[[], Any]
     backward: Callable[[torch.Tensor], None]
     step_optimizer: Callable[[], None]
+    grads: Callable[..., list[torch.Tensor]] | None = None
+    scale_lr: Callable[[str, Any], None] | None = None
+    ids: torch.Tensor | None = None
+    masks: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -102,13 +132,16 @@ class Method:
     recompile); a preset combining it with ``train.compile = true`` is refused (exit 2).
     """
 
-    name = "method"
+    name = "method"        # set from the registered name by METHODS.register
+    info: MethodInfo       # the registration's facts (paper, optimiser, cost, live quantities)
     compile_ok = True
+    trains_modality_heads = False   # True when the method's own loss trains every ``logits[m]``
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         self.cfg = cfg
         self.ctx = ctx
         self.modules = nn.ModuleDict()  # the method's own trainable modules (saved and optimised)
+        self.end_reason: str | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, model: MultimodalModel) -> None:
@@ -124,9 +157,18 @@ class Method:
         self.optimizer = optimizer
 
     def parameter_groups(self, model: MultimodalModel) -> list[dict]:
-        """Optimiser parameter groups; by default every model and method parameter, one group."""
+        """Optimiser parameter groups; by default every model and method parameter, one group named
+        "all". A method that scales one modality's learning rate (``step.scale_lr``) returns
+        :meth:`modality_groups` instead."""
         params = list(model.parameters()) + list(self.modules.parameters())
         return [{"params": params, "name": "all"}]
+
+    def modality_groups(self, model: MultimodalModel) -> list[dict]:
+        """One parameter group per modality's encoder (named by the modality) and one named "fusion"
+        for the fusion head and the method's own modules."""
+        groups = [{"params": model.encoder_parameters(m), "name": m} for m in self.ctx.modalities]
+        groups.append({"params": model.head_parameters() + list(self.modules.parameters()), "name": "fusion"})
+        return groups
 
     # -- one training step ----------------------------------------------------------------------
     def forward(self, model: MultimodalModel, x: dict[str, torch.Tensor]) -> ModelOutput:
@@ -148,15 +190,48 @@ class Method:
         with step.autocast():
             out = self.forward(step.model, x)
         loss, live = self.loss(out, y, step)
-        step.backward(loss)
+        heads = self.modality_head_loss(out, y, step)
+        step.backward(loss if heads is None else loss + heads)
+        if heads is not None:
+            live["method/head_ce"] = heads.detach()
         live.update(self.after_backward(step.model, out, y, step))
         self.optimizer_step(step)
         return StepResult(loss.detach(), out, live)
+
+    def modality_head_loss(self, out: ModelOutput, y: torch.Tensor, step: StepContext) -> torch.Tensor | None:
+        """Cross-entropy that trains the per-modality heads of a non-additive fusion (``film``,
+        ``gated``) on *detached* encoder features, or None.
+
+        Those heads take no part in the fused logits, so without this no loss reaches them and every
+        ``*/acc/<m>`` metric would describe a random linear classifier. The features are detached, so
+        the encoders' and the fusion's gradients are unchanged (as OGM-GE's release does for its
+        unimodal scores); only the heads learn. None for additive fusions (the modality logits are
+        parts of the fused ones) and for methods whose own loss trains every ``logits[m]``
+        (``trains_modality_heads``). A method overriding ``train_step`` adds it itself.
+        """
+        if self.trains_modality_heads or getattr(step.model.fusion, "additive", True):
+            return None
+        with step.autocast():  # the features are bf16 under autocast; the heads' weights are fp32
+            _, logits = step.model.head({m: z.detach() for m, z in out.features.items()})
+        return sum(F.cross_entropy(logits[m].float(), y) for m in self.ctx.modalities)
+
+    def end_run(self, reason: str) -> None:
+        """Ask the trainer to end the run after the current epoch (e.g. MSES when every modality has
+        stopped). The run then finishes normally: a ``method_end`` event with ``reason`` is recorded,
+        the selected checkpoint is tested, and a resume with more epochs does not train further."""
+        self.end_reason = reason
 
     # -- schedule -------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int, model: MultimodalModel) -> list[dict]:
         """Called before each epoch; returns events to log (e.g. ``{"name": "stage", ...}``)."""
         return []
+
+    def epoch_plan(self, epoch: int, model: MultimodalModel) -> EpochPlan | None:
+        """The training rows of ``epoch`` (:class:`~engine.data.plan.EpochPlan`: row indices that may
+        repeat, optional per-row modality masks, any length), or None for the usual pass over every
+        row. Called after ``on_epoch_start``; the trainer keeps the plan in its checkpoint, so a
+        resume in the middle of the epoch replays it exactly (Modality Valuation's re-sampling)."""
+        return None
 
     def on_epoch_end(self, epoch: int, model: MultimodalModel, val: dict[str, float]) -> list[dict]:
         """Called after each epoch's evaluation with the host-side val metrics; returns events."""
@@ -189,6 +264,14 @@ class Method:
 
     # -- description ----------------------------------------------------------------------------
     @classmethod
+    def check_preset(cls, cfg: Any, train: Any) -> list[str]:
+        """Problems of this method's options together with the preset's ``[train]`` table (e.g. an
+        option that does not act under the chosen optimiser), each naming the key; [] when none."""
+        return []
+
+    @classmethod
     def live_names(cls, modalities: list[str]) -> list[str]:
-        """The live quantity names this method reports (for the dashboard's layout)."""
-        return [f"coef/{m}" for m in modalities]
+        """The live quantity names this method reports, from its registration's ``live`` patterns
+        (``<m>`` once per modality). A method whose patterns hold other placeholders (MCR's permuted
+        sets) overrides this to expand them."""
+        return expand(list(cls.info.live), modalities)

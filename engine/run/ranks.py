@@ -15,6 +15,7 @@ from ..config import RunConfig, apply_overrides, parse_toml, resolve
 from ..errors import MmbalError
 from ..train.trainer import Interrupted, Trainer
 from .parts import build_parts, training_device
+from .kept import RunKept
 from .recorder import NullRecorder, RunResult
 from .resume_points import best_checkpoint, newest_good_checkpoint
 from .signals import stop_on_signals
@@ -63,7 +64,8 @@ class OtherRankFailed(MmbalError):
 
 def follow(info: dict, cfg: RunConfig, dev: torch.device, data, model, method, checkpoint) -> RunResult:
     """Train as one of the other ranks: the same loop as rank 0, writing nothing."""
-    trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, NullRecorder(), cfg.monitor)
+    recorder = NullRecorder(RunKept(Path(info["run_dir"]), write=False))
+    trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, recorder, cfg.monitor)
     if checkpoint is not None:
         trainer.load_state_dict(*checkpoint)
     run_dir, run_id = Path(info["run_dir"]), info["run_id"]

@@ -13,6 +13,7 @@ import torch
 from ..store import Heartbeat, MetricsWriter, atomic_write_with, write_summary
 from ..train.checkpoint import with_checksum
 from ..train.trainer import Position
+from .kept import RunKept
 from .resume_points import CHECKPOINTS
 
 
@@ -51,6 +52,7 @@ class RunRecorder:
         self.reporter = reporter
         self.epochs = epochs
         self.summary_base = summary_base
+        self.kept = RunKept(run_dir)
         self.latest: dict[str, float] = {}
         self.saved: dict | None = None  # the newest "last" checkpoint known intact: name, epoch, step
         self.epoch_seconds = 0.0  # summed, not listed: a recorder's memory does not grow with the run
@@ -117,7 +119,11 @@ class RunRecorder:
 
 
 class NullRecorder:
-    """The recorder of ranks other than 0: only rank 0 writes the run directory."""
+    """The recorder of ranks other than 0: only rank 0 writes the run directory (kept models are read
+    from it)."""
+
+    def __init__(self, kept: RunKept | None = None):
+        self.kept = kept
 
     def metrics(self, step, epoch, split, values): pass
     def event(self, name, step, **fields): pass

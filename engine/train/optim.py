@@ -86,6 +86,8 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return 1.0
 
 
-def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    """Every group's lr = its base lr x the schedule's ``factor``; returns the first group's."""
     for g in optimizer.param_groups:
         g["lr"] = g["base_lr"] * factor
+    return optimizer.param_groups[0]["lr"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
+from functools import partial
 import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,18 +31,20 @@ from typing import Protocol
 import torch
 
 from .. import dist as D
-from ..data import TensorData
+from ..data import EpochPlan, TensorData
 from ..errors import NonFiniteError
 from ..faults import fault_point
 from ..methods import Method, StepContext
+from ..methods.stages import MemoryKept, clone_state
 from ..models import ModelOutput, MultimodalModel
 from ..monitor import MonitorConfig, Monitors
 from .checkpoint import SCHEMA, capture_rng, restore_rng
 from .config import TrainConfig
 from .compile import compile_model
 from .device import autocast_factory, channels_last_enabled
-from .dist import ShardedData, average_gradients, module_buffers, sync_module_state
+from .dist import ShardedData, average_gradients, average_tensors, module_buffers, sync_module_state
 from .metrics import SplitScorer, to_host
+from .nested import train_nested
 from .nonfinite import NonFiniteGuard
 from .optim import build_optimizer, lr_factor, match_parameter_layout, prime_momentum_buffers, set_lr
 
@@ -141,17 +144,6 @@ class RunningSums:
         self.count = state["count"]
 
 
-def _clone(obj):
-    """A deep copy of a state dict's tensors (state dicts hold references to live tensors)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone(v) for v in obj)
-    return obj
-
-
 class Trainer:
     """Trains ``model`` with ``method`` on ``data``; see the module docstring."""
 
@@ -170,6 +162,10 @@ class Trainer:
         self.channels_last = model.to_channels_last() if channels_last_enabled(cfg.channels_last, device) else []
         self.optimizer = build_optimizer(cfg, method.parameter_groups(model), device)
         method.bind_optimizer(self.optimizer)
+        if method.ctx.kept is None:  # the run store's when the recorder keeps models on disk
+            method.ctx.kept = getattr(recorder, "kept", None) or MemoryKept()
+        if method.ctx.train_nested is None:
+            method.ctx.train_nested = partial(train_nested, cfg, device)
         self.guard = NonFiniteGuard(cfg.on_nonfinite, self.optimizer, device)
         self.pos = Position()
         self.best = Selection()
@@ -180,6 +176,9 @@ class Trainer:
                                  {m: model.encoders[m].out_dim for m in self.modalities}, data.n_classes,
                                  data.class_counts("train"), device)
         self._log_now = False
+        self._lr = cfg.lr
+        self.plan: EpochPlan | None = None   # the current epoch's plan, when the method gives one
+        self._n_batches = self.steps_per_epoch
         self._grads: dict[str, torch.Tensor] = {}
         sync_module_state(model, method.modules)  # every rank starts from rank 0's weights
         self.compiled = compile_model(model, self._warn) if cfg.compile else None
@@ -203,9 +202,9 @@ class Trainer:
     def fit(self) -> dict:
         """Train from the current position to ``cfg.epochs``; returns the final host metrics."""
         self.model.train()
-        while self.pos.epoch < self.cfg.epochs:
+        while self.pos.epoch < self.cfg.epochs and self.method.end_reason is None:
             self.train_epoch_steps()
-            self._end_epoch()
+            self.end_epoch()
         return self.finish()
 
     def train_epoch_steps(self) -> None:
@@ -217,19 +216,21 @@ class Trainer:
         if self.pos.batch == 0:
             for ev in self.method.on_epoch_start(epoch, self.model):
                 self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
-        batches = self.data.train_epoch(self.seed, epoch, self.cfg.batch_size, self.cfg.drop_last)
-        n_batches = len(batches)
+            self.plan = self.method.epoch_plan(epoch, self.model)  # mid-epoch, the checkpoint's plan
+        batches = self.data.train_epoch(self.seed, epoch, self.cfg.batch_size, self.cfg.drop_last, plan=self.plan)
+        n_batches = self._n_batches = len(batches)
         self.model.train()
         distributed = D.is_distributed()
-        for b, (x, y) in enumerate(batches.iterate(self.pos.batch), start=self.pos.batch):
+        for b, (x, y, ids, masks) in enumerate(batches.iterate(self.pos.batch), start=self.pos.batch):
             if self._stop_now(self.pos.step % self.cfg.log_every == 0):
                 self.save("last")
                 raise Interrupted()
-            set_lr(self.optimizer, lr_factor(self.cfg, self.pos.step, n_batches))
+            # the schedule's position: epochs done + the fraction of this one (epochs may differ in length)
+            self._lr = set_lr(self.optimizer, lr_factor(self.cfg, epoch * n_batches + b, n_batches))
             self._log_now = (self.pos.step + 1) % self.cfg.log_every == 0 or b == n_batches - 1
             if distributed:  # rank 0's buffers (BatchNorm statistics), as DDP's broadcast_buffers
                 D.broadcast_tensors(module_buffers(self.model, self.method.modules))
-            result = self.method.train_step(x, y, self._step_context(b))
+            result = self.method.train_step(x, y, self._step_context(b, ids, masks))
             fault_point("step")
             if distributed and self.monitors.observes(self.pos.step):
                 self.monitors.observe_step(*self._gathered(result.output, y), self.pos.step)
@@ -271,16 +272,40 @@ class Trainer:
         else:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
 
-    def _step_context(self, batch: int) -> StepContext:
+    def _step_context(self, batch: int, ids: torch.Tensor | None = None,
+                      masks: dict[str, torch.Tensor] | None = None) -> StepContext:
         return StepContext(model=self.model, optimizer=self.optimizer, epoch=self.pos.epoch,
                            step=self.pos.step, batch_in_epoch=batch, autocast=self.autocast,
-                           backward=self._backward, step_optimizer=self._step_optimizer)
+                           backward=self._backward, step_optimizer=self._step_optimizer,
+                           grads=self._grads_of, scale_lr=self._scale_lr, ids=ids, masks=masks)
 
     def _backward(self, loss: torch.Tensor) -> None:
         """Backward, then (several processes) the gradients averaged over the ranks, before the
         method's ``after_backward`` sees them; the guard checks the ranks' mean loss."""
         loss.backward()
         self.guard.after_backward(average_gradients(self.params, loss))
+
+    def _grads_of(self, loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool = False) -> list[torch.Tensor]:
+        """``step.grads``: d loss / d params without touching ``.grad`` (zeros where the loss does not
+        reach a parameter), averaged over the ranks; the guard checks the loss and the gradients."""
+        found = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
+        mean_loss = average_tensors(grads, loss).detach()
+        if grads:  # a non-finite gradient counts as a non-finite loss for the guard
+            ok = torch.stack(torch._foreach_norm(grads)).isfinite().all()
+            mean_loss = torch.where(ok, mean_loss, torch.full_like(mean_loss, float("nan")))
+        self.guard.after_backward(mean_loss)
+        return grads
+
+    def _scale_lr(self, group: str, factor) -> None:
+        """``step.scale_lr``: this step's learning rate of the named parameter group times ``factor``."""
+        matched = [g for g in self.optimizer.param_groups if g.get("name") == group]
+        if not matched:
+            names = ", ".join(str(g.get("name")) for g in self.optimizer.param_groups)
+            raise KeyError(f"method '{self.method.name}' scaled the learning rate of parameter group '{group}', "
+                           f"which its parameter_groups do not name (groups: {names})")
+        for g in matched:
+            g["lr"] = g["lr"] * factor
 
     def _step_optimizer(self) -> None:
         self.guard.before_step(self.optimizer, self.params, self.pos.step + 1)
@@ -312,7 +337,7 @@ class Trainer:
         self.guard.reset()
         if bad:
             values["nonfinite_steps"] = bad
-        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        values["lr"] = self._lr  # the schedule's lr of the first group (a method's per-step scaling aside)
         self.recorder.metrics(self.pos.step, self._epoch_float(), "train", values)
         self.interval = RunningSums(self.device)
         if bad and self.cfg.on_nonfinite == "stop":
@@ -340,24 +365,38 @@ class Trainer:
             f"train.on_nonfinite = \"skip\", then `mmbal resume` continues from the last good checkpoint.")
 
     def _epoch_float(self) -> float:
-        return round(self.pos.epoch + self.pos.batch / max(self.steps_per_epoch, 1), 4)
+        return round(self.pos.epoch + self.pos.batch / max(self._n_batches, 1), 4)
 
-    def _end_epoch(self) -> None:
+    def end_epoch(self) -> None:
+        """Evaluate, select, then the method's end-of-epoch hook, then the checkpoints.
+
+        The selected state is captured right after the evaluation that selected it, before
+        ``on_epoch_end`` may change the model or the method (AUG adds a classifier there), so
+        ``best.pt`` and the test metrics of the selected checkpoint are exactly the evaluated state."""
         epoch = self.pos.epoch
         val = self.evaluate("val") if self.data.split_size("val") else {}
+        value = val.get(self.cfg.select_metric)
+        improved = value is not None and self.best.improves(value, self.cfg.select_mode)
+        selected = self._snapshot() if improved else None
         events = self.method.on_epoch_end(epoch, self.model, val)
         values = {**val, **self._host(self.method.epoch_values())}
         self.recorder.metrics(self.pos.step, epoch + 1, "val", values)
         for ev in events:
             self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
+        if self.method.end_reason is not None:
+            self.recorder.event("method_end", self.pos.step, epoch=epoch, reason=self.method.end_reason)
         self.pos.epoch += 1
         self.pos.batch = 0
-        value = val.get(self.cfg.select_metric)
-        if value is not None and self.best.improves(value, self.cfg.select_mode):
+        if selected is not None:
             self.best = Selection(value, epoch, self.pos.step, dict(val))
-            self.save("best")
+            self.save_best(*selected)
         self.save("last")
         self.model.train()
+
+    def _snapshot(self) -> tuple[dict, dict]:
+        """Copies of the model's weights and the method's state as they are now."""
+        return ({k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                clone_state(self.method.state_dict()))
 
     @staticmethod
     def _host(values: dict) -> dict[str, float]:
@@ -403,7 +442,7 @@ class Trainer:
         """Test metrics of the selected (best-on-val) checkpoint: its weights *and* its method state
         (a method's own modules, e.g. AUG's heads, belong to the selected epoch too)."""
         model, method = self.model, self.method
-        if self.best.epoch >= 0 and self.best.epoch != self.pos.epoch - 1:
+        if self.best.epoch >= 0:  # even the last epoch's: on_epoch_end may have changed the state since
             model = copy.deepcopy(self.model)
             model.load_state_dict(self._best_weights)
             method = type(self.method)(self.method.cfg, self.method.ctx)
@@ -427,18 +466,23 @@ class Trainer:
             "monitors": self.monitors.state_dict(),
             "best": {"value": self.best.value, "epoch": self.best.epoch, "step": self.best.step,
                      "metrics": self.best.metrics},
+            "method_end": self.method.end_reason,
+            "plan": None if self.plan is None else self.plan.state_dict(),
             "rng": capture_rng(),
             **({"device_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
             "time": time.time(),
         }
 
-    def save(self, kind: str) -> None:
+    def save_best(self, weights: dict, method_state: dict) -> None:
+        """Write the selected state (captured by :meth:`_snapshot`) as the ``best`` checkpoint."""
+        self._best_weights, self._best_method = weights, method_state
+        self.recorder.save_checkpoint({"schema": SCHEMA, "model": weights, "method": method_state,
+                                       "epoch": self.best.epoch, "step": self.best.step,
+                                       "metrics": self.best.metrics}, "best")
+
+    def save(self, kind: str = "last") -> None:
         if kind == "best":
-            self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self._best_method = _clone(self.method.state_dict())
-            self.recorder.save_checkpoint({"schema": SCHEMA, "model": self._best_weights, "method": self._best_method,
-                                           "epoch": self.best.epoch, "step": self.best.step,
-                                           "metrics": self.best.metrics}, "best")
+            self.save_best(*self._snapshot())
         else:
             self.interval.average_across_ranks()
             self.recorder.save_checkpoint(self.state_dict(), "last")
@@ -452,6 +496,9 @@ class Trainer:
         self.interval.load_state_dict(state["interval"])
         if "monitors" in state:
             self.monitors.load_state_dict(state["monitors"])
+        self.method.end_reason = state.get("method_end")
+        plan = state.get("plan")
+        self.plan = None if plan is None else EpochPlan.from_state(plan, self.device)
         p = state["position"]
         self.pos = Position(p["epoch"], p["batch"], p["step"])
         b = state["best"]
