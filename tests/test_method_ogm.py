@@ -58,7 +58,10 @@ def ogm_step(model, method, step, x, y):
     """Forward, loss, backward and after_backward as ``Method.train_step`` runs them (without the optimiser)."""
     out = method.forward(model, x)
     loss, live = method.loss(out, y, step)
-    step.backward(loss)
+    heads = method.modality_head_loss(out, y, step)
+    step.backward(loss if heads is None else loss + heads)
+    if heads is not None:
+        live["method/head_ce"] = heads.detach()
     live.update(method.after_backward(model, out, y, step))
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, live
 

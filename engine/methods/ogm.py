@@ -23,8 +23,13 @@ Each step, after the ordinary backward of the fused cross-entropy (:meth:`OGM.af
    relu(ratio - 1)" and calls the missing ``- 1`` of one derived repo a bug; the releases we read
    (CVPR main.py, BML_TPAMI2024 main.py) do not subtract 1, so the default follows the paper and the
    releases and the shifted form is an option, not a bug fix.
-4. **Modulation**: every gradient of modality m's encoder (``model.encoder_parameters(m)``) is multiplied
-   by k_m, in place, before the trainer's clipping and optimiser step.
+4. **Modulation** (``modulate``): under SGD (the paper's optimiser: SGD, momentum 0.9), every gradient
+   of modality m's encoder (``model.encoder_parameters(m)``) is multiplied by k_m, in place, before the
+   trainer's clipping and optimiser step, as the paper does. Under Adam/AdamW a gradient factor is
+   divided out by the second-moment normalisation (a constant 0.5 changed the update by 5e-8), so there
+   the *learning rate* of encoder m's parameter group is multiplied by k_m for the step
+   (``step.scale_lr``): the update shrinks by k_m, which is what the paper's modulation achieves under
+   SGD. ``modulate = "auto"`` (default) chooses by optimiser; ``"gradient"`` with Adam is refused.
 5. **GE** (``ogm_ge`` only, paper Sec. 3.3 and Algorithm 1): each modulated encoder gradient tensor g gets
    Gaussian noise N(0, std(g)^2), std over the tensor's elements of the gradient *before* scaling (the
    release's current ``parms.grad = parms.grad * coeff + zeros_like(grad).normal_(0, grad.std() + 1e-8)``
@@ -51,9 +56,11 @@ Deviations from the release code, on purpose:
   are identical after the all-reduce, so their weights stay identical).
 * At an exact tie (rho = 1) nothing is modulated; the release's ``else`` branch modulates audio.
 * Non-additive fusions (``film``, ``gated``): the fused loss does not train their unimodal heads, so
-  their scores would be those of random classifiers. Here each head is trained by a cross-entropy on the
-  *detached* encoder features (the encoders' gradients are unchanged), logged as ``method/head_ce``. The
-  release reads the concat slice for every fusion, which does not fit these heads.
+  their scores would be those of random classifiers. Each head is trained by a cross-entropy on the
+  *detached* encoder features (the encoders' gradients are unchanged; the base class's
+  ``modality_head_loss``), logged as ``method/head_ce``. The release reads the concat slice for every
+  fusion, which does not fit these heads.
+* Under Adam/AdamW the coefficient scales encoder m's learning rate instead of its gradient (see 4).
 
 Live values per step (0-d device tensors): ``coef/<m>`` (k_m applied, 1 outside the window),
 ``score/<m>`` (s_m / batch size: the mean true-class confidence), ``method/ratio/<m>`` (rho_m).
@@ -86,6 +93,9 @@ class OGMConfig:
     modulation_start: int = opt(0, ge=0, help="first epoch (0-based) with modulation (release 0, BalanceMM 10)")
     modulation_end: int | None = opt(None, ge=1, help="epoch at which modulation stops (exclusive); unset: the "
                                                       "last epoch (release 50 of 100, BalanceMM 80)")
+    modulate: Literal["auto", "gradient", "lr"] = opt(
+        "auto", help="how k_m acts: 'gradient' scales encoder m's gradients (the paper, under SGD); 'lr' scales "
+                     "its learning rate for the step (acts under Adam too); 'auto': gradient under SGD, lr otherwise")
 
     def __post_init__(self):
         if self.modulation_end is not None and self.modulation_end <= self.modulation_start:
@@ -140,13 +150,23 @@ def in_window(epoch: int, start: int, end: int | None) -> bool:
 
 
 # -- the methods ------------------------------------------------------------------------------------
+OGM_LIVE = {
+    "coef/<m>": "modulation coefficient k_m applied to encoder m's update (1 - tanh(alpha rho_m) when it "
+                "leads, 1 otherwise and outside the modulation window)",
+    "score/<m>": "mean true-class confidence softmax(l_m)_y of modality m's own logits on the batch",
+    "method/ratio/<m>": "discrepancy ratio rho_m: m's score over the mean score of the other modalities",
+    "method/head_ce": "cross-entropy training the per-modality heads on detached features (non-additive fusions)",
+}
+
 @METHODS.register("ogm", config=OGMConfig,
                   help="on-the-fly gradient modulation: the dominant modality's encoder gradients are scaled by "
-                       "1 - tanh(alpha * rho) (Peng et al. 2022, OGM)")
+                       "1 - tanh(alpha * rho) (Peng et al. 2022, OGM)",
+                  paper="Peng, Wei, Deng, Wang, Hu: Balanced Multimodal Learning via On-the-fly Gradient "
+                        "Modulation, CVPR 2022",
+                  optimizer="sgd", cost="1F + 1B + gradient scaling", live=OGM_LIVE)
 class OGM(Method):
     """OGM: per-step gradient modulation of the dominant encoders; see the module docstring."""
 
-    name = "ogm"
     noise = False   # OGM-GE's Gaussian gradient noise
 
     def __init__(self, cfg: OGMConfig, ctx):
@@ -156,24 +176,31 @@ class OGM(Method):
                                          f"at least two; this run has {len(ctx.modalities)} "
                                          f"({', '.join(ctx.modalities)})"])
         self.generator: torch.Generator | None = None
-        self.additive = True
+        self.by_lr = cfg.modulate == "lr"
         self._ones = torch.ones(len(ctx.modalities), device=ctx.device)
 
+    @classmethod
+    def check_preset(cls, cfg, train):
+        if cfg.modulate == "gradient" and train.optimizer != "sgd":
+            return [f"method.modulate: \"gradient\" scales encoder gradients, which {train.optimizer} divides out "
+                    f"(its update is normalised by the running gradient scale), so the modulation would do almost "
+                    f"nothing; use modulate = \"auto\" or \"lr\" (scales the encoder's learning rate), or "
+                    f"train.optimizer = \"sgd\" as in the paper"]
+        return []
+
+    def parameter_groups(self, model):
+        return self.modality_groups(model)
+
+    def bind_optimizer(self, optimizer):
+        super().bind_optimizer(optimizer)
+        self.by_lr = self.cfg.modulate == "lr" or (self.cfg.modulate == "auto"
+                                                   and not isinstance(optimizer, torch.optim.SGD))
+
     def setup(self, model):
-        self.additive = bool(getattr(model.fusion, "additive", True))
         if self.noise:
             device = next(model.parameters()).device
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed((self.ctx.seed * 1_000_003 + 7_919) % (2 ** 62))
-
-    def loss(self, out, y, step):
-        loss, live = super().loss(out, y, step)
-        if self.additive:
-            return loss, live
-        with step.autocast():  # features are bf16 under autocast; the head's weights are fp32
-            _, heads = step.model.head({m: z.detach() for m, z in out.features.items()})
-        head_ce = sum(F.cross_entropy(heads[m].float(), y) for m in self.ctx.modalities)
-        return loss + head_ce, {**live, "method/head_ce": head_ce.detach()}
 
     def after_backward(self, model, out, y, step):
         mods = self.ctx.modalities
@@ -188,7 +215,10 @@ class OGM(Method):
             gates = self._noise_gates(rho)
             for i, m in enumerate(mods):
                 grads = [p.grad for p in model.encoder_parameters(m) if p.grad is not None]
-                modulate_(grads, k[i], None if gates is None else gates[i], self.generator)
+                if self.by_lr:
+                    step.scale_lr(m, k[i])
+                modulate_(grads, self._ones[i] if self.by_lr else k[i], None if gates is None else gates[i],
+                          self.generator)
         live = {f"coef/{m}": k[i] for i, m in enumerate(mods)}
         live.update({f"score/{m}": s[i] / n for i, m in enumerate(mods)})
         live.update({f"method/ratio/{m}": rho[i] for i, m in enumerate(mods)})
@@ -214,16 +244,15 @@ class OGM(Method):
         if self.generator is not None and "generator" in state:
             self.generator.set_state(state["generator"].cpu())
 
-    @classmethod
-    def live_names(cls, modalities):
-        return [f"{p}{m}" for p in ("coef/", "score/", "method/ratio/") for m in modalities]
 
 
 @METHODS.register("ogm_ge", config=OGMGEConfig,
                   help="OGM with generalisation enhancement: gradient modulation plus Gaussian noise "
-                       "N(0, std(grad)^2) on the encoder gradients (Peng et al. 2022, OGM-GE)")
+                       "N(0, std(grad)^2) on the encoder gradients (Peng et al. 2022, OGM-GE)",
+                  paper="Peng, Wei, Deng, Wang, Hu: Balanced Multimodal Learning via On-the-fly Gradient "
+                        "Modulation, CVPR 2022",
+                  optimizer="sgd", cost="1F + 1B + gradient scaling + noise per parameter", live=OGM_LIVE)
 class OGMGE(OGM):
     """OGM-GE: :class:`OGM` plus the Gaussian gradient noise; see the module docstring."""
 
-    name = "ogm_ge"
     noise = True
