@@ -1,5 +1,7 @@
-"""MCR (Kontras et al. 2025): the permutation game's values and gradient routing, L_Con, L_CEB,
-the pre-training stage, one batched head call, M = 3, every fusion, end-to-end run and exact resume."""
+"""MCR (Kontras et al. 2025): the permutation game's values and gradient routing (encoders and head, against
+the literal block-by-block game), L_Con, L_CEB, the separate unimodal heads and the pre-training stage,
+fusion dropout, the head calls, M = 3, every fusion, a deterministic backward, end-to-end run, exact resume
+and a finished run extended to N epochs equal to the run planned for N."""
 
 import contextlib
 import math
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 
 from engine.errors import PresetError
 from engine.methods import METHODS, MethodContext, StepContext
-from engine.methods.mcr import MCRConfig, jsd_rows, permuted_sets, sup_ntxent
+from engine.methods.mcr import MCRConfig, jsd_rows, permute_rows, permuted_sets, sup_ntxent
 from engine.models import ModalitySpec, ModelSpec, build_model
 from engine.models.encoders.mlp import MLPConfig
 from engine.run import resume_run, start_run
@@ -24,11 +26,12 @@ K = {"greedy": -1.0, "ind": 0.0, "colab": 1.0}
 FUSIONS = ["concat", "sum", "film", "gated"]
 
 
-def make(mods=("a", "b"), fusion="concat", dims=None, epoch=0, **options):
+def make(mods=("a", "b"), fusion="concat", dims=None, epoch=0, fusion_dropout=0.0, **options):
     torch.manual_seed(0)
     dims = dims or {m: 4 for m in mods}
+    fusion_options = {"dropout": fusion_dropout} | ({"hidden": 8} if fusion in ("film", "gated") else {})
     spec = ModelSpec(tuple(ModalitySpec(m, "mlp", MLPConfig(hidden=[8], dim=dims[m])) for m in mods), fusion,
-                     {"hidden": 8} if fusion in ("film", "gated") else None)
+                     fusion_options)
     shapes = {m: (5 + i,) for i, m in enumerate(mods)}
     model = build_model(spec, shapes, C)
     ctx = MethodContext(modalities=list(mods), n_classes=C, epochs=3, steps_per_epoch=1, device=torch.device("cpu"))
@@ -96,7 +99,7 @@ def test_jsd_is_zero_for_an_ignored_modality_and_analytic_when_the_prediction_fl
     analytic = sum(0.5 * a * math.log(2 * a / (a + b)) + 0.5 * b * math.log(2 * b / (a + b)) for a, b in zip(p, q))
     j = dict(zip(method.sets, game.j_sets.tolist()))
     assert j[("a",)] == pytest.approx(analytic, rel=1e-5) and j[("b",)] == pytest.approx(0.0, abs=1e-7)
-    live = method.game_live(game, fused, y)
+    live = method.game_live(game, y)
     assert live["method/J_a"].item() == pytest.approx(analytic, rel=1e-5)
     # permutation importance: fused accuracy 1; with b permuted still 1 (a kept), with a permuted 0
     assert live["score/a"].item() == 1.0 and live["score/b"].item() == 0.0
@@ -123,34 +126,66 @@ def test_each_encoder_gets_minus_lambda_times_own_plus_k_other(game, fusion):
         expected = [-0.3 * (g1 + K[game] * g2) for g1, g2 in zip(own, oth)]
         assert_close(grads(loss, params), expected)
         assert any(g.abs().sum() > 0 for g in expected)
-    # the head is not a player: with P detached it gets no gradient from the game
+    # game_head = "frozen": the same encoder gradients, and with P detached none for the head
+    _, frozen, *_ = make(fusion=fusion, game=game, game_weight=0.3, n_permutations=4, reference_gradient=False,
+                         game_head="frozen")
+    loss = frozen.game(model, feats, fused, perms, y).loss
+    for m in "ab":
+        assert_close(grads(loss, model.encoder_parameters(m)), grads(method.game(model, feats, fused, perms, y).loss,
+                                                                     model.encoder_parameters(m)))
     assert_close(grads(loss, model.head_parameters()), [torch.zeros_like(p) for p in model.head_parameters()])
 
 
+def naive_game(model, method, feats, fused, perms, mods, routing):
+    """The game written out literally: one head call per block (receiver r, set S, sign), the other
+    modalities' parts detached, the reference P not detached. ``routing``: "slice" detaches a modality's
+    whole logit contribution (the release's linear head: W_m and b/M follow z_m), "features" detaches its
+    features with the head live (spec 1.5), "frozen" also detaches the head's parameters."""
+    n = perms.shape[1]
+    total = torch.zeros(())
+    for block in method.blocks:
+        live = mods if block.receiver is None else [block.receiver]
+        stacked = permuted(feats, block.permuted, perms, mods)
+        if routing == "slice":
+            _, parts = model.head(stacked)
+            logits = sum(parts[m] if m in live else parts[m].detach() for m in mods)
+        else:
+            inputs = {m: z if m in live else z.detach() for m, z in stacked.items()}
+            if routing == "frozen":
+                params = {k: v.detach() for k, v in model.fusion.named_parameters()}
+                logits, _ = torch.func.functional_call(model.fusion, params, (inputs,))
+            else:
+                logits, _ = model.head(inputs)
+        total = total + block.sign * jsd_rows(logits, fused.repeat(n, 1)).mean()
+    return method.cfg.game_weight * total
+
+
+ROUTING = {("player", "concat"): "slice", ("player", "sum"): "slice", ("player", "film"): "features",
+           ("player", "gated"): "features"}
+
+
+@pytest.mark.parametrize("mods", [("a", "b"), ("a", "b", "c")])
 @pytest.mark.parametrize("game", ["greedy", "ind", "colab"])
-def test_game_gradients_equal_the_spec_pseudocode_with_the_reference_not_detached(game):
-    """Section 1.5 written out naively (a head call per block, sg() on features, Pr not detached),
-    with the head's parameters frozen in the permuted calls (the head is not a player)."""
-    model, method, _, x, y = make(fusion="gated", game=game, game_weight=0.5, n_permutations=3)
-    mods = ["a", "b"]
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("head", ["player", "frozen"])
+def test_game_gradients_equal_the_block_by_block_game_for_every_parameter(head, fusion, game, mods):
+    """Every parameter (encoders and head) gets the gradient of the literal block-by-block game: with
+    game_head = "player", an additive head's slice W_m (and b/M) follows encoder m (the release's linear
+    head), a non-additive head is live in every block (spec 1.5); with "frozen" the head is detached."""
+    model, method, _, x, y = make(mods, fusion=fusion, game=game, game_weight=0.5, n_permutations=3, game_head=head)
     feats = model.encode(x)
     fused, _ = model.head(feats)
     perms = method.draw_permutations(B, y.device)
     loss = method.game(model, feats, fused, perms, y).loss
-    J = lambda which, detach: j_full(model, feats, fused, which, perms, mods, detach, True)  # noqa: E731
-    if game == "greedy":
-        naive = 0.5 * (-J("a", "b") + J("a", "a") - J("b", "a") + J("b", "b"))
-    elif game == "ind":
-        naive = -0.5 * (J("a", "b") + J("b", "a"))
-    else:
-        naive = -0.5 * (J("a", "") + J("b", ""))
+    naive = naive_game(model, method, feats, fused, perms, list(mods), ROUTING.get((head, fusion), "frozen"))
     params = list(model.parameters())
     assert loss.item() == pytest.approx(naive.item(), abs=1e-7)
     assert_close(grads(loss, params), grads(naive, params))
-    if game == "greedy":  # M = 2 greedy: a live head's game gradient cancels, so the literal 1.5 agrees too
-        J = lambda which, detach: j_full(model, feats, fused, which, perms, mods, detach)  # noqa: E731
-        literal = 0.5 * (-J("a", "b") + J("a", "a") - J("b", "a") + J("b", "b"))
-        assert_close(grads(loss, params), grads(literal, params))
+    # with P constant, the head gets a game gradient only as a player (greedy with M = 2 and a non-additive
+    # head: the blocks cancel exactly)
+    detached = grads(method.game(model, feats, fused.detach(), perms, y).loss, model.head_parameters())
+    cancels = head == "frozen" or (ROUTING[(head, fusion)] == "features" and game == "greedy" and len(mods) == 2)
+    assert any(g.abs().max() > 0 for g in detached) != cancels
 
 
 def test_greedy_two_modalities_gradient_does_not_depend_on_the_reference_path():
@@ -193,6 +228,84 @@ def test_all_permutations_go_through_one_head_call(game):
     model.encoders["a"].register_forward_hook(lambda mod, args, out: encoder_calls.append(1))
     method.train_step(x, y, step)
     assert rows == [B, 2 * 5 * B] and len(encoder_calls) == 1   # 2 permuted sets x N x B rows
+
+
+@pytest.mark.parametrize("game, calls", [("greedy", [2 * 5 * B]), ("ind", [5 * B, 5 * B])])
+def test_a_non_additive_player_head_runs_once_per_set_unless_its_game_gradient_cancels(game, calls):
+    model, method, step, x, y = make(fusion="gated", game=game, n_permutations=5)
+    rows = []
+    model.fusion.register_forward_hook(lambda mod, args, out: rows.append(out[0].shape[0]))
+    method.train_step(x, y, step)
+    assert rows == [B] + calls
+
+
+# -- unimodal heads (the release's encoder classifiers) ---------------------------------------------
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_unimodal_heads_are_apart_from_the_fusion_head_which_pretraining_leaves_fresh(fusion):
+    model, method, step, x, y = make(fusion=fusion, pretrain_epochs=1, n_permutations=2)
+    additive = fusion in ("concat", "sum")
+    assert ("unimodal" in method.modules) == additive
+    feats = model.encode(x)
+    own = ({m: method.modules["unimodal"][m](feats[m]) for m in "ab"} if additive else model.head(feats)[1])
+    for out in (method.forward(model, x), method.predict(model, x)):   # what metrics and the loss see
+        assert all(torch.allclose(out.logits[m], own[m]) for m in "ab")
+    fused_head = [p for n, p in model.fusion.named_parameters() if additive or not n.startswith("heads.")]
+    before = [p.detach().clone() for p in fused_head]
+    method.train_step(x, y, step)                                      # epoch 0: pre-training
+    assert all(torch.equal(p, q) for p, q in zip(fused_head, before))  # the MCR stage starts with a fresh head
+    _, method, step, *_ = make(fusion=fusion, pretrain_epochs=1, n_permutations=2, unimodal_heads="fusion")
+    assert "unimodal" not in method.modules
+    out = model(x)
+    loss, _ = method.loss(method.forward(model, x), y, step)
+    moved = any(g.abs().max() > 0 for g in grads(loss, fused_head))
+    assert loss.item() == pytest.approx(sum(F.cross_entropy(out.logits[m], y) for m in "ab").item(), rel=1e-6)
+    assert moved == additive   # "fusion": concat's/sum's unimodal logits are parts of the fused head
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated"])
+def test_with_no_unimodal_weight_the_separate_heads_learn_on_detached_features(fusion):
+    model, method, step, x, y = make(fusion=fusion, unimodal_weight=0.0, n_permutations=2)
+    out = method.forward(model, x)
+    term = method.unimodal_term(model, out, y, torch.zeros(()))
+    assert term.item() == pytest.approx(sum(F.cross_entropy(out.logits[m], y) for m in "ab").item(), rel=1e-6)
+    heads = list((method.modules["unimodal"] if fusion == "concat" else model.fusion.heads).parameters())
+    assert all(g.abs().max() > 0 for g in grads(term, heads))
+    assert all(g.abs().max() == 0 for g in grads(term, model.encoder_parameters("a")))
+
+
+# -- fusion dropout -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_with_fusion_dropout_a_permutation_that_moves_nothing_scores_zero(fusion):
+    model, method, _, x, y = make(fusion=fusion, fusion_dropout=0.5, n_permutations=4)
+    out = model(x)                                         # the training pass, with its dropout masks
+    identity = torch.arange(B).expand(2, 4, B)
+    game = method.game(model, out.features, out.fused, identity, y)
+    assert game.j_sets.abs().max().item() < 1e-6
+    assert torch.allclose(game.reference, model.eval().head(out.features)[0])   # the dropout-free reference
+    model.train()
+    assert all(m.training for m in model.fusion.modules())  # the dropout layers are back in training mode
+    perms = method.draw_permutations(B, y.device)
+    assert method.game(model, out.features, out.fused, perms, y).j_sets.min().item() > 1e-5
+
+
+# -- determinism ------------------------------------------------------------------------------------
+def test_permuted_rows_have_the_indexing_gradient_bitwise_repeatably_on_two_threads():
+    """z[idx] with repeated rows accumulates in a thread-dependent order on the CPU (at 32 x 32 x 32
+    elements and two threads, nearly every repeat differs in the last bits); permute_rows does not."""
+    torch.manual_seed(0)
+    z = torch.randn(32, 32, requires_grad=True)
+    perms = torch.rand(32, 32).argsort(-1)
+    weight = torch.randn(32, 32, 32)
+    assert torch.equal(permute_rows(z, perms), z[perms])
+    expected = torch.autograd.grad((z[perms] * weight).sum(), z)[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = [torch.autograd.grad((permute_rows(z, perms) * weight).sum(), z)[0] for _ in range(8)]
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(got[0], expected, atol=1e-5)
+    assert all(torch.equal(g, got[0]) for g in got)
 
 
 # -- three modalities and every fusion --------------------------------------------------------------
@@ -259,7 +372,7 @@ def test_supervised_ntxent_known_value_and_pairwise_definition():
 def test_total_loss_adds_every_term_and_ceb_reconstructs_from_the_detached_prediction():
     model, method, step, x, y = make(game_weight=0.1, unimodal_weight=0.5, contrastive_weight=0.7,
                                      bottleneck_weight=2.0, n_permutations=3)
-    out = model(x)
+    out = method.forward(model, x)
     torch.manual_seed(9)
     loss, live = method.loss(out, y, step)
     torch.manual_seed(9)
@@ -287,7 +400,7 @@ def test_pretraining_uses_only_the_unimodal_losses_then_switches_to_mcr():
     model, method, step, x, y = make(pretrain_epochs=1, bottleneck_weight=1.0, n_permutations=2)
     calls = []
     model.fusion.register_forward_hook(lambda mod, args, out: calls.append(1))
-    out = model(x)
+    out = method.forward(model, x)
     loss, live = method.loss(out, y, step)
     assert loss.item() == pytest.approx(sum(F.cross_entropy(out.logits[m], y) for m in "ab").item(), rel=1e-6)
     assert len(calls) == 1 and live["coef/a"].item() == 0.0 and "method/J_a" not in live
@@ -346,3 +459,62 @@ def test_end_to_end_run_logs_the_live_values_and_resumes_bitwise(tmp_path):
     resumed = resume_run(cut.run_id, runs_dir=runs)
     assert resumed.state == "finished"
     assert_same_run(straight.run_dir, resumed.run_dir)
+
+
+# -- a finished run trained longer is the run planned that long -------------------------------------
+def extension_preset(mods, fusion, dim, method_table, epochs):
+    """Synthetic data (300 rows: 7 steps of 32 per epoch), one small MLP per modality, two CPU threads."""
+    blocks = "".join(f"[modalities.{m}]\nencoder = \"mlp\"\nhidden = [16]\ndim = {dim}\ndropout = 0.2\n" for m in mods)
+    fusion_table = f'fusion = "{fusion}"\n' + ("hidden = 16\ndropout = 0.2\n" if fusion in ("film", "gated") else "")
+    return f"""
+name = "ext"
+seed = 2
+[data]
+source = "synthetic"
+[data.synthetic]
+n_samples = 300
+n_classes = 3
+modalities = {list(mods)!r}
+dims = {[8, 6, 5][:len(mods)]!r}
+unique = {[1.0, 0.5, 0.3][:len(mods)]!r}
+noise = {[0.5, 0.8, 0.9][:len(mods)]!r}
+{blocks}[model]
+{fusion_table}[method]
+{method_table}
+[train]
+epochs = {epochs}
+batch_size = 32
+log_every = 3
+optimizer = "adam"
+lr = 0.01
+threads = 2
+""".replace("'", '"')
+
+
+def assert_extension_is_the_planned_run(planned, extended):
+    """The same final weights and method state, and every record of the planned run in the extended one."""
+    a, b = (torch.load(r / "checkpoints" / "last.pt", weights_only=True) for r in (planned, extended))
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    rows = [{(r["step"], r["split"]): r["m"] for r in read_metrics(d / "metrics.jsonl").metric_rows()}
+            for d in (planned, extended)]
+    for key, values in rows[0].items():
+        assert rows[1].get(key) == values, key
+
+
+@pytest.mark.parametrize("mods, fusion", [(("a", "b"), "concat"), (("a", "b", "c"), "gated")])
+def test_a_run_extended_to_n_epochs_is_bitwise_the_run_planned_for_n(mods, fusion, tmp_path):
+    """1 epoch (pre-training) extended to 3 (then MCR) equals 3 planned, on two CPU threads; N * B * d =
+    32 * 32 * 32 permuted feature elements per modality, where indexing's backward was thread-dependent
+    (a race: it showed in most, not all, of these runs)."""
+    table = 'name = "mcr"\nn_permutations = 32\npretrain_epochs = 1\nbottleneck_weight = 0.5'
+    for epochs in (3, 1):
+        (tmp_path / f"p{epochs}.toml").write_text(extension_preset(mods, fusion, 32, table, epochs))
+    threads = torch.get_num_threads()
+    try:
+        planned = start_run(tmp_path / "p3.toml", runs_dir=tmp_path / "runs")
+        short = start_run(tmp_path / "p1.toml", runs_dir=tmp_path / "runs")
+        extended = resume_run(short.run_id, ["train.epochs=3"], runs_dir=tmp_path / "runs")
+    finally:
+        torch.set_num_threads(threads)
+    assert planned.state == extended.state == "finished"
+    assert_extension_is_the_planned_run(planned.run_dir, extended.run_dir)

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from engine.data.dataset import TensorData
-from engine.errors import PresetError
 from engine.methods import METHODS, MethodContext, StepContext
 from engine.methods import mikd as mikd_module
 from engine.methods.mikd import (MikdConfig, calibration_weights, choose_teacher, distillation_loss, kd_gate,
@@ -27,6 +26,7 @@ from engine.schema import build
 from engine.store import read_metrics
 
 from runtools import InterruptAt, last_checkpoint, tiny_preset
+from test_method_mcr import assert_extension_is_the_planned_run, extension_preset
 
 C = 3
 
@@ -206,16 +206,17 @@ def test_stage2_weights_follow_the_f1_deficit_and_redundancy_formula():
 
 
 # -- schedule --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("epochs, s1, kd, bounds", [(40, None, None, (8, 16)), (8, None, None, (2, 4)),
-                                                    (3, None, None, (1, 2)), (2, None, None, (0, 0)),
-                                                    (10, 3, 0, (3, 3)), (10, 0, None, (0, 0)), (10, 4, 5, (4, 9))])
-def test_stage_bounds(epochs, s1, kd, bounds):
-    assert stage_bounds(MikdConfig(stage1_epochs=s1, kd_epochs=kd), epochs) == bounds
+@pytest.mark.parametrize("s1, kd, bounds", [(None, None, (3, 6)), (3, 0, (3, 3)), (0, None, (0, 0)),
+                                            (4, 5, (4, 9)), (1, None, (1, 4))])
+def test_stage_bounds_are_absolute_epochs_whatever_the_run_length(s1, kd, bounds):
+    options = {k: v for k, v in (("stage1_epochs", s1), ("kd_epochs", kd)) if v is not None}
+    assert stage_bounds(MikdConfig(**options)) == bounds
+    for epochs in (2, 40):   # not a fraction of train.epochs: a run extended later keeps its past
+        _, method, *_ = make(epochs=epochs, **options)
+        assert (method.stage1_end, method.kd_end) == bounds
 
 
 def test_schedule_errors_name_the_keys():
-    with pytest.raises(PresetError, match=r"method.stage1_epochs \+ method.kd_epochs = 5 \+ 5 .*train.epochs = 10"):
-        stage_bounds(MikdConfig(stage1_epochs=5, kd_epochs=5), 10)
     problems: list[str] = []
     assert build(MikdConfig, {"stage1_epochs": 0, "kd_epochs": 2, "grad_min": 3.0}, "method", problems) is None
     assert len(problems) == 1 and "grad_min (3.0) must not exceed grad_max" in problems[0]
@@ -387,3 +388,27 @@ def test_expected_mi_is_the_same_when_computed_in_small_chunks(monkeypatch):
     whole = pairwise_ami(preds, 6)
     monkeypatch.setattr(mikd_mi, "CHUNK_ELEMENTS", 50)
     assert torch.allclose(pairwise_ami(preds, 6), whole, rtol=0, atol=1e-15)
+
+
+# -- a finished run trained longer is the run planned that long -------------------------------------
+@pytest.mark.parametrize("mods, fusion, table", [
+    (("a", "b"), "concat", ""),                                          # default lengths: 3 unimodal epochs
+    (("a", "b", "c"), "gated", "stage1_epochs = 1\nkd_epochs = 1"),       # every stage, two after the resume
+])
+def test_a_run_extended_to_n_epochs_is_bitwise_the_run_planned_for_n(mods, fusion, table, tmp_path):
+    """1 epoch extended to 3 equals 3 planned. With stage lengths of 20% of train.epochs the 1-epoch run was
+    multitask-only and the 3-epoch one 1 + 1 + 1."""
+    method_table = f'name = "mikd"\nkd_threshold = 0.0\n{table}'
+    for epochs in (3, 1):
+        (tmp_path / f"p{epochs}.toml").write_text(extension_preset(mods, fusion, 8, method_table, epochs))
+    threads = torch.get_num_threads()
+    try:
+        planned = start_run(tmp_path / "p3.toml", runs_dir=tmp_path / "runs")
+        short = start_run(tmp_path / "p1.toml", runs_dir=tmp_path / "runs")
+        extended = resume_run(short.run_id, ["train.epochs=3"], runs_dir=tmp_path / "runs")
+    finally:
+        torch.set_num_threads(threads)
+    assert planned.state == extended.state == "finished"
+    assert_extension_is_the_planned_run(planned.run_dir, extended.run_dir)
+    stages = [e["stage"] for e in read_metrics(extended.run_dir / "metrics.jsonl").events() if e["name"] == "stage"]
+    assert stages == (["unimodal"] if not table else ["unimodal", "kd", "multitask"])

@@ -35,17 +35,59 @@ The training loss is (spec methods-seeds.md 1.3e, the paper's objective)
   ReLU -> Linear(h -> sum d_m, no bias), h = max d_m (the release's ``fc_yz`` with h = d). It lives
   in ``self.modules`` (saved and optimised with the model).
 
-How the gradient routing is done (one encoder pass, one head call, one backward): the training
-pass's features are reused. The blocks J_{r|S} of one set S all have the same value (detaching
-changes gradients, not values), so the head runs **once** on ``n_sets * N * B`` rows — each set's
-permuted/repeated features stacked along the batch — and the game's blocks are folded into
-constant gradient scales (``gradient_scales``): modality m's features in set S carry
-``g(m, S) = sum of the signs of the blocks of S where m is live`` (greedy: -1 if m in S else +1;
-ind: -1 or 0; colab: -1), applied with ``x.detach() + (x - x.detach()) * g``, which leaves the
-value bit for bit unchanged. Since ``dJ_{r|S}/d theta_r = dJ_S/d theta_r`` (the other features do
-not depend on theta_r), the backward pass gives each encoder exactly the gradient of its own
-terms — the same as separate detached evaluations per block (checked against that naive form in
-the tests), at 1/M of their head rows in greedy mode.
+How the gradient routing is done (one encoder pass, one backward): the training pass's features
+are reused. The blocks J_{r|S} of one set S all have the same value (detaching changes gradients,
+not values), so the head runs on ``n_sets * N * B`` rows — each set's permuted/repeated features
+stacked along the batch — and the game's blocks are folded into constant gradient scales
+(``gradient_scales``): in set S, modality m's part carries ``g(m, S) = sum of the signs of the
+blocks of S where m is live`` (greedy: -1 if m in S else +1; ind: -1 or 0; colab: -1), applied
+with ``x.detach() + (x - x.detach()) * g``, which leaves the value bit for bit unchanged; what a
+block shares with every other block (the head's shared parameters, the reference P) carries
+``c_S = sum of the signs of all blocks of S``. Since ``dJ_{r|S}/d theta_r = dJ_S/d theta_r`` (the
+other modalities' parts do not depend on theta_r), the backward pass gives each encoder exactly the
+gradient of its own terms — the same as separate detached evaluations per block (checked against
+that naive form in the tests), at 1/M of their head rows in greedy mode. The permuted rows are
+taken with :class:`~engine.methods.mcr_routing.PermuteRows`, whose backward gathers by the inverse
+permutations and sums over the N permutations: the backward of plain indexing (``z[idx]`` with every
+row repeated N times) accumulates in a thread-dependent order on the CPU (and with atomics on CUDA),
+which made two identical runs differ in the last bits.
+
+The fusion head in the game (``game_head``):
+
+* ``"player"`` (default, the paper's routing). Additive fusions (``concat``, ``sum``: the release's
+  ``linear`` head, whose ``detach_a``/``detach_v`` flags detach a modality's whole logit contribution
+  W_m z_m + b/2): the scale g(m, S) is put on modality m's logit contribution, so the head slice W_m
+  (and its share b/M of the bias) follows encoder m in the game, exactly as in the release.
+  Non-additive fusions (``film``, ``gated``; the release's flags detach a modality's input to the
+  fusion): the scale is put on the features and the head's parameters take part in every block
+  (spec 1.5, ``F(Z1s, sg(Z2r))`` with a live head), so they get ``c_S dJ_S/d theta``; the head then
+  runs once per set with its parameters scaled by c_S, or once for all sets when every c_S is 0
+  (greedy with M = 2, where the head's game gradient cancels exactly).
+* ``"frozen"``: the permuted predictions are computed with the head's parameters detached
+  (``torch.func.functional_call``), for every fusion, in one head call: a game between the
+  encoders only, the head trained by the task losses and the P path.
+
+Unimodal heads (``unimodal_heads``):
+
+* ``"separate"`` (default, the release's): modality m's logits ``h_m(z_m)`` — the ones its unimodal
+  cross-entropy trains and that ``*/acc/<m>`` reports — come from a Linear(d_m -> C) apart from the
+  fusion head, as the release's encoders' own classifiers (``aclassifier``/``vclassifier``). For
+  additive fusions, whose per-modality logits are parts of the fused ones, the method owns these
+  heads (``self.modules["unimodal"]``, saved and optimised with the model); ``film`` and ``gated``
+  have such heads already (their per-modality heads are not part of the fused logits). During
+  pre-training only the encoders and these heads learn, so the MCR stage starts with a fresh fusion
+  head, as the release's MCR runs after ``--pre``. With ``unimodal_weight = 0`` the heads are still
+  trained, on detached features, so ``*/acc/<m>`` describes a trained classifier.
+* ``"fusion"``: the fusion's per-modality logits (``concat``: the modality's slice of the fused linear
+  head and b/M; ``sum``: its head inside the sum; the same as ``"separate"`` for ``film``/``gated``).
+  The unimodal cross-entropies then train the fused head, and pre-training trains it too.
+
+Fusion dropout: the permuted predictions are evaluated with the fusion's dropout off. When the
+fusion has active dropout, the reference P is the fusion's dropout-free prediction on the same
+training features (one extra head call on B rows) rather than the training pass's P, so that a
+permutation that moves nothing gives J = 0 (with fresh dropout masks in the permuted call, the
+game would score the masks' difference). Dropout inside the encoders is shared: the features are
+reused.
 
 Deviations from the release, all deliberate:
 
@@ -59,22 +101,15 @@ Deviations from the release, all deliberate:
 * Permuted predictions include the fusion bias, like the unpermuted one (spec 1.4.3). Numeric
   weights are used (the standalone's boolean ``l``/``lib`` bug, 1.4.4, is not copied); the
   3-modality colab typo (1.4.6) is not copied.
-* The head is not a player: the permuted predictions are computed with the fusion head's
-  parameters detached (``torch.func.functional_call``), for every fusion. The release's linear
-  head detaches a modality's whole logit contribution instead, so there W_m follows its encoder
-  in the game; the spec's per-step algorithm (1.5) detaches features, under which the head's
-  game gradient cancels exactly for M = 2 in greedy mode (each J once with +, once with -), i.e.
-  equals ours. The head is trained by the task losses (and by the P path below).
 * ``reference_gradient = True`` (default) lets the game's gradient also flow through the
   unpermuted P into every encoder and the head, as both released versions do (spec 1.3b.6),
-  with coefficient c_S = sum of the signs of the blocks of S;
-  ``False`` treats P as a constant so each encoder gets exactly ``-lambda(grad J_own + k grad J_other)``.
-  In greedy mode with M = 2 the two are identical (the P paths cancel).
-* Unimodal logits are the model's per-modality logits (``concat``: the modality's slice of the
-  fused linear head; ``sum``: its head; ``film``/``gated``: their own unimodal heads).
-* The ``--pre`` pipeline (two separate unimodal runs, then MCR from their encoders) is one run
-  here: ``pretrain_epochs`` epochs of unimodal cross-entropies only (weight 1 each), then MCR,
-  with one optimiser and one learning-rate schedule over the whole run.
+  with coefficient c_S; ``False`` treats P as a constant so each encoder gets exactly
+  ``-lambda(grad J_own + k grad J_other)``. In greedy mode with M = 2 the two are identical (the
+  P paths cancel).
+* The ``--pre`` pipeline (two separate unimodal runs, then MCR from their encoders and unimodal
+  heads with a fresh fusion head) is one run here: ``pretrain_epochs`` epochs of unimodal
+  cross-entropies only (weight 1 each), then MCR, with one optimiser and one learning-rate
+  schedule over the whole run.
 * ``score/<m>`` is the release's permutation importance: the fused accuracy with every *other*
   modality permuted divided by the unpermuted fused accuracy (1 when the latter is 0), over the
   N*B permuted rows of the step.
@@ -108,9 +143,12 @@ from torch.func import functional_call
 
 from .. import dist
 from ..errors import PresetError
+from ..models import ModelOutput
+from ..models.fusion import unimodal_heads
 from ..schema import opt
 from . import METHODS
 from .base import Method
+from .mcr_routing import dropout_off, has_active_dropout, head_parameters, permute_rows, with_gradient_scale
 
 LOGIT_CLAMP = 1e7   # the release clamps logits to +-1e7 and probabilities to >= 1e-20 in its JSD
 PROB_FLOOR = 1e-20
@@ -142,6 +180,12 @@ class MCRConfig:
                                                      "(--lib; 1 for transformer runs); 0 turns it off")
     pretrain_epochs: int = opt(0, ge=0, help="epochs of unimodal cross-entropies only before MCR starts "
                                              "(the paper's --pre unimodal pre-training)")
+    game_head: Literal["player", "frozen"] = opt(
+        "player", help="the fusion head in the game: player (the release: a modality's head slice follows its "
+                       "encoder; non-additive heads take part in every block) or frozen (only the encoders play)")
+    unimodal_heads: Literal["separate", "fusion"] = opt(
+        "separate", help="unimodal logits h_m: a head apart from the fusion head (the release's encoder "
+                         "classifiers) or the fusion's per-modality logits (concat: its slice of the fused head)")
 
 
 @dataclass(frozen=True)
@@ -183,12 +227,6 @@ def gradient_scales(modalities: list[str], sets: list[tuple[str, ...]],
          for s in sets]
     c = [sum(b.sign for b in blocks if b.permuted == s) for s in sets]
     return g, c
-
-
-def with_gradient_scale(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``x`` in value (bit for bit), with its gradient multiplied by ``scale`` (broadcast)."""
-    frozen = x.detach()
-    return frozen + (x - frozen) * scale
 
 
 def jsd_rows(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -234,15 +272,29 @@ class GameResult:
     loss: torch.Tensor                 # L_MIPD: lambda * sum_S c_S J_S in value, the game's gradient
     j_sets: torch.Tensor               # (n_sets,) detached J per permuted set
     acc_sets: torch.Tensor             # (n_sets,) fused accuracy with the set permuted
+    reference: torch.Tensor            # (B, C) detached: the unpermuted prediction the J compare with
     head_rows: int
 
 
 @METHODS.register("mcr", config=MCRConfig,
-                  help="Multimodal Competition Regularizer: latent-permutation JSD game + SupCon + CEB (Kontras et al. 2025)")
+                  help="Multimodal Competition Regularizer: latent-permutation JSD game + SupCon + CEB (Kontras et al. 2025)",
+                  paper="Kontras, Strypsteen, Chatzichristos, Liang, Blaschko, De Vos: Multimodal Competition "
+                        "Regularizer, NeurIPS 2025 (arXiv 2411.07335)",
+                  optimizer="adam", cost="1F + 1B + N permuted fusion-head passes",
+                  live={"coef/<m>": "game weight lambda on modality m (0 during pre-training)",
+                        "score/<m>": "permutation importance: fused accuracy with m's features permuted over the "
+                                     "unpermuted accuracy (lower: m matters more)",
+                        "method/J_<set>": "JSD between the fused prediction and the prediction with the set's "
+                                          "features permuted",
+                        "method/mipd": "the latent-permutation game's loss L_MIPD",
+                        "method/contrastive": "supervised NT-Xent term L_Con",
+                        "method/bottleneck": "conditional-entropy bottleneck term L_CEB",
+                        "method/ce_fused": "fused cross-entropy",
+                        "method/ce_<m>": "modality m's unimodal cross-entropy"})
 class MCR(Method):
     """See the module docstring."""
 
-    name = "mcr"
+    trains_modality_heads = True   # the unimodal cross-entropies train every logits[m] (module docstring)
 
     def __init__(self, cfg: MCRConfig, ctx):
         super().__init__(cfg, ctx)
@@ -253,10 +305,12 @@ class MCR(Method):
         self.sets = permuted_sets(mods, cfg.permuted_sets)
         self.blocks = game_blocks(mods, self.sets, cfg.game)
         g, c = gradient_scales(mods, self.sets, self.blocks)
+        self.set_coefficients = c                                    # c_S as Python numbers
         self.feature_scale = torch.tensor(g, device=ctx.device)     # (n_sets, M)
         self.value_scale = torch.tensor(c, device=ctx.device)       # (n_sets,)
         rest = {m: tuple(o for o in mods if o != m) for m in mods}
         self.rest_index = {m: self.sets.index(rest[m]) for m in mods}
+        self.separate_heads = True   # whether the logits[m] are not part of the fused logits (set in setup)
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, model):
@@ -267,8 +321,29 @@ class MCR(Method):
                 f"method.contrastive_weight: the contrastive term compares the modalities' features directly, so "
                 f"every encoder must output the same size ({sizes}); set the encoders' dim equal or "
                 f"method.contrastive_weight = 0"])
+        additive = getattr(model.fusion, "additive", False)
+        if additive and self.cfg.unimodal_heads == "separate":
+            self.modules["unimodal"] = unimodal_heads(dims, self.ctx.n_classes)
+        self.separate_heads = not additive or self.cfg.unimodal_heads == "separate"
         if self.cfg.bottleneck_weight > 0:
             self.modules["ceb"] = CEBDecoder(self.ctx.n_classes, max(dims.values()), sum(dims.values()))
+
+    # -- the model's outputs with the unimodal heads ----------------------------------------------
+    def unimodal_logits(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        heads = self.modules["unimodal"]
+        return {m: heads[m](features[m]) for m in self.ctx.modalities}
+
+    def forward(self, model, x):
+        out = model(x)
+        if "unimodal" not in self.modules:
+            return out
+        return ModelOutput(fused=out.fused, logits=self.unimodal_logits(out.features), features=out.features)
+
+    def head(self, model, features):
+        fused, logits = model.head(features)
+        if "unimodal" in self.modules:
+            logits = self.unimodal_logits(features)
+        return fused, logits
 
     # -- schedule -------------------------------------------------------------------------------
     def pretraining(self, epoch: int) -> bool:
@@ -294,7 +369,7 @@ class MCR(Method):
         if self.pretraining(step.epoch):
             live.update({f"coef/{m}": zero for m in mods})
             return unimodal, live
-        loss = ce_fused + self.cfg.unimodal_weight * unimodal
+        loss = ce_fused + self.unimodal_term(step.model, out, y, unimodal)
         lam = torch.full((), self.cfg.game_weight, device=y.device)
         live.update({f"coef/{m}": lam for m in mods})
         features, fused, y_all = out.features, out.fused, y
@@ -306,7 +381,7 @@ class MCR(Method):
                 perms = self.draw_permutations(y_all.shape[0], y.device)
                 game = self.game(step.model, features, fused, perms, y_all)
             loss = loss + dist.global_batch_term(game.loss)
-            live.update(self.game_live(game, fused, y_all))
+            live.update(self.game_live(game, y_all))
         if self.cfg.contrastive_weight > 0:
             con = self.contrastive(features, y_all)
             loss = loss + self.cfg.contrastive_weight * dist.global_batch_term(con)
@@ -317,36 +392,71 @@ class MCR(Method):
             live["method/bottleneck"] = ceb.detach()
         return loss, live
 
+    def unimodal_term(self, model, out: ModelOutput, y: torch.Tensor, unimodal: torch.Tensor) -> torch.Tensor:
+        """w_u * sum_m CE(h_m(z_m), y); with w_u = 0 and separate heads, the heads' cross-entropies on detached
+        features (the heads still learn, the encoders get nothing from them)."""
+        if self.cfg.unimodal_weight > 0 or not self.separate_heads:
+            return self.cfg.unimodal_weight * unimodal
+        detached = {m: z.detach() for m, z in out.features.items()}
+        logits = self.head(model, detached)[1]
+        return torch.stack([F.cross_entropy(logits[m].float(), y) for m in self.ctx.modalities]).sum()
+
     # -- L_MIPD ---------------------------------------------------------------------------------
     def draw_permutations(self, batch: int, device: torch.device) -> torch.Tensor:
         """(M, N, B): N independent uniform permutations of the batch per modality, drawn on the device."""
         m, n = len(self.ctx.modalities), self.cfg.n_permutations
         return torch.rand(m, n, batch, device=device).argsort(dim=-1)
 
-    def stacked_features(self, features: dict[str, torch.Tensor], perms: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each modality's features for every permuted set, (n_sets * N * B, d_m), permuted where the set
-        holds the modality, repeated otherwise; their gradient is scaled by the game's g(m, S)."""
+    def stacked_features(self, features: dict[str, torch.Tensor], perms: torch.Tensor,
+                         scaled: bool = True) -> dict[str, torch.Tensor]:
+        """Each modality's features for every permuted set, (n_sets, N * B, d_m), permuted where the set
+        holds the modality, repeated otherwise; ``scaled``: their gradient multiplied by the game's g(m, S)."""
         n_sets, (n, b) = len(self.sets), perms.shape[1:]
         scales = self.feature_scale.to(perms.device)
         stacked = {}
         for i, m in enumerate(self.ctx.modalities):
             z = features[m]
-            permuted, repeated = z[perms[i].reshape(-1)], z.repeat(n, 1)
-            rows = torch.cat([permuted if m in s else repeated for s in self.sets]).view(n_sets, n * b, -1)
-            stacked[m] = with_gradient_scale(rows, scales[:, i, None, None].to(rows.dtype)).view(n_sets * n * b, -1)
+            permuted, repeated = permute_rows(z, perms[i]), z.expand(n, *z.shape)
+            rows = torch.stack([permuted if m in s else repeated for s in self.sets]).view(n_sets, n * b, -1)
+            stacked[m] = with_gradient_scale(rows, scales[:, i, None, None].to(rows.dtype)) if scaled else rows
         return stacked
 
-    def game(self, model, features, fused, perms, y) -> GameResult:
-        """L_MIPD and its per-set J values and accuracies from one head call on all permuted sets.
+    def permuted_logits(self, fusion: nn.Module, features, perms, share: float) -> torch.Tensor:
+        """The fused logits (n_sets, N * B, C) of every permuted set, routed as ``game_head`` says; ``share``
+        multiplies the head parameters' gradient (1 / world size: see :meth:`game`)."""
+        n_sets = len(self.sets)
+        flat = lambda rows: {m: r.reshape(-1, r.shape[-1]) for m, r in rows.items()}  # noqa: E731
+        if self.cfg.game_head == "player" and getattr(fusion, "additive", False):
+            # each modality's logit contribution (its head slice and bias share) carries g(m, S)
+            rows = flat(self.stacked_features(features, perms, scaled=False))
+            _, parts = functional_call(fusion, head_parameters(fusion, share), (rows,))
+            scales = self.feature_scale.to(perms.device)
+            routed = [with_gradient_scale(parts[m].view(n_sets, -1, parts[m].shape[-1]),
+                                          scales[:, i, None, None].to(parts[m].dtype))
+                      for i, m in enumerate(self.ctx.modalities)]
+            return torch.stack(routed).sum(0)
+        stacked = self.stacked_features(features, perms)
+        if self.cfg.game_head == "frozen" or all(c == 0 for c in self.set_coefficients):
+            logits, _ = functional_call(fusion, head_parameters(fusion, 0.0), (flat(stacked),))
+            return logits.view(n_sets, -1, logits.shape[-1])
+        # a non-additive head in every block: its parameters carry c_S, one head call per set
+        return torch.stack([functional_call(fusion, head_parameters(fusion, c * share),
+                                            ({m: r[k] for m, r in stacked.items()},))[0]
+                            for k, c in enumerate(self.set_coefficients)])
 
-        The head runs with its parameters detached (the head is not a player); the blocks of the
-        game are folded into per-set gradient scales: g(m, S) on modality m's features, c_S on the
-        unpermuted prediction P (when ``reference_gradient``) and on J_S's value.
-        """
+    def game(self, model, features, fused, perms, y) -> GameResult:
+        """L_MIPD and its per-set J values and accuracies (module docstring: routing, dropout)."""
         n_sets, (n, b) = len(self.sets), perms.shape[1:]
-        frozen = {k: v.detach() for k, v in model.fusion.named_parameters()}
-        logits, _ = functional_call(model.fusion, frozen, (self.stacked_features(features, perms),))
-        logits = logits.reshape(n_sets, n, b, -1)
+        fusion = model.fusion
+        # in a multi-process run every rank evaluates the head on the whole (gathered) batch, so the head
+        # parameters' gradient is already the global one on each rank: 1 / world size undoes the factor
+        # of dist.global_batch_term, which is meant for gradients that reach only this rank's rows
+        share = 1.0 / dist.world_size()
+        recompute = has_active_dropout(fusion)
+        with dropout_off(fusion):
+            if recompute:  # the reference without dropout, like the permuted predictions
+                fused = functional_call(fusion, head_parameters(fusion, share), (features,))[0]
+            logits = self.permuted_logits(fusion, features, perms, share).view(n_sets, n, b, -1)
         c = self.value_scale.to(logits.device)
         if self.cfg.reference_gradient:
             reference = with_gradient_scale(fused, c[:, None, None, None].to(fused.dtype))
@@ -356,12 +466,12 @@ class MCR(Method):
         loss = self.cfg.game_weight * ((j - j.detach()).sum() + (c * j.detach()).sum())
         with torch.no_grad():
             acc = (logits.argmax(-1) == y).float().mean(dim=(1, 2))
-        return GameResult(loss, j.detach(), acc, n_sets * n * b)
+        return GameResult(loss, j.detach(), acc, fused.detach(), n_sets * n * b)
 
-    def game_live(self, game: GameResult, fused: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def game_live(self, game: GameResult, y: torch.Tensor) -> dict[str, torch.Tensor]:
         live = {f"method/J_{set_name(s)}": game.j_sets[i] for i, s in enumerate(self.sets)}
         live["method/mipd"] = game.loss.detach()
-        acc = (fused.detach().argmax(-1) == y).float().mean()
+        acc = (game.reference.argmax(-1) == y).float().mean()
         safe = torch.where(acc > 0, acc, torch.ones_like(acc))
         for m, i in self.rest_index.items():
             live[f"score/{m}"] = torch.where(acc > 0, game.acc_sets[i] / safe, torch.ones_like(acc))

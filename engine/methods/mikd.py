@@ -19,10 +19,15 @@ Schedule (epochs of one run; announced by a ``stage`` event at the first epoch o
   the run's lr schedule continue across stages. No per-modality early stopping: the teacher is
   chosen from the validation macro-F1 at the end of stage 1a (the weights that then act as
   teacher); the run's own best-on-validation checkpoint selection still applies to the whole run.
-* **Stage lengths.** ``stage1_epochs`` / ``kd_epochs`` unset means round(0.2 * train.epochs) each
-  (40 epochs: 8 + 8 + 24; 8: 2 + 2 + 4; 1 or 2: multitask only). Explicit values must leave at least
-  one multitask epoch. The resolved boundaries are part of the method's state, so resuming with
-  more epochs keeps the stages the run started with.
+* **Stage lengths** are absolute numbers of epochs, never fractions of ``train.epochs``: ``stage1_epochs``
+  (default 3) and ``kd_epochs`` (default 3; 0 when ``stage1_epochs = 0``). A run's epochs therefore
+  belong to the same stages whatever length it was planned for, and a finished run resumed with more
+  epochs (``mmbal resume RUN --set train.epochs=N``) is the run planned for N epochs, bit for bit on
+  the CPU. (Lengths of 20% of ``train.epochs`` each would make a 2-epoch run multitask-only and the
+  run planned for 4 epochs 1 + 1 + 2, so extending a run would change its past.) A run
+  shorter than ``stage1_epochs + kd_epochs`` ends in an earlier stage; resuming it with more epochs
+  continues into the next ones. The boundaries are part of the method's state, so a resume keeps
+  the stages the run started with.
 * **Teacher.** t = argmax_m val macro-F1 (``val/f1/<m>``; ties go to the first modality in preset
   order). It is frozen as a snapshot: a deep copy of its encoder and of the fusion head, in eval mode
   (no dropout; BatchNorm running statistics). A snapshot is needed because the live teacher's logits
@@ -89,7 +94,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
 from ..train.metrics import confusion, macro_f1
@@ -98,15 +102,15 @@ from .base import Method
 from .mikd_mi import pairwise_ami
 
 STAGES = ("unimodal", "kd", "multitask")
-AUTO_STAGE_FRACTION = 0.2
+DEFAULT_STAGE_EPOCHS = 3   # stage 1a and the KD stage, when not set
 
 
 @dataclass(frozen=True)
 class MikdConfig:
-    stage1_epochs: int | None = opt(None, ge=0, help="epochs of unimodal training (stage 1a); unset: "
-                                                     "round(0.2 * train.epochs)")
+    stage1_epochs: int = opt(DEFAULT_STAGE_EPOCHS, ge=0,
+                             help="epochs of unimodal training (stage 1a), from the run's first epoch")
     kd_epochs: int | None = opt(None, ge=0, help="epochs of MI-gated distillation from the teacher (stage 1b); "
-                                                 "unset: round(0.2 * train.epochs)")
+                                                 "unset: 3, or 0 when stage1_epochs = 0")
     kd_alpha: float = opt(0.5, ge=0.0, le=1.0, help="weight of the distillation term in a student's loss")
     temperature: float = opt(4.0, ge=1e-3, help="softmax temperature tau of the distillation targets (logits / tau "
                                                 "overflow float32 near 0)")
@@ -130,19 +134,10 @@ class MikdConfig:
 
 
 # -- the algorithm's pieces (pure functions, tested on known values) ------------------------------
-def stage_bounds(cfg: MikdConfig, epochs: int) -> tuple[int, int]:
-    """(end of stage 1a, end of the KD stage) in epochs, resolving unset lengths; raises
-    :class:`PresetError` when explicit lengths leave no multitask epoch."""
-    auto = int(AUTO_STAGE_FRACTION * epochs + 0.5)
-    s1 = auto if cfg.stage1_epochs is None else cfg.stage1_epochs
-    kd = auto if cfg.kd_epochs is None else cfg.kd_epochs
-    if s1 == 0:
-        kd = 0
-    if s1 + kd >= epochs and (cfg.stage1_epochs is not None or cfg.kd_epochs is not None):
-        raise PresetError("[method] mikd", [
-            f"method.stage1_epochs + method.kd_epochs = {s1} + {kd} leaves no epoch for the multitask stage "
-            f"(train.epochs = {epochs}); lower them, leave them unset (20% of train.epochs each), "
-            f"or raise train.epochs above {s1 + kd}"])
+def stage_bounds(cfg: MikdConfig) -> tuple[int, int]:
+    """(end of stage 1a, end of the KD stage) in epochs: absolute, independent of ``train.epochs``."""
+    s1 = cfg.stage1_epochs
+    kd = (DEFAULT_STAGE_EPOCHS if s1 > 0 else 0) if cfg.kd_epochs is None else cfg.kd_epochs
     return s1, s1 + kd
 
 
@@ -181,16 +176,26 @@ def calibration_weights(f1: torch.Tensor, mi: torch.Tensor, gamma: float, eta: f
 
 @METHODS.register("mikd", config=MikdConfig,
                   help="MI-gated cross-modal distillation from the best modality, then multitask training with "
-                       "losses re-weighted by F1 deficit and inter-modal MI (Xie & Sanguinetti)")
+                       "losses re-weighted by F1 deficit and inter-modal MI (Xie & Sanguinetti)",
+                  paper="Xie, Sanguinetti: Balanced Multimodal Learning via Mutual Information, arXiv 2511.00987",
+                  optimizer="adam", cost="stage 1: M unimodal F/B; stage 2: 1F + 1B",
+                  live={"coef/<m>": "stage-2 loss weight w_m of modality m's cross-entropy",
+                        "score/<m>": "validation macro-F1 of modality m's own head (the calibration input)",
+                        "method/kd": "mean distillation KL from the teacher to the gated students",
+                        "method/ami_<pair>": "chance-adjusted MI between two modalities' predicted labels",
+                        "method/redundancy_<m>": "redundancy r_m of modality m from the pairwise MI",
+                        "method/stage": "stage index: 0 unimodal, 1 distillation, 2 multitask",
+                        "method/teacher": "index of the teacher modality (distillation stage)",
+                        "method/kd_<m>": "1 when modality m is distilled from the teacher"})
 class Mikd(Method):
     """See the module docstring: stages, formulas, design choices and logged values."""
 
-    name = "mikd"
+    trains_modality_heads = True   # every stage's loss has each modality's own cross-entropy
 
     def __init__(self, cfg: MikdConfig, ctx):
         super().__init__(cfg, ctx)
         self.mods = list(ctx.modalities)
-        self.stage1_end, self.kd_end = stage_bounds(cfg, ctx.epochs)
+        self.stage1_end, self.kd_end = stage_bounds(cfg)
         n, dev = len(self.mods), ctx.device
         self.weights = torch.ones(n, device=dev)                              # stage-2 w_m in force
         self.f1 = torch.full((n,), float("nan"), dtype=torch.float64, device=dev)
@@ -404,4 +409,6 @@ class Mikd(Method):
 
     @classmethod
     def live_names(cls, modalities):
-        return [f"coef/{m}" for m in modalities] + ["method/kd"]
+        mods = list(modalities)
+        pairs = [f"method/ami_{a};{b}" for i, a in enumerate(mods) for b in mods[i + 1:]]
+        return [n for n in super().live_names(mods) if n != "method/ami_<pair>"] + pairs
