@@ -29,3 +29,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+SLOW = os.environ.get("MMBAL_SLOW", "") not in ("", "0")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test of minutes (real data, every method x fusion); skipped unless "
+                                       "MMBAL_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only with MMBAL_SLOW=1 (the default suite must stay short on 2 cores)."""
+    if SLOW:
+        return
+    skip = pytest.mark.skip(reason="slow: set MMBAL_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

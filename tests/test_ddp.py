@@ -1,9 +1,9 @@
 """Multi-process (data-parallel) training: two CPU processes with the gloo backend.
 
-* For ``joint``, ``ogm_ge``, ``aug`` and ``mcr``: (a) every rank applies the same coefficients and
+* For every registered method: (a) every rank applies the same coefficients and
   ends with the same weights, and (b) two ranks with batches of B/2 give the weights (and the logged
   values) of one process with batches of B. One ``torch.multiprocessing.spawn`` of two processes
-  trains all four; the single-process references train in the test process.
+  trains them all; the single-process references train in the test process.
 * Resume across process counts: a run of one process resumed by the spawned group of two (rank 0
   hands the run over), and end to end ``mmbal run --nproc 2`` resumed by one process; only rank 0
   wrote the run directory.
@@ -22,14 +22,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from engine.methods import METHODS as REGISTRY
+
+from methodkit import method_table
 from runtools import tiny_preset
 
-METHODS = {
-    "joint": 'name = "joint"',
-    "ogm_ge": 'name = "ogm_ge"\nalpha = 0.5',
-    "aug": 'name = "aug"\nhidden = 16\ncheck_every = 1\nmax_heads = 2',
-    "mcr": 'name = "mcr"\nn_permutations = 4\ncontrastive_weight = 0.5\nbottleneck_weight = 0.5\ngame_weight = 0.5',
+# Options that keep a method's test cheap or exercise more of it; every other registered method runs
+# with the options it cannot run without (tests/methodkit.py).
+OPTIONS = {
+    "ogm_ge": {"alpha": 0.5},
+    "aug": {"hidden": 16, "check_every": 1, "max_heads": 2},
+    "mcr": {"n_permutations": 4, "contrastive_weight": 0.5, "bottleneck_weight": 0.5, "game_weight": 0.5},
 }
+METHODS = {m: method_table(m, OPTIONS.get(m)) for m in REGISTRY.names()}   # method -> its [method] table
 
 
 def exact_preset(method: str) -> str:
@@ -274,8 +279,8 @@ def test_sharded_resident_data_splits_each_epoch_batch_by_rank():
     x = {"a": torch.arange(12.0)[:, None]}
     data = TensorData(x=x, y=torch.arange(12), present={}, splits={"train": torch.arange(12)}, classes=["c"],
                       modalities={}, name="n", source="s", stats={})
-    whole = [y.tolist() for _, y in data.train_epoch(1, 0, 5, False).iterate()]
-    halves = [[y.tolist() for _, y in ShardedData(data, r, 2).train_epoch(1, 0, 5, False).iterate()] for r in range(2)]
+    whole = [b.y.tolist() for b in data.train_epoch(1, 0, 5, False).iterate()]
+    halves = [[b.y.tolist() for b in ShardedData(data, r, 2).train_epoch(1, 0, 5, False).iterate()] for r in range(2)]
     assert [a + b for a, b in zip(*halves)][:2] == [w + w[:1] for w in whole[:2]]  # 5 rows, padded to 6
     assert halves[0][2] + halves[1][2] == whole[2]                    # the last batch of 2: one row each
     assert ShardedData(data, 0, 2).split_size("train") == 12          # sizes stay global
@@ -286,7 +291,7 @@ def test_sharded_resident_data_splits_each_epoch_batch_by_rank():
 
         def __len__(self):
             return 3
-    cut = [[y.tolist() for _, y in ShardedBatches(Source(), r, 2).iterate()] for r in range(2)]
+    cut = [[b.y.tolist() for b in ShardedBatches(Source(), r, 2).iterate()] for r in range(2)]
     assert cut == halves
 
 

@@ -17,6 +17,9 @@ run's, the same train/val metric rows (each step once, equal values), one test r
 metrics, status ``finished`` and no temporary file left. A run killed before its first checkpoint is
 trained again from step 0 in its directory.
 
+Every other registered method gets one pass of its own: its run is killed at a seeded random training
+step after the first checkpoint, resumed, and compared with its uninterrupted run in the same way.
+
 ``MMBAL_KILL_POINTS=N`` runs the long sweep: every occurrence of every site (about 70), a quarter of
 them with the resume killed as well, plus random delays up to N points. ``MMBAL_KILL_SEED`` changes
 the random delays; ``MMBAL_KILL_REPORT=<file>`` writes every point's outcome as JSON.
@@ -45,6 +48,9 @@ from engine.run import NullReporter, start_run
 from engine.store import read_metrics, read_status, read_summary, run_dirs
 from mmbal_cli.app import app
 
+from engine.methods import METHODS
+
+from methodkit import method_table
 from runtools import tiny_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,3 +334,37 @@ def test_sigkill_at_any_moment_then_resume_is_bitwise_the_uninterrupted_run(refe
     if os.environ.get("MMBAL_KILL_REPORT"):
         Path(os.environ["MMBAL_KILL_REPORT"]).write_text(json.dumps(report, indent=1))
     assert outcomes[NO_CHECKPOINT] >= 1 and outcomes["a checkpoint to resume from"] >= 1
+
+
+# -- every registered method: one kill each -------------------------------------------------------------
+def method_kill_step(method: str) -> int:
+    """The training step whose end kills the method's run: seeded by its name, after the first
+    checkpoint (step 7), so that the resume restores the method's saved state."""
+    return random.Random(f"kill/{method}").randint(8, 20)
+
+
+def test_every_method_resumes_bitwise_after_a_sigkill(tmp_path, one_thread):
+    """``joint`` has the whole list above; every other registered method (its minimal options, the tiny
+    preset) is killed once by SIGKILL mid-training in a real ``mmbal run``, then ``mmbal resume`` must
+    give its uninterrupted run's weights, metric rows and summary."""
+    methods = [m for m in METHODS.names() if m != "joint"]
+    refs, points = {}, []
+    for method in methods:
+        preset = tmp_path / f"{method}.toml"
+        preset.write_text(tiny_preset(method_table(method), name="kill", seed=3))
+        result = start_run(preset, OVERRIDES, runs_dir=tmp_path / "reference" / method)
+        assert result.state == "finished", method
+        refs[method] = {"preset": preset, **expected(result.run_dir)}
+        points.append(KillPoint(f"{method}: kill at step:{method_kill_step(method)}",
+                                run_fault=f"step:{method_kill_step(method)}"))
+    with ThreadPoolExecutor(2) as pool:
+        killed = list(pool.map(lambda mp: run_and_kill(mp[1], tmp_path / mp[0], refs[mp[0]]["preset"], 0.0),
+                               zip(methods, points)))
+    failures = []
+    for method, k in zip(methods, killed):
+        try:
+            left = finish_after_kill(k, refs[method])
+            assert left.startswith("checkpoint at step"), (k.point.label, left)
+        except AssertionError as exc:
+            failures.append(f"{k.point.label}: {str(exc)[:1500]}")
+    assert not failures, "\n".join(failures)
