@@ -207,6 +207,25 @@ class TeacherStudent(Method):
             self._load_teacher()
 
 
+class Resamples(Method):
+    """Joint training on an epoch plan that changes every epoch: the first rows twice (modality b
+    dropped on the repeats), the rest once; it records the sample ids it was given."""
+
+    def epoch_plan(self, epoch, model):
+        from engine.data import EpochPlan
+        n = self.ctx.data.split_size("train")
+        k = 40 + 10 * epoch
+        rows = torch.cat([torch.arange(n), torch.arange(k)])
+        masks = torch.ones(len(rows), 2, dtype=torch.bool)
+        masks[n:, 1] = False
+        return EpochPlan(rows, masks)
+
+    def loss(self, out, y, step):
+        loss, live = super().loss(out, y, step)
+        dropped = (~step.masks["b"]).sum().double()
+        return loss, {**live, "method/dropped": dropped, "method/id_sum": step.ids.sum().double()}
+
+
 @pytest.fixture
 def toy_methods():
     from dataclasses import dataclass
@@ -216,9 +235,10 @@ def toy_methods():
         pass
 
     added = []
-    for name, cls in (("toy_ends", EndsAfterTwo), ("toy_stages", TeacherStudent)):
+    for name, cls in (("toy_ends", EndsAfterTwo), ("toy_stages", TeacherStudent), ("toy_plan", Resamples)):
         METHODS.register(name, config=NoOptions, help="test method", optimizer="sgd", cost="1F + 1B",
-                         live={"method/kl": "KL to the kept teacher"})(cls)
+                         live={"method/kl": "KL to the kept teacher", "method/dropped": "rows with b dropped",
+                               "method/id_sum": "sum of the batch's sample ids"})(cls)
         added.append(name)
     yield
     for name in added:
@@ -259,6 +279,22 @@ def test_stages_keep_a_teacher_in_the_run_directory_and_resume_across_the_bounda
     assert a["final"] == b["final"] and a["test"] == b["test"]
     stages = events(read_metrics(whole.run_dir / "metrics.jsonl"), "stage")
     assert [e["stage"] for e in stages] == ["teacher", "student"]
+
+
+def test_an_epoch_plan_sets_the_epoch_length_and_masks_and_is_replayed_on_resume(tmp_path, toy_methods):
+    from runtools import InterruptAt
+    whole = run(tmp_path, "toy_plan", 3, "plan")
+    log = read_metrics(whole.run_dir / "metrics.jsonl")
+    val_steps = [r["step"] for r in log.records if r.get("kind") == "metrics" and r.get("split") == "val"]
+    assert val_steps == [8, 17, 26]      # 210 + 40, 210 + 50, 210 + 60 rows: 8, 9, 9 batches of 32
+    dropped = sum(r["m"]["method/dropped"] for r in log.records
+                  if r.get("kind") == "metrics" and r.get("split") == "train")
+    assert dropped > 0
+    cut = run(tmp_path, "toy_plan", 3, "plan_cut", interrupt=InterruptAt(19))   # inside the third epoch
+    assert cut.state == "interrupted"
+    done = resume_run(str(cut.run_dir), runs_dir=tmp_path / "runs")
+    a, b = read_summary(whole.run_dir), read_summary(done.run_dir)
+    assert a["final"] == b["final"] and a["test"] == b["test"]
 
 
 def test_stages_are_fixed_in_absolute_epochs():
