@@ -160,12 +160,12 @@ def check_resume(ref: str, runs_dir, nproc: int):
     """Before starting processes: the run exists and its batch splits over them; returns its directory."""
     from engine.errors import ResumeRefused
     from engine.run import check_batch_split
-    from engine.store import default_runs_dir, read_json, resolve_run
+    from engine.store import CONFIG_JSON, RunPaths, default_runs_dir, read_json, resolve_run
     run_dir = resolve_run(default_runs_dir(runs_dir), ref)
     try:
-        batch_size = int(read_json(run_dir / "config.json")["train"]["batch_size"])
+        batch_size = int(read_json(RunPaths(run_dir).config_json)["train"]["batch_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ResumeRefused(f"{run_dir}: config.json cannot be read ({exc}); the run cannot be resumed") from None
+        raise ResumeRefused(f"{run_dir}: {CONFIG_JSON} cannot be read ({exc}); the run cannot be resumed") from None
     check_batch_split(batch_size, nproc)
     return run_dir
 
@@ -178,7 +178,7 @@ def ranks():
     is one line on stderr and exit 1, not a traceback per process."""
     import typer
 
-    from engine.dist import is_main, process_group, rank
+    from engine.collectives import is_main, process_group, rank
     from engine.errors import MmbalError
     with process_group():
         main = is_main()

@@ -14,10 +14,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine import faults, recovery
-from engine.compare import build_comparison, load_runs
-from engine.plot import skipped_lines
-from engine.run import NullReporter, resume_run, start_run
+from engine import faults
+from engine.analysis.build import build_comparison
+from engine.analysis.load import load_runs
+from engine.analysis.plot import skipped_lines
+from engine.run import NullReporter, recovery, resume_run, start_run
 from engine.store import MetricsTail, read_metrics, read_status, read_summary
 from mmbal_cli.app import app
 from mmbal_cli.tui.model import RunModel

@@ -33,13 +33,12 @@ from typer.testing import CliRunner
 import engine.run.lifecycle
 from engine import faults
 from engine.run import NullReporter, start_run
-from engine.store import Heartbeat, read_metrics
-from engine.train.checkpoint import load_checkpoint
+from engine.store import Heartbeat, load_checkpoint, read_metrics
 from mmbal_cli.app import app
 
 from runtools import tiny_preset
 
-CLI = importlib.import_module("mmbal_cli.app")  # the module (the package's attribute `app` is the Typer app)
+CLI = importlib.import_module("mmbal_cli.commands.run")  # the module of `run`/`resume`, which makes the reporter
 runner = CliRunner()
 EPOCHS = 2  # 7 steps per epoch: checkpoints at steps 7 and 14
 ARM_AT_STEP = 8

@@ -109,7 +109,7 @@ def damage(path, how):
 
 @pytest.mark.parametrize("how", ["truncate", "bitflip"])
 def test_damaged_last_checkpoint_falls_back_to_the_previous_one(how, preset, tmp_path):
-    from engine.train.checkpoint import CheckpointDamaged, load_checkpoint
+    from engine.store import CheckpointDamaged, load_checkpoint
     straight = start_run(preset, runs_dir=tmp_path / "runs")
     cut = start_run(preset, runs_dir=tmp_path / "runs", reporter=InterruptAt(10))
     last = cut.run_dir / "checkpoints" / "last.pt"

@@ -37,7 +37,7 @@ from engine.errors import PresetError, RunLocked, UsageError
 from engine.run import resume_run, start_run
 from engine.store import check_run_name, run_name_problem
 from engine.store.lock import LOCK_FILE, RunLock
-from engine.train.checkpoint import CheckpointDamaged, load_checkpoint
+from engine.store import CheckpointDamaged, load_checkpoint
 from mmbal_cli.app import app
 
 from runtools import tiny_preset

@@ -9,7 +9,6 @@ import pytest
 from engine.errors import RunNotFound
 from engine.store import layout
 from engine.store.layout import (
-    RUN_FILES,
     create_run_dir,
     default_runs_dir,
     list_runs,
@@ -18,6 +17,7 @@ from engine.store.layout import (
     run_dir_name,
     slugify,
 )
+from engine.store.paths import RUN_FILES
 from engine.store.status import write_status
 
 WHEN = datetime(2026, 5, 1, 12, 30, 5)

@@ -1,5 +1,8 @@
 """A run stopped by a failed write (disk full, permission denied): the status ends ``failed`` with
-the reason, and the error says which file, what is safe and what to do (:mod:`engine.storage_errors`)."""
+the reason, and the error says which file, what is safe and what to do (:mod:`engine.store.write_errors`).
+
+What a resume does after such a stop, or after a crash, is :mod:`engine.run.recovery`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MmbalError
-from ..storage_errors import failed_write, run_write_failed
+from ..errors import MmbalError, StorageError
 from ..store import Heartbeat, write_status
+from ..store.paths import STATUS_JSON
+from ..store.write_errors import failed_write, run_write_failed
 from ..train.trainer import Trainer
 from .recorder import RunRecorder
 
@@ -71,3 +75,17 @@ def write_failures(run_dir: Path, run_id: str, preset: str | None):
         if preset is not None:
             mark_failed(run_dir, LiveRun({"epoch": 0, "step": 0}, None), str(failure))
         raise failure from None
+
+
+def training_write_failure(exc: BaseException, run_dir: Path, run_info: dict, live: LiveRun) -> StorageError | None:
+    """``exc`` as the error of a run stopped in training by a failed write of one of its files, with
+    the status ended ``failed``; None when ``exc`` is not such a failure."""
+    error = None if isinstance(exc, MmbalError) else failed_write(exc, run_dir)
+    if error is None:
+        return None
+    failure = run_write_failed(error, run_dir, run_info["run_id"], run_info.get("preset"), live.position(),
+                               live.saved())
+    if not mark_failed(run_dir, live, str(failure)):
+        failure = StorageError(f"{failure} ({STATUS_JSON} could not be updated either: it shows the run as "
+                               f"stale once its heartbeat is old.)")
+    return failure

@@ -6,7 +6,7 @@ rename, is locked for the whole run, and every file in it is replaced atomically
 one complete line at a time.
 
 A write that fails (disk full, permission denied, read-only file system) stops the run with a
-:class:`~engine.errors.StorageError` (exit 1, see :mod:`engine.storage_errors`): the status ends
+:class:`~engine.errors.StorageError` (exit 1, see :mod:`engine.store.write_errors`): the status ends
 ``failed`` with the reason when ``status.json`` can still be written, the last good checkpoint is
 untouched, and ``mmbal resume`` continues once the cause is fixed. A failure while the directory
 of a new run is being made leaves nothing behind.
@@ -21,22 +21,23 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__, dist
+from .. import __version__, collectives
 from ..config import RunConfig, apply_overrides, load_preset, locked_differences, parse_toml, resolve
-from ..errors import MmbalError, PresetError, ResumeRefused, StorageError
-from ..storage_errors import creation_failed, failed_write, run_write_failed
-from ..store import (Heartbeat, MetricsWriter, RunLock, atomic_write_json, create_run_dir, default_runs_dir,
-                     new_run_id, read_json, read_metrics, resolve_run, usable_runs_dir)
+from ..errors import MmbalError, PresetError, ResumeRefused
+from ..store import (CONFIG_JSON, PRESET_TOML, RUN_JSON, Heartbeat, MetricsWriter, RunLock, RunPaths,
+                     atomic_write_json, create_run_dir, default_runs_dir, new_run_id, newest_good_checkpoint,
+                     read_json, read_metrics, resolve_run, usable_runs_dir)
 from ..store.jsonl import WINDOW_BYTES
 from ..store.names import check_run_name, run_name_problem, shown
-from ..store.status import STATUS_JSON
+from ..store.write_errors import creation_failed, failed_write
 from ..train.device import describe_device
 from ..train.trainer import Interrupted, Trainer
-from .failures import LiveRun, mark_failed, stop_quietly, write_failures
+from .failures import LiveRun, stop_quietly, training_write_failure, write_failures
 from .parts import build_parts, load_run_data, placement, training_device
 from .ranks import Handoff, follow, resume_follower
-from .recorder import NullReporter, Reporter, RunRecorder, RunResult, now
-from .resume_points import best_checkpoint, newest_good_checkpoint, recorded_finished, tidy_after_crash
+from .recorder import RunRecorder, now
+from .recovery import best_checkpoint, recorded_finished, tidy_after_crash
+from .reporting import NullReporter, ProgressReporter, RunResult
 from .signals import stop_on_signals
 
 
@@ -54,7 +55,7 @@ def _run_name(name: str | None, cfg: RunConfig, preset: str | Path) -> str:
 
 
 def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Path | None = None,
-              name: str | None = None, device: str | None = None, reporter: Reporter | None = None,
+              name: str | None = None, device: str | None = None, reporter: ProgressReporter | None = None,
               on_created=None) -> RunResult:
     """``mmbal run``: validate everything, create the run directory, train to the end."""
     if name is not None:
@@ -74,10 +75,10 @@ def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Pat
         "device": describe_device(dev), "exactness": "bitwise" if dev.type == "cpu" else "statistical",
         "modalities": cfg.modalities, "classes": data.classes, "data_mode": placement(data),
     }
-    files = {"run.json": _json_bytes(run_info), "preset.toml": preset_text.encode(),
-             "config.json": _json_bytes(cfg.to_dict())}
+    files = {RUN_JSON: _json_bytes(run_info), PRESET_TOML: preset_text.encode(),
+             CONFIG_JSON: _json_bytes(cfg.to_dict())}
     data, model, method = build_parts(cfg, dev, data, source=str(preset))
-    if not dist.is_main():  # another rank of a multi-process run: rank 0 makes the run directory
+    if not collectives.is_main():  # another rank of a multi-process run: rank 0 makes the run directory
         return follow(Handoff.receive(), cfg, dev, data, model, method, checkpoint=None)
     with Handoff() as handoff:
         try:
@@ -97,19 +98,19 @@ def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Pat
 
 
 def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None = None,
-               reporter: Reporter | None = None, on_found=None) -> RunResult:
+               reporter: ProgressReporter | None = None, on_found=None) -> RunResult:
     """``mmbal resume``: continue a run from ``checkpoints/last.pt`` (locked keys may not change).
 
     A run that died before its first checkpoint trains again from step 0 in its directory (a resume
     record at step 0 supersedes what the attempt logged). What a crash left behind is tidied first
     and reported as warnings: temporary files, a damaged checkpoint, damaged status or summary,
-    bad lines in the log (:mod:`engine.recovery`).
+    bad lines in the log (:mod:`engine.run.recovery`).
 
     In a multi-process run rank 0 finds the run, checks it and hands the resolved overrides to the
     other ranks (or its error, which they raise too); they then read the same checkpoint files. The
     checkpoint holds global state only, so the number of processes may differ from the last segment's.
     """
-    if not dist.is_main():
+    if not collectives.is_main():
         return resume_follower()
     with Handoff() as handoff:
         return _resume_main(handoff, ref, overrides, runs_dir, reporter, on_found)
@@ -118,19 +119,21 @@ def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None 
 def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, reporter, on_found) -> RunResult:
     runs_dir = default_runs_dir(runs_dir)
     run_dir = resolve_run(runs_dir, ref)
+    paths = RunPaths(run_dir)
+    preset = str(paths.preset_toml)
     with write_failures(run_dir, run_dir.name.rsplit("_", 1)[-1], None), RunLock(run_dir):
-        run_info = read_json(run_dir / "run.json")
-        old_config = read_json(run_dir / "config.json")
+        run_info = read_json(paths.run_json)
+        old_config = read_json(paths.config_json)
         all_overrides = list(run_info.get("overrides", [])) + list(overrides)
-        raw = parse_toml((run_dir / "preset.toml").read_text(encoding="utf-8"), str(run_dir / "preset.toml"))
-        cfg = resolve(apply_overrides(raw, all_overrides), str(run_dir / "preset.toml"),
+        raw = parse_toml(paths.preset_toml.read_text(encoding="utf-8"), preset)
+        cfg = resolve(apply_overrides(raw, all_overrides), preset,
                       Path(run_info["base_dir"]), default_name=run_info["name"])
         diffs = locked_differences(old_config, cfg.to_dict())
         if diffs:
             raise ResumeRefused(f"resume of {run_dir} refused: these locked keys would change "
                                 f"(start a new run with `mmbal run` instead):\n  " + "\n  ".join(diffs))
-        dev = training_device(cfg, str(run_dir / "preset.toml"))
-        state, warnings, damaged = newest_good_checkpoint(run_dir, dev)
+        dev = training_device(cfg, preset)
+        state, warnings, damaged = newest_good_checkpoint(paths, dev)
         best = None
         if state is not None:
             done = state["position"]["epoch"]
@@ -150,43 +153,38 @@ def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, r
             if reporter is not None and hasattr(reporter, "warn"):
                 reporter.warn(warning)
         data_mode = (run_info.get("data_mode") or {}).get("mode", "resident")  # runs before streaming: resident
-        data, model, method = build_parts(cfg, dev, source=str(run_dir / "preset.toml"), data_mode=data_mode)
+        data, model, method = build_parts(cfg, dev, source=preset, data_mode=data_mode)
         run_info["overrides"] = all_overrides
         run_info["segments"] = int(run_info.get("segments", 1)) + 1
         run_info["resumed"] = list(run_info.get("resumed", [])) + [
             {"at": now(), "step": state["position"]["step"] if state is not None else 0}]
-        atomic_write_json(run_dir / "run.json", run_info)
-        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        atomic_write_json(paths.run_json, run_info)
+        atomic_write_json(paths.config_json, cfg.to_dict())
         return _train(run_dir, run_info, cfg, dev, data, model, method, reporter or NullReporter(),
                       checkpoint=(state, best) if state is not None else None, segment=run_info["segments"])
 
 
 def _train(run_dir: Path, run_info: dict, cfg: RunConfig, dev: torch.device, data, model, method,
-           reporter: Reporter, checkpoint, segment: int) -> RunResult:
+           reporter: ProgressReporter, checkpoint, segment: int) -> RunResult:
     """Train in ``run_dir``; a failed write of any of its files stops the run with a StorageError."""
     pos = checkpoint[0]["position"] if checkpoint else {"step": 0, "epoch": 0}
     resumed_from = None
     if checkpoint:
-        resumed_from = {"name": checkpoint[0].get("loaded_from", "last.pt"), "epoch": pos["epoch"],
-                        "step": pos["step"]}
+        resumed_from = {"name": checkpoint[0].get("loaded_from", RunPaths(run_dir).last.name),
+                        "epoch": pos["epoch"], "step": pos["step"]}
     live = LiveRun({"epoch": pos["epoch"], "step": pos["step"]}, resumed_from)
     try:
         return _train_recorded(live, run_dir, run_info, cfg, dev, data, model, method, reporter, checkpoint,
                                segment)
     except Exception as exc:
-        error = None if isinstance(exc, MmbalError) else failed_write(exc, run_dir)
-        if error is None:
+        failure = training_write_failure(exc, run_dir, run_info, live)
+        if failure is None:
             raise
-        failure = run_write_failed(error, run_dir, run_info["run_id"], run_info.get("preset"), live.position(),
-                                   live.saved())
-        if not mark_failed(run_dir, live, str(failure)):
-            failure = StorageError(f"{failure} ({STATUS_JSON} could not be updated either: it shows the run as "
-                                   f"stale once its heartbeat is old.)")
         raise failure from None
 
 
 def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig, dev: torch.device, data, model,
-                    method, reporter: Reporter, checkpoint, segment: int) -> RunResult:
+                    method, reporter: ProgressReporter, checkpoint, segment: int) -> RunResult:
     pos = live.start
     heartbeat = live.heartbeat = Heartbeat(run_dir, state="running", step=pos["step"], epoch=pos["epoch"],
                                            started=now())
@@ -195,12 +193,12 @@ def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig
                     "torch": torch.__version__, "mmbal": __version__, "config_hash": cfg.hash(),
                     "modalities": cfg.modalities, "select_metric": cfg.train.select_metric, "segments": segment}
     started = time.time()
-    with MetricsWriter(run_dir / "metrics.jsonl") as writer:
+    with MetricsWriter(RunPaths(run_dir).metrics) as writer:
         recorder = live.recorder = RunRecorder(run_dir, writer, heartbeat, reporter, cfg.train.epochs, summary_base)
         trainer = live.trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, recorder, cfg.monitor)
         heartbeat.update(epochs=cfg.train.epochs, steps_per_epoch=trainer.steps_per_epoch)
         if checkpoint is None:
-            if segment == 1 or read_metrics(run_dir / "metrics.jsonl", WINDOW_BYTES).header() is None:
+            if segment == 1 or read_metrics(RunPaths(run_dir).metrics, WINDOW_BYTES).header() is None:
                 writer.header(run_info["run_id"], name=run_info["name"], method=cfg.method_name,
                               modalities=cfg.modalities, epochs=cfg.train.epochs,
                               steps_per_epoch=trainer.steps_per_epoch, data_mode=placement(data))
@@ -251,7 +249,7 @@ def _best_dict(trainer: Trainer) -> dict:
 
 def _latest_values(run_dir: Path) -> dict[str, float]:
     """The latest value of every metric, from the log's last window (a long log is not read whole)."""
-    return read_metrics(run_dir / "metrics.jsonl", WINDOW_BYTES).latest()
+    return read_metrics(RunPaths(run_dir).metrics, WINDOW_BYTES).latest()
 
 
 def _json_bytes(obj: dict) -> bytes:

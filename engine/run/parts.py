@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .. import dist
+from .. import collectives
 from ..config import RunConfig
 from ..data import TensorData, load_data
 from ..errors import DataError, PresetError, UsageError
@@ -58,7 +58,7 @@ def _check_training_batches(cfg: RunConfig, model, data: TensorData, source: str
         raise PresetError(source, [f"train.batch_size: {b} with train.drop_last = true leaves no training batch: "
                                    f"the training split has {n_train} rows; lower train.batch_size or set "
                                    f"train.drop_last = false"])
-    world = dist.world_size()  # each process trains on its share of every batch (padded, see engine.train.dist)
+    world = collectives.world_size()  # each process trains on its share of every batch (padded, see engine.train.data_parallel)
     last = 0 if cfg.train.drop_last else n_train % b
     if b // world == 1:
         why, fix = (f"train.batch_size = {b} gives" + (f" each of the {world} processes" if world > 1 else ""),
@@ -95,8 +95,8 @@ def training_device(cfg: RunConfig, source: str) -> torch.device:
     """The training device of ``cfg`` (this rank's GPU in a multi-process run, whose batch must split
     evenly); an unusable one is a usage error naming ``source`` (the preset or --device)."""
     try:
-        check_batch_split(cfg.train.batch_size, dist.world_size())
-        return resolve_device(dist.local_device(cfg.train.device))
+        check_batch_split(cfg.train.batch_size, collectives.world_size())
+        return resolve_device(collectives.local_device(cfg.train.device))
     except UsageError as exc:
         raise UsageError(f"{source}: {exc}") from None
 

@@ -1,7 +1,7 @@
 """The ranks other than 0 of a multi-process run: they train the same loop and write nothing.
 
 Rank 0 makes every check and decision that involves the run directory, then hands the outcome to
-the others (:class:`Handoff`); see :mod:`engine.train.dist` for the sharding and gradient averaging.
+the others (:class:`Handoff`); see :mod:`engine.train.data_parallel` for the sharding and gradient averaging.
 """
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from pathlib import Path
 
 import torch
 
-from .. import dist
+from .. import collectives
 from ..config import RunConfig, apply_overrides, parse_toml, resolve
 from ..errors import MmbalError
+from ..store import RunPaths, newest_good_checkpoint
 from ..train.trainer import Interrupted, Trainer
-from .parts import build_parts, training_device
 from .kept import RunKept
-from .recorder import NullRecorder, RunResult
-from .resume_points import best_checkpoint, newest_good_checkpoint
+from .parts import build_parts, training_device
+from .recorder import FollowerRecorder
+from .recovery import best_checkpoint
+from .reporting import RunResult
 from .signals import stop_on_signals
 
 
@@ -33,22 +35,22 @@ class Handoff:
         return self
 
     def send(self, **info) -> None:
-        if dist.is_distributed():
-            dist.broadcast_object({"ok": info})
+        if collectives.is_distributed():
+            collectives.broadcast_object({"ok": info})
         self.sent = True
 
     def __exit__(self, kind, exc, tb) -> bool:
-        if exc is not None and not self.sent and dist.is_distributed():
+        if exc is not None and not self.sent and collectives.is_distributed():
             self.sent = True
             code = exc.exit_code if isinstance(exc, MmbalError) else 1
-            dist.broadcast_object({"error": str(exc) if isinstance(exc, MmbalError) else
+            collectives.broadcast_object({"error": str(exc) if isinstance(exc, MmbalError) else
                                    f"{type(exc).__name__}: {exc}", "code": code})
         return False
 
     @staticmethod
     def receive() -> dict:
         """What rank 0 sent; rank 0's error raised here as :class:`OtherRankFailed`."""
-        message = dist.broadcast_object()
+        message = collectives.broadcast_object()
         if "error" in message:
             raise OtherRankFailed(message["error"], message["code"])
         return message["ok"]
@@ -64,7 +66,7 @@ class OtherRankFailed(MmbalError):
 
 def follow(info: dict, cfg: RunConfig, dev: torch.device, data, model, method, checkpoint) -> RunResult:
     """Train as one of the other ranks: the same loop as rank 0, writing nothing."""
-    recorder = NullRecorder(RunKept(Path(info["run_dir"]), write=False))
+    recorder = FollowerRecorder(RunKept(Path(info["run_dir"]), write=False))
     trainer = Trainer(cfg.train, data, model, method, dev, cfg.seed, recorder, cfg.monitor)
     if checkpoint is not None:
         trainer.load_state_dict(*checkpoint)
@@ -81,12 +83,13 @@ def resume_follower() -> RunResult:
     """``resume_run`` on a rank other than 0: the configuration and checkpoints rank 0 resolved."""
     info = Handoff.receive()
     run_dir = Path(info["run_dir"])
-    preset = run_dir / "preset.toml"
+    paths = RunPaths(run_dir)
+    preset = paths.preset_toml
     raw = parse_toml(preset.read_text(encoding="utf-8"), str(preset))
     cfg = resolve(apply_overrides(raw, info["overrides"]), str(preset), Path(info["base_dir"]),
                   default_name=info["name"])
     dev = training_device(cfg, str(preset))
-    state, warnings, _ = newest_good_checkpoint(run_dir, dev)  # None: rank 0 restarts from step 0
+    state, warnings, _ = newest_good_checkpoint(paths, dev)  # None: rank 0 restarts from step 0
     best = best_checkpoint(run_dir, dev, state, warnings) if state is not None else None
     data, model, method = build_parts(cfg, dev, source=str(preset), data_mode=info["data_mode"])
     return follow(info, cfg, dev, data, model, method, checkpoint=(state, best) if state is not None else None)

@@ -1,52 +1,32 @@
-"""What a run reports while it trains: the front end's :class:`Reporter` and the run directory's recorder."""
+"""The trainer's :class:`~engine.train.trainer.Recorder`s: what training writes to the run directory.
+
+:class:`RunRecorder` (rank 0) writes the run's record: metrics and events to ``metrics.jsonl``, the
+heartbeat, checkpoints and ``summary.json``; it also passes progress on to the front end's
+:class:`~engine.run.reporting.ProgressReporter`. :class:`FollowerRecorder` is the recorder of the other
+ranks of a multi-process run, which write nothing.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
-from ..store import Heartbeat, MetricsWriter, atomic_write_with, write_summary
-from ..train.checkpoint import with_checksum
-from ..train.trainer import Position
+from ..store import Heartbeat, MetricsWriter, RunPaths, save_run_checkpoint, write_summary
+from ..store.paths import LAST
 from .kept import RunKept
-from .resume_points import CHECKPOINTS
-
-
-class Reporter(Protocol):
-    """What a front end (the CLI's progress display) is told while a run trains."""
-
-    def start(self, info: dict) -> None: ...
-    def progress(self, pos: Position, n_batches: int, epochs: int, values: dict[str, float] | None) -> None: ...
-    def epoch(self, epoch: int, epochs: int, values: dict[str, float]) -> None: ...
-    def end(self, summary: dict) -> None: ...
-
-
-class NullReporter:
-    def start(self, info): pass
-    def progress(self, pos, n_batches, epochs, values): pass
-    def epoch(self, epoch, epochs, values): pass
-    def end(self, summary): pass
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    run_id: str
-    state: str  # finished | interrupted
-    summary: dict
+from .reporting import ProgressReporter
 
 
 class RunRecorder:
-    """The trainer's :class:`~engine.train.trainer.Recorder` over a run directory."""
+    """The trainer's :class:`~engine.train.trainer.Recorder` over a run directory (rank 0)."""
 
-    def __init__(self, run_dir: Path, writer: MetricsWriter, heartbeat: Heartbeat, reporter: Reporter,
+    def __init__(self, run_dir: Path, writer: MetricsWriter, heartbeat: Heartbeat, reporter: ProgressReporter,
                  epochs: int, summary_base: dict):
         self.run_dir = run_dir
+        self.paths = RunPaths(run_dir)
         self.writer = writer
         self.heartbeat = heartbeat
         self.reporter = reporter
@@ -75,21 +55,17 @@ class RunRecorder:
         self.writer.event(name, step, **fields)
 
     def save_checkpoint(self, state, kind):
-        """Atomically write ``checkpoints/<kind>.pt`` with a checksum; the last two "last" ones are kept
-        (``last.pt`` and ``previous.pt``) so a damaged newest file still leaves a good one. The old
-        ``last.pt`` becomes ``previous.pt`` only once the new one is complete on disk, so a failed
-        write (disk full) leaves both as they were."""
+        """Write ``checkpoints/<kind>.pt`` (``last`` or ``best``) after the log is on disk up to the offset
+        it records; a new ``last`` is logged, and the summary and heartbeat follow it. Rotation,
+        checksum and atomicity: :mod:`engine.store.checkpoints`."""
         state["metrics_offset"] = self.writer.offset()
-        with_checksum(state)
-        path = self.run_dir / CHECKPOINTS / f"{kind}.pt"
         self.writer.flush_to_disk()
-        keep = path.with_name("previous.pt") if kind == "last" else None
-        atomic_write_with(path, lambda f: torch.save(state, f), keep_previous=keep)
-        if kind == "last":
+        path = save_run_checkpoint(self.paths, state, kind)
+        if kind == LAST:
             pos = state["position"]
             self.saved = {"name": path.name, "epoch": pos["epoch"], "step": pos["step"]}
             self.heartbeat.update(step=pos["step"], epoch=pos["epoch"])
-            self.writer.event("checkpoint", pos["step"], path=f"{CHECKPOINTS}/{kind}.pt", epoch=pos["epoch"])
+            self.writer.event("checkpoint", pos["step"], path=self.paths.relative(path), epoch=pos["epoch"])
             self.write_summary("running", pos, state["best"])
 
     def warn(self, message: str) -> None:
@@ -118,9 +94,9 @@ class RunRecorder:
         return summary
 
 
-class NullRecorder:
-    """The recorder of ranks other than 0: only rank 0 writes the run directory (kept models are read
-    from it)."""
+class FollowerRecorder:
+    """The recorder of ranks other than 0 (followers, :mod:`engine.run.ranks`): it records nothing,
+    since only rank 0 writes the run directory; kept models are read from it."""
 
     def __init__(self, kept: RunKept | None = None):
         self.kept = kept

@@ -1,9 +1,19 @@
 """The run store: one directory per run holding identity, config, metrics, status and checkpoints.
 
-Plain files and no server (W&B offline / DVCLive model): ``run.json``, ``preset.toml``,
-``config.json``, an append-only ``metrics.jsonl``, ``status.json`` with a heartbeat,
-``summary.json`` and ``checkpoints/``. See :mod:`engine.store.layout` for names and lookup,
-:mod:`engine.store.jsonl` for the metrics log and :mod:`engine.store.status` for liveness.
+Plain files and no server (W&B offline / DVCLive model). The store is the only owner of the run
+directory's layout; its modules, one concept each:
+
+* ``paths``: :class:`RunPaths`, the name of every file of a run directory (and temporary names);
+* ``layout``: where runs live, how a run directory is named, created (in one rename), found and listed;
+* ``names``: which run names are allowed;
+* ``atomic``: crash-safe file replacement and strict JSON;
+* ``jsonl``: the append-only ``metrics.jsonl``: writer, tolerant reader, live tail;
+* ``status``: ``status.json`` and its heartbeat, and whether a run is alive;
+* ``runs``: ``run.json`` and ``summary.json``;
+* ``checkpoints``: checkpoint files: checksum, atomic write, ``last`` -> ``previous`` rotation, the
+  newest intact one on resume;
+* ``lock``: one writer per run (``flock``);
+* ``write_errors``: a failed write (disk full, read-only) as a :class:`~engine.errors.StorageError`.
 """
 
 from engine.store.atomic import (
@@ -13,15 +23,15 @@ from engine.store.atomic import (
     read_json,
     to_jsonable,
 )
+from engine.store.checkpoints import (
+    CheckpointDamaged,
+    load_checkpoint,
+    newest_good_checkpoint,
+    save_run_checkpoint,
+    write_checkpoint,
+)
 from engine.store.jsonl import MetricsLog, MetricsTail, MetricsWriter, read_metrics
 from engine.store.layout import (
-    CHECKPOINTS_DIR,
-    CONFIG_JSON,
-    METRICS_JSONL,
-    PRESET_TOML,
-    RUN_FILES,
-    RUN_JSON,
-    SUMMARY_JSON,
     RunInfo,
     create_run_dir,
     default_runs_dir,
@@ -36,11 +46,21 @@ from engine.store.layout import (
 )
 from engine.store.lock import RunLock
 from engine.store.names import check_run_name, run_name_problem
+from engine.store.paths import (
+    CHECKPOINTS_DIR,
+    CONFIG_JSON,
+    METRICS_JSONL,
+    PRESET_TOML,
+    RUN_FILES,
+    RUN_JSON,
+    STATUS_JSON,
+    SUMMARY_JSON,
+    RunPaths,
+)
 from engine.store.runs import read_run_json, read_summary, write_summary
 from engine.store.status import (
     FINAL_STATES,
     HEARTBEAT_INTERVAL,
-    STATUS_JSON,
     Heartbeat,
     read_status,
     write_status,
@@ -57,12 +77,14 @@ __all__ = [
     "RUN_JSON",
     "STATUS_JSON",
     "SUMMARY_JSON",
+    "CheckpointDamaged",
     "Heartbeat",
     "MetricsLog",
     "MetricsTail",
     "MetricsWriter",
     "RunInfo",
     "RunLock",
+    "RunPaths",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_with",
@@ -71,7 +93,9 @@ __all__ = [
     "default_runs_dir",
     "usable_runs_dir",
     "list_runs",
+    "load_checkpoint",
     "new_run_id",
+    "newest_good_checkpoint",
     "read_json",
     "read_metrics",
     "read_run_json",
@@ -82,8 +106,10 @@ __all__ = [
     "run_dirs",
     "run_info",
     "run_name_problem",
+    "save_run_checkpoint",
     "slugify",
     "to_jsonable",
+    "write_checkpoint",
     "write_status",
     "write_summary",
 ]

@@ -4,18 +4,19 @@ Every file the store rewrites (``status.json``, ``summary.json``, checkpoints) g
 :func:`atomic_write_with`: the payload is written to ``.<name>.tmp-<pid>`` in the same directory,
 flushed and fsynced, moved over the target with :func:`os.replace` (atomic on POSIX), and the
 directory is fsynced so the rename itself survives a power loss. A reader therefore sees either
-the old file or the new one, never a mixture. This is the recipe of ux-research section 5
-(tmp + ``os.replace``), as used by W&B, Lightning and accelerate for their state files.
+the old file or the new one, never a mixture: the recipe (tmp + ``os.replace``) W&B, Lightning and
+accelerate use for their state files.
 
 A failed write (full disk, permission denied, read-only file system) raises the ``OSError`` with
 ``filename`` set to the *target* path, whatever call failed (a ``write`` on the temporary file has
 no name, ``os.replace`` names the temporary one), so the caller can say which file it was; the
 temporary file is removed and the target keeps its old content. ``keep_previous`` keeps the old
 target under a second name (``last.pt`` -> ``previous.pt``) only once the new content is safely
-on disk, and without the target ever going missing.
+on disk, and without the target ever going missing. The temporary name is spelled in
+:mod:`engine.store.paths`.
 
 JSON is written strictly: ``json.dumps`` would emit bare ``NaN``/``Infinity``, which ``jq`` and
-strict parsers reject (ux-research 4.1), so non-finite floats become ``null``. Numpy scalars,
+strict parsers reject, so non-finite floats become ``null``. Numpy scalars,
 arrays and tensors are converted through their ``tolist()``.
 """
 
@@ -30,6 +31,7 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable
 
 from engine.faults import fault_point
+from engine.store.paths import temp_path_for
 
 _LOCKS_GUARD = threading.Lock()
 _PATH_LOCKS: dict[str, threading.Lock] = {}
@@ -40,12 +42,6 @@ def _path_lock(path: Path) -> threading.Lock:
     key = os.path.abspath(path)
     with _LOCKS_GUARD:
         return _PATH_LOCKS.setdefault(key, threading.Lock())
-
-
-def temp_path_for(path: str | os.PathLike) -> Path:
-    """``dir/.<name>.tmp-<pid>``: the temporary sibling an atomic write goes through."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:

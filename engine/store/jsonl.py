@@ -1,8 +1,9 @@
 """``metrics.jsonl``: the append-only metrics log, its writer, a tolerant reader and a live tailer.
 
-Format and rules are those of ux-research section 4.2, chosen over Arrow IPC, Parquet and SQLite
-because a JSON Lines file survives a crash (at worst a torn last line), appends trivially after a
-resume, accepts new keys mid-run and can be read with ``tail -f`` and ``jq``. One object per line::
+The format is JSON Lines (records and segment rules for users: ``docs/metrics.md``), chosen over
+Arrow IPC, Parquet and SQLite because it survives a crash (at worst a torn last line), appends
+trivially after a resume, accepts new keys mid-run and can be read with ``tail -f`` and ``jq``.
+One object per line::
 
     {"kind":"header","t":...,"schema":1,"run_id":"k3f9a2x1",...}
     {"kind":"metrics","t":...,"step":1200,"epoch":3,"split":"val","seg":0,"m":{"val/acc/fused":0.74}}
@@ -174,7 +175,7 @@ class MetricsWriter:
         values: dict[str, float],
         seg: int | None = None,
     ) -> None:
-        """One row of metric ``values`` (names as in interfaces.md, e.g. ``val/acc/fused``)."""
+        """One row of metric ``values`` (names as in ``docs/metrics.md``, e.g. ``val/acc/fused``)."""
         nonfinite: list[str] = []
         m = to_jsonable(dict(values), nonfinite)
         for key, value in m.items():

@@ -1,7 +1,7 @@
 """Where runs live and how they are named, created, found and listed.
 
-A run is one directory ``<runs-dir>/<YYYYMMDD-HHMMSS>_<slug>_<id>/`` (interfaces.md, "Run
-directory"), following W&B's ``wandb/run-<timestamp>-<id>/``: the id is 8 random base-36
+A run is one directory ``<runs-dir>/<YYYYMMDD-HHMMSS>_<slug>_<id>/`` (``docs/run-directory.md``),
+following W&B's ``wandb/run-<timestamp>-<id>/``: the id is 8 random base-36
 characters, the timestamp is the creation time in *local* time, so names sort chronologically
 and ``latest`` is simply the greatest name. A new directory is assembled under the hidden name
 ``.<dirname>.creating`` and renamed into place, so nobody ever sees half a run.
@@ -28,15 +28,8 @@ from engine.errors import RunNotFound, UsageError
 from engine.faults import fault_point
 from engine.registry import did_you_mean
 from engine.store.atomic import fsync_dir, naming, read_json
-from engine.store.status import STATUS_JSON, read_status, write_status
-
-RUN_JSON = "run.json"
-PRESET_TOML = "preset.toml"
-CONFIG_JSON = "config.json"
-METRICS_JSONL = "metrics.jsonl"
-SUMMARY_JSON = "summary.json"
-CHECKPOINTS_DIR = "checkpoints"
-RUN_FILES = (RUN_JSON, PRESET_TOML, CONFIG_JSON, METRICS_JSONL, STATUS_JSON, SUMMARY_JSON, CHECKPOINTS_DIR)
+from engine.store.paths import RUN_JSON, STATUS_JSON, SUMMARY_JSON, RunPaths
+from engine.store.status import read_status, write_status
 
 RUNS_DIR_ENV = "MMBAL_RUNS_DIR"
 RUN_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -118,7 +111,7 @@ def _write_created_status(tmp: Path, final: Path) -> None:
     try:
         write_status(tmp, "created")
     except OSError as exc:
-        raise naming(exc, final / STATUS_JSON)
+        raise naming(exc, RunPaths(final).status)
 
 
 def create_run_dir(
@@ -156,7 +149,7 @@ def create_run_dir(
             _write_synced(tmp / rels[file_name], data, final / rels[file_name])
         if STATUS_JSON not in files:
             _write_created_status(tmp, final)
-        (tmp / CHECKPOINTS_DIR).mkdir(exist_ok=True)
+        RunPaths(tmp).checkpoints.mkdir(exist_ok=True)
         fsync_dir(tmp)
         if final.exists():
             raise FileExistsError(f"run directory {final} already exists")
@@ -202,7 +195,7 @@ def _created_of(path: Path) -> str:
 
 def _name_of(path: Path) -> str:
     try:
-        name = read_json(path / RUN_JSON).get("name")
+        name = read_json(RunPaths(path).run_json).get("name")
     except (OSError, ValueError):
         return _slug_of(path)
     return name if isinstance(name, str) and name else _slug_of(path)
@@ -213,7 +206,7 @@ def _looks_like_path(ref: str) -> bool:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / RUN_JSON).exists() or bool(_RUN_DIR_RE.match(path.name)))
+    return path.is_dir() and (RunPaths(path).run_json.exists() or bool(_RUN_DIR_RE.match(path.name)))
 
 
 def _ambiguous(ref: str, what: str, matches: list[Path], runs_dir: Path) -> RunNotFound:
@@ -325,7 +318,7 @@ def _method_and_dataset(path: Path, meta: dict) -> tuple[str | None, str | None]
     if method is not None and dataset is not None:
         return method, dataset
     try:
-        config = read_json(path / CONFIG_JSON)
+        config = read_json(RunPaths(path).config_json)
     except (OSError, ValueError):
         return method, dataset
     return method or _text(config.get("method")), dataset or _dataset_from_config(config)
@@ -333,7 +326,7 @@ def _method_and_dataset(path: Path, meta: dict) -> tuple[str | None, str | None]
 
 def _read_meta(path: Path) -> tuple[dict, str | None]:
     try:
-        return read_json(path / RUN_JSON), None
+        return read_json(RunPaths(path).run_json), None
     except FileNotFoundError:
         return {}, f"{RUN_JSON} is missing"
     except (OSError, ValueError) as e:
@@ -344,7 +337,7 @@ def _summary_problem(path: Path, finished: bool) -> str | None:
     """An unreadable ``summary.json``, or a missing one although the run finished (it has none
     before its first checkpoint)."""
     try:
-        read_json(path / SUMMARY_JSON)
+        read_json(RunPaths(path).summary)
     except FileNotFoundError:
         return f"{SUMMARY_JSON} is missing although the run finished" if finished else None
     except (OSError, ValueError) as e:

@@ -31,8 +31,7 @@ from typing import Any
 from engine.errors import RunLocked, RunNotFound
 from engine.faults import fault_point
 from engine.store.atomic import naming
-
-LOCK_FILE = ".lock"
+from engine.store.paths import LOCK_FILE, RunPaths
 
 
 def _read_holder(fd: int) -> dict:
@@ -61,7 +60,7 @@ class RunLock:
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_FILE
+        self.path = RunPaths(run_dir).lock
         self._fd: int | None = None
 
     @property

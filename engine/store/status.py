@@ -4,8 +4,8 @@ The writer replaces the file atomically (:mod:`engine.store.atomic`); a :class:`
 thread refreshes its timestamp every ``interval`` seconds. Readers never trust a stored
 ``"running"`` on its own: :func:`read_status` adds ``effective_state``, which is ``"running"``
 only while the heartbeat is fresh (younger than 3 intervals) and the writing process still exists
-(checked when it ran on this host). This avoids Aim's runs stuck "In Progress" after a crash
-(ux-research section 5, "Status").
+(checked when it ran on this host). This avoids Aim's runs stuck "In Progress" after a crash.
+The fields and states are listed in ``docs/run-directory.md``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.store.atomic import atomic_write_json, read_json
+from engine.store.paths import STATUS_JSON, RunPaths
 
-STATUS_JSON = "status.json"
 HEARTBEAT_INTERVAL = 5.0
 STALE_AFTER_INTERVALS = 3
 FINAL_STATES = ("finished", "failed", "interrupted")
@@ -43,7 +43,7 @@ def write_status(run_dir: str | os.PathLike, state: str, *, site: str = STATUS_J
     ``pid`` and ``host`` always describe the calling process. ``site`` names the write for
     :mod:`engine.faults`. A failed write raises ``OSError`` naming the file and leaves the old one.
     """
-    path = Path(run_dir) / STATUS_JSON
+    path = RunPaths(run_dir).status
     with _STATUS_LOCK:
         status = _previous_fields(path)
         status.pop("effective_state", None)
@@ -116,7 +116,7 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     another host; a vanished process on this host gives ``"failed"``, an old heartbeat
     ``"stale"``. A missing or unreadable file gives ``"unknown"``.
     """
-    path = Path(run_dir) / STATUS_JSON
+    path = RunPaths(run_dir).status
     try:
         status = read_json(path)
     except FileNotFoundError:
@@ -148,7 +148,7 @@ class Heartbeat:
     (with the exception as ``message``) otherwise, unless :meth:`stop` was already called.
     A failed write in the thread (full disk, vanished directory) is kept in ``last_error`` and
     retried at the next tick instead of killing the thread; a run checks ``last_error`` at every
-    step and stops on it like on any other failed write (:mod:`engine.storage_errors`).
+    step and stops on it like on any other failed write (:mod:`engine.store.write_errors`).
     """
 
     def __init__(

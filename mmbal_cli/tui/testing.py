@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from engine.store import MetricsWriter, create_run_dir, write_status
+from engine.store import CONFIG_JSON, RUN_JSON, MetricsWriter, RunPaths, create_run_dir, write_status
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -58,8 +58,8 @@ def live_run(runs_dir: Path, name: str = "live-run", run_id: str = "live0001",
             "modalities": list(modalities)}
     config = {"modalities": {m: {} for m in modalities}, "method": {"name": "joint"}, "train": {"epochs": epochs}}
     run_dir = create_run_dir(runs_dir, name, run_id,
-                             {"run.json": json.dumps(info).encode(), "config.json": json.dumps(config).encode()})
+                             {RUN_JSON: json.dumps(info).encode(), CONFIG_JSON: json.dumps(config).encode()})
     write_status(run_dir, "running", step=0, epoch=0, heartbeat_interval=5.0)
-    writer = MetricsWriter(run_dir / "metrics.jsonl")
+    writer = MetricsWriter(RunPaths(run_dir).metrics)
     writer.header(run_id, name=name, method="joint", modalities=list(modalities))
     return run_dir, writer

@@ -6,7 +6,8 @@ writing (:func:`engine.store.atomic.naming`). Here it becomes a :class:`~engine.
 checkpoint: every checkpoint is replaced atomically, so a failed write leaves the previous one as
 it was) and what to do (free space or fix permissions, then ``mmbal resume``). Only errors about
 files inside the run's (or the sweep's) directory are translated: an ``OSError`` elsewhere is not
-a storage problem of the run and keeps its traceback.
+a storage problem of the run and keeps its traceback. (The error classes and their exit codes are
+:mod:`engine.errors`; this module writes the message of this one.)
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import errno
 import os
 from pathlib import Path
 
-from .errors import StorageError
-from .store.atomic import os_error_in
-
-CHECKPOINT_NAMES = ("last.pt", "previous.pt")
+from engine.errors import StorageError
+from engine.store.atomic import os_error_in
+from engine.store.paths import METRICS_JSONL, RunPaths
 
 _REASONS = {
     errno.ENOSPC: "the disk is full",
@@ -68,10 +68,10 @@ def safe_checkpoint(run_dir: Path, known: dict | None = None) -> str | None:
     ``known`` is the last checkpoint this process wrote or resumed from (``name``, ``epoch``,
     ``step``); its position is quoted when that file is still the newest one on disk.
     """
-    for name in CHECKPOINT_NAMES:
-        if (run_dir / "checkpoints" / name).is_file():
-            where = f"{run_dir / 'checkpoints' / name}"
-            if known and known.get("name") == name:
+    for path in RunPaths(run_dir).resume_candidates:
+        if path.is_file():
+            where = str(path)
+            if known and known.get("name") == path.name:
                 where += f" (epoch {known['epoch']}, step {known['step']})"
             return where
     return None
@@ -95,7 +95,7 @@ def run_write_failed(error: OSError, run_dir: Path, run_id: str, preset: str | N
                             f"then `mmbal resume {run_id}` trains it again from step 0 in its directory (or start "
                             f"a new run with {again}).")
     return StorageError(f"{head} Safe: {safe} is intact (a failed write leaves the file it replaces as it was), and "
-                        f"metrics.jsonl keeps every record written before the failure. {todo}, then continue with "
+                        f"{METRICS_JSONL} keeps every record written before the failure. {todo}, then continue with "
                         f"`mmbal resume {run_id}`.")
 
 
