@@ -2,7 +2,7 @@
 
 A multi-process run (``torchrun --nproc-per-node N -m mmbal_cli run ...`` or ``mmbal run --nproc N``)
 is N copies of the same program, one per rank, that agree on everything but the rows of each
-training batch (see :mod:`engine.train.dist`). Methods call :func:`all_reduce_sum` on the
+training batch (see :mod:`engine.train.data_parallel`). Methods call :func:`all_reduce_sum` on the
 cross-batch statistics they turn into coefficients (OGM scores, AUG confidences, ...), and
 :func:`gather_rows` / :func:`global_batch_term` for losses over the whole batch (MCR's permutation
 game), so that every rank applies the same coefficients; in a single process these calls cost
@@ -83,7 +83,7 @@ def gather_rows(t: torch.Tensor) -> torch.Tensor:
     """Every rank's rows of ``t`` concatenated in rank order, i.e. the global batch.
 
     Every rank must hold the same number of rows (the sharded batches are equal, see
-    :mod:`engine.train.dist`). This rank's rows keep their graph; the other ranks' are detached
+    :mod:`engine.train.data_parallel`). This rank's rows keep their graph; the other ranks' are detached
     constants, so a loss over the result sends gradient only into this rank's part of the
     computation: see :func:`global_batch_term` for the factor that makes the averaged gradient right.
     """

@@ -31,12 +31,11 @@ from typing import Any
 import torch
 
 from engine.config import RunConfig, resolve
+from engine.config_text import toml_key, toml_value
 from engine.data import load_data
 from engine.methods import METHODS, Method, StepResult
 from engine.models import MultimodalModel
 from engine.run import build_parts
-from engine.sweep import toml_key, toml_value
-from engine.train.optim import lr_factor, set_lr
 from engine.train.trainer import Trainer
 
 TWO = ("a", "b")
@@ -224,8 +223,9 @@ class Kit:
     # -- training -------------------------------------------------------------------------------------
     def step(self, x: dict[str, torch.Tensor] | None = None, y: torch.Tensor | None = None,
              ids: torch.Tensor | None = None, epoch: int | None = None) -> StepResult:
-        """One training step exactly as the trainer's loop makes it: the scheduled learning rate, then
-        ``method.train_step(x, y, trainer._step_context(...))``; the position advances by one batch.
+        """One training step exactly as the trainer's loop makes it (``Trainer.train_one``: the scheduled
+        learning rate, ``method.train_step`` with the trainer's step context, the monitors and the
+        interval's sums); the position advances by one batch.
         ``epoch`` moves the trainer to that epoch first (for epoch-dependent schedules). Without ``x``,
         the epoch's next training batch (with its sample ids)."""
         t = self.trainer
@@ -235,13 +235,8 @@ class Kit:
             batches = self.data.train_epoch(self.cfg.seed, t.pos.epoch, self.cfg.train.batch_size,
                                             self.cfg.train.drop_last)
             x, y, ids = next(iter(batches.iterate(t.pos.batch % len(batches))))[:3]
-        t._lr = set_lr(t.optimizer, lr_factor(t.cfg, t.pos.step, t.steps_per_epoch))
-        t._log_now = False
         self.model.train()
-        result = self.method.train_step(x, y, t._step_context(t.pos.batch, ids))
-        t.pos.step += 1
-        t.pos.batch += 1
-        return result
+        return t.train_one(x, y, ids)
 
     def fit(self) -> dict[str, float]:
         """The trainer's whole loop (``Trainer.fit``); the steps' live values are kept in ``self.lives``

@@ -264,7 +264,7 @@ def test_run_with_two_processes_then_resume_with_one(tmp_path):
 
 # -- the pieces, in this process ------------------------------------------------------------------------
 def test_shards_are_contiguous_equal_and_cover_the_global_batch():
-    from engine.train.dist import shard_rows
+    from engine.train.data_parallel import shard_rows
     idx = torch.arange(10, 20)
     assert [shard_rows(idx, r, 2).tolist() for r in range(2)] == [list(range(10, 15)), list(range(15, 20))]
     # 7 rows over 3 ranks: padded to 9 with the batch's first rows, 3 each
@@ -275,7 +275,7 @@ def test_shards_are_contiguous_equal_and_cover_the_global_batch():
 
 def test_sharded_resident_data_splits_each_epoch_batch_by_rank():
     from engine.data import TensorData
-    from engine.train.dist import ShardedBatches, ShardedData
+    from engine.train.data_parallel import ShardedBatches, ShardedData
     x = {"a": torch.arange(12.0)[:, None]}
     data = TensorData(x=x, y=torch.arange(12), present={}, splits={"train": torch.arange(12)}, classes=["c"],
                       modalities={}, name="n", source="s", stats={})

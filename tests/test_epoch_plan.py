@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.data import Batch, EpochPlan, TensorData, epoch_permutation
-from engine.train.dist import ShardedBatches, ShardedData
+from engine.train.data_parallel import ShardedBatches, ShardedData
 
 N = 40  # rows 0, 4, 8, ... are val/test; the other 30 are train, so a train index is not a row number
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from engine.train.config import TrainConfig
-from engine.train.metrics import SplitScorer, confusion, macro_f1
+from engine.classification import confusion, macro_f1
+from engine.train.metrics import SplitScorer
 from engine.train.optim import lr_factor
 
 

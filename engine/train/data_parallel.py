@@ -6,7 +6,7 @@ function of (seed, epoch) alone) and takes its contiguous part of every global b
 A global batch whose size is not a multiple of the number of processes N (the last, short one,
 when ``train.drop_last`` is false) is first padded to the next multiple by repeating its own first
 rows, as ``torch.utils.data.DistributedSampler`` pads an epoch: every rank then holds the same
-number of rows (which :func:`engine.dist.gather_rows` and the plain gradient mean rely on), and
+number of rows (which :func:`engine.collectives.gather_rows` and the plain gradient mean rely on), and
 those few rows count twice in that one step. An epoch given by a method's plan
 (:class:`~engine.data.plan.EpochPlan`) is sharded in the same way, global batch by global batch; a
 rank's batches carry the sample ids (and dropped-modality masks) of its own rows.
@@ -34,12 +34,12 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .. import dist as D
+from .. import collectives
 from ..data.batch import select_rows
 from ..data.dataset import EpochBatches
 from ..data.plan import EpochPlan
 
-__all__ = ["shard_rows", "ShardedData", "ShardedBatches", "average_gradients", "average_tensors", "sync_module_state",
+__all__ = ["shard_rows", "ShardedData", "ShardedBatches", "average_gradients", "average_tensors", "gather_output", "sync_module_state",
            "module_buffers"]
 
 
@@ -84,9 +84,9 @@ class ShardedData:
     @classmethod
     def wrap(cls, data):
         """``data`` sharded for this process, or ``data`` itself in a single process."""
-        if not D.is_distributed() or isinstance(data, cls):
+        if not collectives.is_distributed() or isinstance(data, cls):
             return data
-        return cls(data, D.rank(), D.world_size())
+        return cls(data, collectives.rank(), collectives.world_size())
 
     def __getattr__(self, name):
         return getattr(self.data, name)
@@ -124,9 +124,9 @@ def average_gradients(params: list[torch.Tensor], loss: torch.Tensor) -> torch.T
 def average_tensors(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
     """:func:`average_gradients` for gradient tensors held outside ``.grad`` (``step.grads``): each is
     replaced in place by its mean over the ranks; returns the ranks' mean ``loss``."""
-    if not D.is_distributed():
+    if not collectives.is_distributed():
         return loss
-    n = D.world_size()
+    n = collectives.world_size()
     loss = loss.detach().reshape(1)
     done = False
     for group in _flat_groups(grads):
@@ -141,8 +141,15 @@ def average_tensors(grads: list[torch.Tensor], loss: torch.Tensor) -> torch.Tens
             flat = flat[:-1]
         torch._foreach_copy_(group, [part.view_as(g) for part, g in zip(flat.split(sizes), group)])
     if not done:
-        loss = D.all_reduce_mean(loss)
+        loss = collectives.all_reduce_mean(loss)
     return loss.reshape(())
+
+
+def gather_output(out, y: torch.Tensor):
+    """The global batch's detached model output and labels (every rank's rows, in rank order)."""
+    rows = collectives.gather_rows
+    return (type(out)(fused=rows(out.fused.detach()), logits={m: rows(v.detach()) for m, v in out.logits.items()},
+                      features={m: rows(v.detach()) for m, v in out.features.items()}), rows(y))
 
 
 def module_buffers(*modules: torch.nn.Module) -> list[torch.Tensor]:
@@ -151,9 +158,9 @@ def module_buffers(*modules: torch.nn.Module) -> list[torch.Tensor]:
 
 def sync_module_state(*modules: torch.nn.Module, buffers_only: bool = False) -> None:
     """Overwrite the parameters (unless ``buffers_only``) and buffers of ``modules`` with rank 0's."""
-    if not D.is_distributed():
+    if not collectives.is_distributed():
         return
     tensors = module_buffers(*modules)
     if not buffers_only:
         tensors = [p.data for module in modules for p in module.parameters()] + tensors
-    D.broadcast_tensors(tensors)
+    collectives.broadcast_tensors(tensors)

@@ -41,18 +41,18 @@ class _KeepNothing:
     def progress(self, position, n_batches, values): pass
 
 
-def train_nested(cfg: TrainConfig, device: torch.device, model, method, data, epochs: int,
+def train_nested(trainer_cls, cfg: TrainConfig, device: torch.device, model, method, data, epochs: int,
                  seed: int) -> NestedResult:
-    """Train ``model`` (a copy the caller made) with ``method`` on ``data`` for ``epochs`` epochs,
-    with the run's ``[train]`` options; the run's RNG streams are left as they were."""
-    from .trainer import Trainer  # noqa: PLC0415 (trainer imports this module's users)
+    """Train ``model`` (a copy the caller made) with ``method`` on ``data`` for ``epochs`` epochs with a
+    ``trainer_cls`` (the run's :class:`~engine.train.trainer.Trainer`, which installs this function as
+    ``ctx.train_nested``) and the run's ``[train]`` options; the run's RNG streams are left as they were."""
     nested_cfg = dataclasses.replace(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, epochs / 2),
                                      compile=False, select_metric="val/loss/fused")
     saved = capture_rng()
     device_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     try:
         seed_everything(seed)
-        trainer = Trainer(nested_cfg, data, model, method, device, seed, _KeepNothing())
+        trainer = trainer_cls(nested_cfg, data, model, method, device, seed, _KeepNothing())
         before = _scores(trainer)
         while trainer.pos.epoch < epochs:
             trainer.train_epoch_steps()

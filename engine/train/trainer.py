@@ -9,7 +9,7 @@ the device and moved to the host once per logging interval.
 What the trainer writes goes through a :class:`Recorder` (the run store in practice), so the
 loop itself knows nothing about files.
 
-In a multi-process run (:mod:`engine.train.dist`) every rank runs this loop in step: it trains on
+In a multi-process run (:mod:`engine.train.data_parallel`) every rank runs this loop in step: it trains on
 its shard of each global batch, gradients are averaged after each backward, the logged train values
 are averaged over the ranks once per interval, the monitors learn from the gathered global batch,
 and evaluation scores whole splits on every rank (each rank evaluates the full split: simple and
@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import copy
 import time
-from functools import partial
 import warnings
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import torch
 
-from .. import dist as D
+from .. import collectives
 from ..data import EpochPlan, TensorData
 from ..errors import NonFiniteError
 from ..faults import fault_point
@@ -42,11 +41,13 @@ from .checkpoint import SCHEMA, capture_rng, restore_rng
 from .config import TrainConfig
 from .compile import compile_model
 from .device import autocast_factory, channels_last_enabled
-from .dist import ShardedData, average_gradients, average_tensors, module_buffers, sync_module_state
+from .data_parallel import ShardedData, average_gradients, average_tensors, gather_output, sync_module_state
+from .interval import RunningSums
 from .metrics import SplitScorer, to_host
 from .nested import train_nested
 from .nonfinite import NonFiniteGuard
 from .optim import build_optimizer, lr_factor, match_parameter_layout, prime_momentum_buffers, set_lr
+from .position import Position, Selection
 
 
 class Recorder(Protocol):
@@ -60,88 +61,6 @@ class Recorder(Protocol):
 
 class Interrupted(Exception):
     """Training stopped on request (SIGINT/SIGTERM) after writing a checkpoint."""
-
-
-@dataclass
-class Position:
-    """Where training is: ``epoch`` (0-based, the one in progress) and ``batch`` within it."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-
-
-@dataclass
-class Selection:
-    """The best validation value so far and where it was reached."""
-
-    value: float | None = None
-    epoch: int = -1
-    step: int = -1
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def improves(self, value: float, mode: str) -> bool:
-        if value != value:  # NaN never improves
-            return False
-        return self.value is None or (value > self.value if mode == "max" else value < self.value)
-
-
-class RunningSums:
-    """Device-side sums of per-step values over a logging interval.
-
-    The values of one step are stacked into one float64 vector and added with one kernel while
-    the set of names stays the same (the usual case); a new set of names (a method changing
-    stage) folds the running vector back into per-name sums first.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
-        self._keys: tuple[str, ...] = ()
-        self._vec: torch.Tensor | None = None
-        self._vec_count = 0
-        self.count = 0
-
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        keys = tuple(values)
-        vec = torch.stack([v.detach().reshape(()) for v in values.values()]).double()
-        if keys != self._keys:
-            self._fold()
-            self._keys, self._vec = keys, vec
-        else:
-            self._vec += vec
-        self._vec_count += 1
-        self.count += 1
-
-    def _fold(self) -> None:
-        if self._vec is None:
-            return
-        for k, v in zip(self._keys, self._vec.unbind()):
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-            self.counts[k] = self.counts.get(k, 0) + self._vec_count
-        self._keys, self._vec, self._vec_count = (), None, 0
-
-    def means(self) -> dict[str, torch.Tensor]:
-        self._fold()
-        return {k: v / self.counts[k] for k, v in self.sums.items()}
-
-    def average_across_ranks(self) -> None:
-        """Replace the sums by their mean over the ranks (one collective; the counts are the same on
-        every rank), so that a checkpoint holds the interval's global values so far."""
-        self._fold()
-        if D.is_distributed() and self.sums:
-            keys = list(self.sums)
-            self.sums = dict(zip(keys, D.all_reduce_mean(torch.stack([self.sums[k] for k in keys])).unbind()))
-
-    def state_dict(self) -> dict:
-        self._fold()
-        return {"sums": dict(self.sums), "counts": dict(self.counts), "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
-        self.counts = dict(state["counts"])
-        self.count = state["count"]
 
 
 class Trainer:
@@ -165,7 +84,7 @@ class Trainer:
         if method.ctx.kept is None:  # the run store's when the recorder keeps models on disk
             method.ctx.kept = getattr(recorder, "kept", None) or MemoryKept()
         if method.ctx.train_nested is None:
-            method.ctx.train_nested = partial(train_nested, cfg, device)
+            method.ctx.train_nested = partial(train_nested, type(self), cfg, device)
         self.guard = NonFiniteGuard(cfg.on_nonfinite, self.optimizer, device)
         self.pos = Position()
         self.best = Selection()
@@ -210,57 +129,62 @@ class Trainer:
     def train_epoch_steps(self) -> None:
         """The optimiser steps of the current epoch from the current batch on (no evaluation)."""
         epoch = self.pos.epoch
-        if self._stop_now(True):  # before the epoch's start hook, so a resume does not run it twice
-            self.save("last")
-            raise Interrupted()
+        self._stop_if_requested(agree=True)  # before the epoch's start hook, so a resume does not run it twice
         if self.pos.batch == 0:
-            for ev in self.method.on_epoch_start(epoch, self.model):
-                self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
+            self._record_events(self.method.on_epoch_start(epoch, self.model), epoch)
             self.plan = self.method.epoch_plan(epoch, self.model)  # mid-epoch, the checkpoint's plan
         batches = self.data.train_epoch(self.seed, epoch, self.cfg.batch_size, self.cfg.drop_last, plan=self.plan)
-        n_batches = self._n_batches = len(batches)
+        self._n_batches = len(batches)
         self.model.train()
-        distributed = D.is_distributed()
-        for b, (x, y, ids, masks) in enumerate(batches.iterate(self.pos.batch), start=self.pos.batch):
-            if self._stop_now(self.pos.step % self.cfg.log_every == 0):
-                self.save("last")
-                raise Interrupted()
-            # the schedule's position: epochs done + the fraction of this one (epochs may differ in length)
-            self._lr = set_lr(self.optimizer, lr_factor(self.cfg, epoch * n_batches + b, n_batches))
-            self._log_now = (self.pos.step + 1) % self.cfg.log_every == 0 or b == n_batches - 1
-            if distributed:  # rank 0's buffers (BatchNorm statistics), as DDP's broadcast_buffers
-                D.broadcast_tensors(module_buffers(self.model, self.method.modules))
-            result = self.method.train_step(x, y, self._step_context(b, ids, masks))
-            fault_point("step")
-            if distributed and self.monitors.observes(self.pos.step):
-                self.monitors.observe_step(*self._gathered(result.output, y), self.pos.step)
-            else:
-                self.monitors.observe_step(result.output, y, self.pos.step)
-            self.interval.add(self._step_values(result, y))
-            self.pos.step += 1
-            self.pos.batch = b + 1
-            logged = None
-            if self.pos.step % self.cfg.log_every == 0:
-                logged = self._flush_interval()
-            self.recorder.progress(self.pos, n_batches, logged)
+        for x, y, ids, masks in batches.iterate(self.pos.batch):
+            self._stop_if_requested(agree=self.pos.step % self.cfg.log_every == 0)
+            self.train_one(x, y, ids, masks)
+            logged = self._flush_interval() if self.pos.step % self.cfg.log_every == 0 else None
+            self.recorder.progress(self.pos, self._n_batches, logged)
         self._flush_interval()
+
+    def train_one(self, x: dict[str, torch.Tensor], y: torch.Tensor, ids: torch.Tensor | None = None,
+                  masks: dict[str, torch.Tensor] | None = None):
+        """One batch at the current position: the scheduled learning rate, the method's training step,
+        the monitors, the interval's sums; the position moves on by one batch. Returns the StepResult."""
+        batch, n = self.pos.batch, self._n_batches
+        # the schedule's position: epochs done + the fraction of this one (planned epochs differ in length)
+        self._lr = set_lr(self.optimizer, lr_factor(self.cfg, self.pos.epoch * n + batch, n))
+        self._log_now = (self.pos.step + 1) % self.cfg.log_every == 0 or batch == n - 1
+        sync_module_state(self.model, self.method.modules, buffers_only=True)  # rank 0's BatchNorm statistics
+        result = self.method.train_step(x, y, self._step_context(batch, ids, masks))
+        fault_point("step")
+        self._observe(result.output, y)
+        self.interval.add(self._step_values(result, y))
+        self.pos.step += 1
+        self.pos.batch = batch + 1
+        return result
+
+    def _stop_if_requested(self, agree: bool) -> None:
+        """A stop request (SIGINT/SIGTERM) ends training here, after a checkpoint."""
+        if self._stop_now(agree):
+            self.save("last")
+            raise Interrupted()
+
+    def _observe(self, out: ModelOutput, y: torch.Tensor) -> None:
+        """The monitors learn from the step's output (of the global batch in a multi-process run)."""
+        if collectives.is_distributed() and self.monitors.observes(self.pos.step):
+            out, y = gather_output(out, y)
+        self.monitors.observe_step(out, y, self.pos.step)
+
+    def _record_events(self, events: list[dict], epoch: int) -> None:
+        for ev in events:
+            self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
 
     def _stop_now(self, agree: bool) -> bool:
         """Whether to stop here. In a multi-process run the ranks agree (one collective) only where
         ``agree`` is true, the same batches on every rank; elsewhere they carry on."""
-        if not D.is_distributed():
+        if not collectives.is_distributed():
             return self.stop_requested
         if not agree:
             return False
         flag = torch.tensor([float(self.stop_requested)], device=self.device)
-        return bool(D.all_reduce_max(flag).item())
-
-    @staticmethod
-    def _gathered(out, y: torch.Tensor):
-        """The global batch's detached output and labels (for the monitors' probes and critics)."""
-        rows = D.gather_rows
-        return (ModelOutput(fused=rows(out.fused.detach()), logits={m: rows(v.detach()) for m, v in out.logits.items()},
-                            features={m: rows(v.detach()) for m, v in out.features.items()}), rows(y))
+        return bool(collectives.all_reduce_max(flag).item())
 
     def _warn(self, message: str) -> None:
         """A warning for the user: a ``warning`` event in the run's log, and the recorder's ``warn``
@@ -350,10 +274,10 @@ class Trainer:
         """The interval's mean train values; over several processes, also averaged over the ranks
         (equal shards: the mean of the ranks' batch means is the global batch mean)."""
         means = self.interval.means()
-        if not D.is_distributed() or not means:
+        if not collectives.is_distributed() or not means:
             return means
         keys = list(means)
-        return dict(zip(keys, D.all_reduce_mean(torch.stack([means[k].double() for k in keys])).unbind()))
+        return dict(zip(keys, collectives.all_reduce_mean(torch.stack([means[k].double() for k in keys])).unbind()))
 
     def _stop_nonfinite(self, bad: int, first: int, values: dict[str, float]) -> None:
         norms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("grad/")) or "not logged"
@@ -381,8 +305,7 @@ class Trainer:
         events = self.method.on_epoch_end(epoch, self.model, val)
         values = {**val, **self._host(self.method.epoch_values())}
         self.recorder.metrics(self.pos.step, epoch + 1, "val", values)
-        for ev in events:
-            self.recorder.event(ev.pop("name"), self.pos.step, epoch=epoch, **ev)
+        self._record_events(events, epoch)
         if self.method.end_reason is not None:
             self.recorder.event("method_end", self.pos.step, epoch=epoch, reason=self.method.end_reason)
         self.pos.epoch += 1
