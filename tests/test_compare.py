@@ -31,8 +31,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine import compare as cmp
-from engine import stats
+from engine.analysis import stats
+from engine.analysis.build import build_comparison
+from engine.analysis.load import load_run, load_runs
 from engine.errors import UsageError
 from mmbal_cli.app import app
 
@@ -103,7 +104,7 @@ def test_paired_t_test_edge_cases_and_marks():
 
 # -- loading ------------------------------------------------------------------------------------
 def test_load_run_states_and_reasons(runs):
-    records = {r.run_id: r for r in (cmp.load_run(p) for p in sorted(runs.iterdir()))}
+    records = {r.run_id: r for r in (load_run(p) for p in sorted(runs.iterdir()))}
     assert records["j0000000"].state == "finished" and records["j0000000"].seed == 0
     assert records["r3333333"].state == "running"
     assert records["f3333333"].state == "failed" and records["f3333333"].reason == "RuntimeError: CUDA out of memory"
@@ -115,13 +116,13 @@ def test_load_run_states_and_reasons(runs):
 
 
 def test_stale_running_run_is_reported_as_stale():
-    record = cmp.load_run(FIXTURES / "20260104-100000_fx-joint-s3_r3333333")
+    record = load_run(FIXTURES / "20260104-100000_fx-joint-s3_r3333333")
     assert record.state == "stale" and "fixture-host" in record.reason
 
 
 # -- grouped comparison -------------------------------------------------------------------------
 def grouped(runs, **kw):
-    return cmp.build_comparison(cmp.load_runs(runs, ALL), group_by=["method"], **kw)
+    return build_comparison(load_runs(runs, ALL), group_by=["method"], **kw)
 
 
 def test_groups_mean_std_runs_and_excluded(runs):
@@ -164,12 +165,12 @@ def test_baseline_difference_and_paired_test(runs):
 
 
 def test_baseline_alone_groups_by_method_and_unknown_baseline_is_refused(runs):
-    records = cmp.load_runs(runs, ALL)
-    assert cmp.build_comparison(records, baseline="ogm_ge").group_by == ["method.name"]
+    records = load_runs(runs, ALL)
+    assert build_comparison(records, baseline="ogm_ge").group_by == ["method.name"]
     with pytest.raises(UsageError, match="did you mean 'joint'"):
-        cmp.build_comparison(records, baseline="jiont")
+        build_comparison(records, baseline="jiont")
     with pytest.raises(UsageError, match="did you mean 'train.lr'"):
-        cmp.build_comparison(records, group_by=["train.lrr"])
+        build_comparison(records, group_by=["train.lrr"])
 
 
 # -- formats ------------------------------------------------------------------------------------
@@ -255,14 +256,14 @@ def test_table_format_grouped_numbers(runs):
 
 
 def test_sort_and_metric_patterns(runs):
-    records = cmp.load_runs(runs, ["j0", "j1", "o0", "o2"])
-    comp = cmp.build_comparison(records, sort="acc", metrics=["test/acc/*"])
+    records = load_runs(runs, ["j0", "j1", "o0", "o2"])
+    comp = build_comparison(records, sort="acc", metrics=["test/acc/*"])
     assert [r.label for r in comp.rows] == ["fx-ogm_ge-s2", "fx-ogm_ge-s0", "fx-joint-s1", "fx-joint-s0"]
     assert [c.key for c in comp.columns] == ["test/acc/fused", "test/acc/a", "test/acc/b"]
-    by_time = cmp.build_comparison(records, sort="time_per_epoch_s")
+    by_time = build_comparison(records, sort="time_per_epoch_s")
     assert [r.label for r in by_time.rows][0] == "fx-joint-s0"     # fastest first
     with pytest.raises(UsageError, match="--sort"):
-        cmp.build_comparison(records, sort="acuracy")
+        build_comparison(records, sort="acuracy")
 
 
 def test_sweep_record_lists_members_never_started(runs):
@@ -291,7 +292,7 @@ def test_cli_errors_exit_codes(runs):
 
 # -- plot ---------------------------------------------------------------------------------------
 def test_curve_and_bar_data_average_over_seeds(runs):
-    from engine.plot import bar_data, curve_data
+    from engine.analysis.plot import bar_data, curve_data
     comp = grouped(runs)
     curves = curve_data(comp)
     joint = curves["fused"]["joint"]
@@ -326,11 +327,11 @@ def test_method_options_show_only_when_they_vary_within_a_method(runs):
     data = json.loads(config.read_text())
     data["method"]["alpha"] = 0.5
     config.write_text(json.dumps(data))
-    records = cmp.load_runs(runs, ["j0", "o0", "o1"])
-    per_run = cmp.build_comparison(records)
+    records = load_runs(runs, ["j0", "o0", "o1"])
+    per_run = build_comparison(records)
     assert per_run.config_keys == ["seed", "method.name", "method.alpha"]
     assert [r.config.get("method.alpha", "-") for r in per_run.rows] == ["-", 0.8, 0.5]
-    by_method = cmp.build_comparison(records, group_by=["method"])
+    by_method = build_comparison(records, group_by=["method"])
     assert by_method.config_keys == ["method.alpha"] and by_method.rows[1].config["method.alpha"] == "mixed"
-    by_alpha = cmp.build_comparison(records, group_by=["method", "method.alpha"])
+    by_alpha = build_comparison(records, group_by=["method", "method.alpha"])
     assert [r.label for r in by_alpha.rows] == ["joint, -", "ogm_ge, 0.8", "ogm_ge, 0.5"]

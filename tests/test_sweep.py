@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import tomllib
 from pathlib import Path
@@ -19,27 +18,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine import sweep as sw
+from engine.config_text import toml_value
 from engine.errors import PresetError, UsageError
+from engine.sweep.attempts import Attempt, decide
+from engine.sweep.members import Member, parse_methods, parse_seeds, split_overrides
+from engine.sweep.plan import plan_sweep
+from engine.sweep.record import sweep_members
+from engine.sweep.runner import SweepRunner, member_command
 from mmbal_cli.app import app
+from runtools import tiny_preset
 
 runner = CliRunner()
 
-PRESET = """
-name = "tiny"
-seed = 0
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 160
-n_classes = 3
-dims = [4, 4]
-[method]
-name = "joint"
-[train]
-epochs = 1
-batch_size = 32
-"""
+PRESET = tiny_preset('name = "joint"', seed=0, epochs=1)
 
 FAKE = r'''
 import json, os, signal, sys, time
@@ -91,18 +82,23 @@ write_status(run_dir, "finished")
 @pytest.fixture()
 def preset(tmp_path):
     p = tmp_path / "tiny.toml"
-    p.write_text(textwrap.dedent(PRESET))
+    p.write_text(PRESET)
     return p
 
 
 @pytest.fixture()
 def fake(tmp_path, monkeypatch):
-    """The stand-in member process; returns the path to give SweepRunner as its python."""
+    """The stand-in member process; returns its path (``cli(fake)`` is the command line SweepRunner is given)."""
     script = tmp_path / "fake_python"
     script.write_text(f"#!{sys.executable}\n{FAKE}")
     script.chmod(0o755)
     monkeypatch.setenv("FAKE_EVENTS", str(tmp_path / "events"))
     return script
+
+
+def cli(fake):
+    """The stand-in started as the CLI starts mmbal (it skips ``-m mmbal_cli``, like the interpreter)."""
+    return [str(fake), "-m", "mmbal_cli"]
 
 
 def events(tmp_path):
@@ -125,23 +121,23 @@ def max_concurrent(evs):
 
 # -- parsing ------------------------------------------------------------------------------------
 def test_methods_and_seeds_parsing():
-    assert sw.parse_methods("joint, unimodal") == ["joint", "unimodal"]
+    assert parse_methods("joint, unimodal") == ["joint", "unimodal"]
     with pytest.raises(UsageError, match=r"unknown method 'jiont' \(did you mean 'joint'\?\)"):
-        sw.parse_methods("jiont,unimodal")
+        parse_methods("jiont,unimodal")
     with pytest.raises(UsageError, match="more than once"):
-        sw.parse_methods("joint,joint")
-    assert sw.parse_seeds("3,0-2,1") == [3, 0, 1, 2]
+        parse_methods("joint,joint")
+    assert parse_seeds("3,0-2,1") == [3, 0, 1, 2]
     for bad in ("a", "2-1", "-1", ""):
         with pytest.raises(UsageError):
-            sw.parse_seeds(bad)
+            parse_seeds(bad)
 
 
 def test_set_items_are_scoped_by_method_name_and_sweep_keys_refused():
-    general, scoped = sw.split_overrides(["train.epochs=3", "unimodal.modality=a", "model.fusion=\"sum\""],
-                                         ["joint", "unimodal"])
+    general, scoped = split_overrides(["train.epochs=3", "unimodal.modality=a", "model.fusion=\"sum\""],
+                                      ["joint", "unimodal"])
     assert general == ["train.epochs=3", 'model.fusion="sum"'] and scoped == {"unimodal": {"modality": "a"}}
     with pytest.raises(PresetError) as err:
-        sw.split_overrides(["method.alpha=1", "seed=3", "mcr.alpha=1", "unimodal=3"], ["joint", "unimodal"])
+        split_overrides(["method.alpha=1", "seed=3", "mcr.alpha=1", "unimodal=3"], ["joint", "unimodal"])
     text = str(err.value)
     assert "--set unimodal.modality=a" in text and "use --seeds" in text
     assert "method 'mcr' is not in --methods" in text and "expected unimodal.OPTION=VALUE" in text
@@ -152,13 +148,13 @@ def test_set_items_are_scoped_by_method_name_and_sweep_keys_refused():
     {"odd key": float("inf"), "n": -3, "e": 1e-300}, {"l": [[1], ["a", False]]},
 ])
 def test_toml_value_round_trips_through_tomllib(value):
-    assert tomllib.loads(f"v = {sw.toml_value(value)}")["v"] == value
+    assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
 
 
 # -- planning -----------------------------------------------------------------------------------
 def test_members_replace_the_method_table_keeping_the_presets_own_options(preset, tmp_path):
     preset.write_text(preset.read_text().replace('name = "joint"', 'name = "unimodal"\nmodality = "b"'))
-    plan = sw.plan_sweep(preset, tmp_path / "runs", ["joint", "unimodal"], [0, 2], ["train.epochs=2"])
+    plan = plan_sweep(preset, tmp_path / "runs", ["joint", "unimodal"], [0, 2], ["train.epochs=2"])
     assert [(t.member.method, t.member.seed, t.member.run_name) for t in plan.tasks] == [
         ("joint", 0, "tiny-joint-s0"), ("unimodal", 0, "tiny-unimodal-s0"),
         ("joint", 2, "tiny-joint-s2"), ("unimodal", 2, "tiny-unimodal-s2")]
@@ -166,7 +162,7 @@ def test_members_replace_the_method_table_keeping_the_presets_own_options(preset
     assert joint.config["method"] == {"name": "joint"} and joint.config["seed"] == 2
     assert uni.config["method"] == {"name": "unimodal", "modality": "b"} and uni.config["train"]["epochs"] == 2
     assert uni.overrides == ("train.epochs=2", "seed=2", 'method={name = "unimodal", modality = "b"}')
-    scoped = sw.plan_sweep(preset, tmp_path / "runs", ["unimodal"], [0], ["unimodal.modality=a"], name="other")
+    scoped = plan_sweep(preset, tmp_path / "runs", ["unimodal"], [0], ["unimodal.modality=a"], name="other")
     assert scoped.tasks[0].member.config["method"]["modality"] == "a"
     assert scoped.tasks[0].member.run_name == "other-unimodal-s0"
     assert all(t.action == "start" for t in plan.tasks) and not (tmp_path / "runs").exists()
@@ -174,27 +170,27 @@ def test_members_replace_the_method_table_keeping_the_presets_own_options(preset
 
 def test_a_missing_method_option_names_the_scoped_key(preset, tmp_path):
     with pytest.raises(PresetError) as err:
-        sw.plan_sweep(preset, tmp_path / "runs", ["joint", "unimodal"], [0, 1])
+        plan_sweep(preset, tmp_path / "runs", ["joint", "unimodal"], [0, 1])
     assert err.value.problems == ["unimodal.modality: required key is missing (str) "
                                   "(scoped to this method: --set unimodal.modality=VALUE)"]
 
 
 def attempt(state, same=True, ckpt=False, run_id="a"):
-    return sw.Attempt(Path("/x") / run_id, run_id, state, same, ckpt)
+    return Attempt(Path("/x") / run_id, run_id, state, same, ckpt)
 
 
 def test_decide_skips_resumes_or_restarts():
-    m = sw.Member("joint", 0, "t-joint-s0", (), {})
-    assert sw.decide(m, []).action == "start"
-    assert sw.decide(m, [attempt("failed"), attempt("finished", run_id="b")]).action == "skip"
-    assert sw.decide(m, [attempt("running")]).action == "running"
-    assert sw.decide(m, [attempt("stale")]).action == "stale"
-    resumed = sw.decide(m, [attempt("interrupted", ckpt=True)])
+    m = Member("joint", 0, "t-joint-s0", (), {})
+    assert decide(m, []).action == "start"
+    assert decide(m, [attempt("failed"), attempt("finished", run_id="b")]).action == "skip"
+    assert decide(m, [attempt("running")]).action == "running"
+    assert decide(m, [attempt("stale")]).action == "stale"
+    resumed = decide(m, [attempt("interrupted", ckpt=True)])
     assert resumed.action == "resume" and resumed.attempt.run_id == "a"
-    assert sw.decide(m, [attempt("failed", ckpt=True)]).action == "resume"
-    fresh = sw.decide(m, [attempt("failed", ckpt=False)])
+    assert decide(m, [attempt("failed", ckpt=True)]).action == "resume"
+    fresh = decide(m, [attempt("failed", ckpt=False)])
     assert fresh.action == "start" and "before its first checkpoint" in fresh.note
-    changed = sw.decide(m, [attempt("interrupted", same=False, ckpt=True)])
+    changed = decide(m, [attempt("interrupted", same=False, ckpt=True)])
     assert changed.action == "start" and "config changed" in changed.note
 
 
@@ -207,12 +203,12 @@ def write_configs(tmp_path, plan, monkeypatch):
 
 def test_runner_runs_n_at_a_time_records_and_resumes_failures(preset, tmp_path, fake, monkeypatch):
     runs = tmp_path / "runs"
-    plan = sw.plan_sweep(preset, runs, ["joint", "unimodal"], [0, 1], ["unimodal.modality=a"])
+    plan = plan_sweep(preset, runs, ["joint", "unimodal"], [0, 1], ["unimodal.modality=a"])
     write_configs(tmp_path, plan, monkeypatch)
     monkeypatch.setenv("FAKE_TINY_UNIMODAL_S1", "fail")
     seen = []
-    result = sw.SweepRunner(plan, jobs=2, python=str(fake), poll_s=0.02,
-                            on_event=lambda kind, task, out: seen.append((kind, task.member.key))).run()
+    result = SweepRunner(plan, cli(fake), jobs=2, poll_s=0.02,
+                         on_event=lambda kind, task, out: seen.append((kind, task.member.key))).run()
     assert not result.interrupted
     assert sorted((o.task.member.key, o.state, o.returncode) for o in result.outcomes) == [
         ("joint s0", "finished", 0), ("joint s1", "finished", 0), ("unimodal s0", "finished", 0),
@@ -226,32 +222,35 @@ def test_runner_runs_n_at_a_time_records_and_resumes_failures(preset, tmp_path, 
     assert {m["run_name"]: len(m["attempts"]) for m in record["members"]} == {
         "tiny-joint-s0": 1, "tiny-unimodal-s0": 1, "tiny-joint-s1": 1, "tiny-unimodal-s1": 1}
 
-    again = sw.plan_sweep(preset, runs, ["joint", "unimodal"], [0, 1], ["unimodal.modality=a"])
+    again = plan_sweep(preset, runs, ["joint", "unimodal"], [0, 1], ["unimodal.modality=a"])
     assert [t.action for t in again.tasks] == ["skip", "skip", "skip", "resume"]
-    assert sw.member_command(again, again.tasks[3], "py")[:4] == ["py", "-m", "mmbal_cli", "resume"]
+    assert member_command(again, again.tasks[3], ["py", "-m", "mmbal_cli"])[:4] == ["py", "-m", "mmbal_cli", "resume"]
     monkeypatch.setenv("FAKE_TINY_UNIMODAL_S1", "finish")
-    second = sw.SweepRunner(again, jobs=2, python=str(fake), poll_s=0.02).run()
+    second = SweepRunner(again, cli(fake), jobs=2, poll_s=0.02).run()
     assert [(o.task.member.key, o.state) for o in second.outcomes] == [("unimodal s1", "finished")]
-    assert [t.action for t in sw.plan_sweep(preset, runs, ["joint", "unimodal"], [0, 1],
-                                            ["unimodal.modality=a"]).tasks] == ["skip"] * 4
-    members = sw.sweep_members(runs, "tiny")
+    assert [t.action for t in plan_sweep(preset, runs, ["joint", "unimodal"], [0, 1],
+                                         ["unimodal.modality=a"]).tasks] == ["skip"] * 4
+    members = sweep_members(runs, "tiny")
     assert all(path is not None and path.name.split("_")[1] == m["run_name"] for m, path in members)
 
     with pytest.raises(UsageError, match="already has finished runs with a different configuration") as err:
-        sw.plan_sweep(preset, runs, ["joint"], [0], ["train.epochs=3"])
+        plan_sweep(preset, runs, ["joint"], [0], ["train.epochs=3"])
     assert "train.epochs: 1 -> 3" in str(err.value) and "--name tiny-2" in str(err.value)
-    bigger = sw.plan_sweep(preset, runs, ["joint"], [0, 1, 2], name="tiny")
+    bigger = plan_sweep(preset, runs, ["joint"], [0, 1, 2], name="tiny")
     assert [t.action for t in bigger.tasks] == ["skip", "skip", "start"]
 
 
 DRIVER = r'''
 import sys
 from pathlib import Path
-from engine.sweep import Member, Plan, SweepRunner, Task
+from engine.sweep.attempts import Task
+from engine.sweep.members import Member
+from engine.sweep.plan import Plan
+from engine.sweep.runner import SweepRunner
 runs, fake = Path(sys.argv[1]), sys.argv[2]
 tasks = [Task(Member("joint", s, f"drv-joint-s{s}", (), {}), "start") for s in range(3)]
 plan = Plan("drv", Path("/nonexistent.toml"), runs, ["joint"], [0, 1, 2], [], {}, None, tasks)
-result = SweepRunner(plan, jobs=2, python=fake, poll_s=0.02).run()
+result = SweepRunner(plan, [fake, "-m", "mmbal_cli"], jobs=2, poll_s=0.02).run()
 print("interrupted", result.interrupted, sorted((o.task.member.run_name, o.returncode) for o in result.outcomes))
 '''
 

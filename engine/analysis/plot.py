@@ -19,10 +19,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compare import Comparison, Row, all_modalities
+from ..errors import UsageError
+from ..store import RunPaths, atomic_write_with, read_metrics
+from .build import Comparison, Row
+from .columns import all_modalities
 from .stats import mean_std
-from .errors import UsageError
-from .store import METRICS_JSONL, atomic_write_with, read_metrics
 
 PLOT_FORMATS = ("png", "svg", "pdf")
 INSTALL_HINT = 'pip install "mmbal[plot]"  (or: pip install "matplotlib>=3.8")'
@@ -52,7 +53,7 @@ class Curve:
 
 def run_curve(run_dir: Path, key: str) -> dict[float, float]:
     """``{epoch: value}`` of metric ``key`` in the run's validation rows (the last row of an epoch wins)."""
-    log = read_metrics(Path(run_dir) / METRICS_JSONL)
+    log = read_metrics(RunPaths(run_dir).metrics)
     out: dict[float, float] = {}
     for row in log.metric_rows():
         value = row["m"].get(key)
@@ -69,7 +70,7 @@ def skipped_lines(comp: Comparison) -> list[str]:
     for row in comp.rows:
         for record in row.used:
             if record.path is not None:
-                out += [f"{record.path.name}/{w}" for w in read_metrics(record.path / METRICS_JSONL).warnings]
+                out += [f"{record.path.name}/{w}" for w in read_metrics(RunPaths(record.path).metrics).warnings]
     return out
 
 

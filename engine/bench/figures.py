@@ -1,47 +1,27 @@
-"""Speed figures for ``mmbal bench`` and BENCHMARKS.md.
-
-Three comparisons, all on one preset's data and model, training only (no evaluation):
-
-* **engine vs hand loop**: mmbal's trainer against a minimal hand-written loop over the same model
-  and the same on-device tensors (the ratio is the engine's overhead);
-* **engine vs reference-style loop**: against a loop written the way the published repositories
-  write it (a ``torch.utils.data.Dataset`` returning one sample at a time from host arrays, a
-  ``DataLoader``, ``loss.item()`` each step) on the same model (mmbal's speed-up);
-* **methods vs joint**: each registered method's time per epoch as a ratio to ``joint``, and its
-  peak memory (CUDA peak allocated on a GPU; on a CPU the growth of the process's peak RSS while
-  the method ran, a lower bound since peak RSS never goes down), next to the algorithmic cost of
-  methods-catalog.md section 4.
-
-Timings alternate between contenders after a warm-up epoch each, and report the median epoch.
+"""The figures of ``mmbal bench``: the contenders of :mod:`engine.bench.loops` timed against each
+other, and each method's time per epoch as a ratio to ``joint`` with its peak memory (CUDA peak
+allocated on a GPU; on a CPU the growth of the process's peak RSS while the method ran, a lower
+bound since peak RSS never goes down), next to the algorithmic cost its registration states.
+Training only, no evaluation; timings alternate between contenders after a warm-up epoch each and
+report the median epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from dataclasses import dataclass, field
+from typing import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .config import RunConfig, load_preset
-from .data import TensorData
-from .errors import UsageError
-from .methods import METHODS
-from .run import build_parts
-from .train.device import autocast_factory, describe_device, resolve_device
-from .train.optim import build_optimizer
-from .train.trainer import Trainer
-
-class NullRecorder:
-    """A recorder that keeps nothing (the benchmark measures training, not I/O)."""
-
-    def metrics(self, step, epoch, split, values): pass
-    def event(self, name, step, **fields): pass
-    def save_checkpoint(self, state, kind): pass
-    def progress(self, pos, n_batches, values): pass
+from ..config import RunConfig, load_preset
+from ..data import TensorData
+from ..errors import UsageError
+from ..methods import METHODS
+from ..run import build_parts
+from ..train.device import describe_device, resolve_device
+from .loops import engine_epochs, hand_epochs, reference_epochs, timed
 
 
 @dataclass
@@ -76,98 +56,11 @@ class BenchResult:
         return d
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device) -> float:
-    _sync(device)
-    t = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t
-
-
-def engine_epochs(cfg: RunConfig, device, data, warmup: list | None = None) -> callable:
-    """One epoch of mmbal's trainer per call (after a warm-up epoch, whose time is appended to
-    ``warmup``: with ``train.compile`` it includes the compilation of the training graphs)."""
-    _, model, method = build_parts(cfg, device, data)
-    trainer = Trainer(cfg.train, data, model, method, device, cfg.seed, NullRecorder())
-    t = _timed(trainer.train_epoch_steps, device)
-    if warmup is not None:
-        warmup.append(t)
-
-    def epoch():
-        trainer.pos.epoch += 1
-        trainer.pos.batch = 0
-        trainer.train_epoch_steps()
-    return epoch
-
-
-def hand_epochs(cfg: RunConfig, device, data) -> callable:
-    """What a careful user writes by hand: forward, fused CE, backward, step. Nothing else."""
-    _, model, _ = build_parts(cfg, device, data)
-    opt = build_optimizer(cfg.train, [{"params": list(model.parameters())}], device)
-    autocast = autocast_factory(cfg.train.precision, device)
-    train, bs = data.splits["train"], cfg.train.batch_size
-    model.train()
-
-    def epoch():
-        order = train[torch.randperm(train.numel(), device=device)]
-        for i in range(0, order.numel(), bs):
-            idx = order[i:i + bs]
-            with autocast():
-                out = model({m: t[idx] for m, t in data.x.items()})
-            F.cross_entropy(out.fused.float(), data.y[idx]).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-    epoch()
-    return epoch
-
-
-class _PerSampleDataset(torch.utils.data.Dataset):
-    """The research-code pattern: one sample at a time from host arrays."""
-
-    def __init__(self, arrays: dict[str, np.ndarray], labels: np.ndarray):
-        self.arrays, self.labels = arrays, labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {m: torch.from_numpy(a[i]) for m, a in self.arrays.items()}, int(self.labels[i])
-
-
-def reference_epochs(cfg: RunConfig, device, data) -> callable:
-    """A loop as the published repositories write it: Dataset + DataLoader + ``.item()`` per step."""
-    _, model, _ = build_parts(cfg, device, data)
-    opt = build_optimizer(cfg.train, [{"params": list(model.parameters())}], device)
-    idx = data.splits["train"]
-    arrays = {m: t[idx].cpu().numpy() for m, t in data.x.items()}
-    loader = torch.utils.data.DataLoader(_PerSampleDataset(arrays, data.y[idx].cpu().numpy()),
-                                         batch_size=cfg.train.batch_size, shuffle=True, num_workers=0)
-    model.train()
-
-    def epoch():
-        total = 0.0
-        for x, y in loader:
-            x = {m: t.to(device) for m, t in x.items()}
-            y = y.to(device)
-            loss = F.cross_entropy(model(x).fused, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-    epoch()
-    return epoch
-
-
-def median_epochs(contenders: dict[str, callable], device, repeats: int) -> dict[str, float]:
+def median_epochs(contenders: dict[str, Callable[[], None]], device, repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            times[name].append(_timed(fn, device))
+            times[name].append(timed(fn, device))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
