@@ -1,12 +1,16 @@
-"""Printing for the CLI: errors as one paragraph on stderr, and the training progress display."""
+"""Printing for the CLI: errors as one paragraph on stderr (and the exit code they carry), and the
+training progress display."""
 
 from __future__ import annotations
 
 import sys
 import time
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from engine.errors import MmbalError
 
 err_console = Console(stderr=True, highlight=False)
 # Tables piped to a file or another program keep whole cells rather than an 80-column squeeze.
@@ -16,6 +20,17 @@ out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 20
 def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True) \
         if err_console.is_terminal else print(f"error: {message}", file=sys.stderr)
+
+
+def fail(exc: Exception, quiet: bool = False) -> None:
+    """Print a user-facing error (:class:`engine.errors.MmbalError`) as one paragraph (unless
+    ``quiet``: ranks other than 0 of a multi-process run, whose rank 0 prints it) and exit with its
+    code; any other exception is raised again."""
+    if isinstance(exc, MmbalError):
+        if not quiet:
+            print_error(str(exc))
+        raise typer.Exit(exc.exit_code)
+    raise exc
 
 
 def _fmt(values: dict[str, float], keys: list[str]) -> str:

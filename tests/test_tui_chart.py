@@ -10,10 +10,10 @@ from mmbal_cli.tui.chart import (
     _columns,
     caption_lines,
     data_ranges,
-    fmt_number,
     legend,
     render_chart,
 )
+from mmbal_cli.tui.formatting import fmt_number
 
 BRAILLE = range(0x2800, 0x2900)
 

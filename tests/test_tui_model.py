@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from engine.store import MetricsTail, write_status
-from mmbal_cli.tui.model import RunModel, RunReader
+from mmbal_cli.tui.formatting import fmt_duration
+from mmbal_cli.tui.model import RunModel
+from mmbal_cli.tui.progress import epoch_in_progress, extend_segments, seconds_left, training_seconds
+from mmbal_cli.tui.reader import RunReader
 from mmbal_cli.tui.testing import live_run
-from mmbal_cli.tui.text import fmt_duration
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 AUG = FIXTURES / "20250301-101500_avdigits-aug_k3f9a2x1"
@@ -268,6 +270,21 @@ def test_process_gone_on_this_host_is_failed(tmp_path):
 def test_fmt_duration():
     assert [fmt_duration(s) for s in (None, 4.4, 125, 3720, 3 * 86400 + 4 * 3600)] == \
         ["-", "4s", "2m05s", "1h02m", "3d04h"]
+
+
+def test_progress_over_segments_on_plain_records():
+    """Wall time is summed per segment (the gap before a resume excluded); the time left is the
+    current segment's rate times the steps left; the epoch in progress counts from 1."""
+    records = [{"kind": "header", "t": 100.0}, {"kind": "metrics", "t": 110.0, "step": 10},
+               {"kind": "resume", "t": 500.0, "from_step": 5}, {"kind": "metrics", "t": 520.0, "step": 15}]
+    segments = [(a, b, int(s)) for a, b, s in extend_segments(None, records)]
+    assert segments == [(100.0, 110.0, 0), (500.0, 520.0, 5)]
+    assert training_seconds(segments, now=530.0, is_live=True, started=None) == 10.0 + 30.0
+    assert training_seconds(segments, now=530.0, is_live=False, started=None) == 10.0 + 20.0
+    assert seconds_left(segments, records[-1], step=15, total_steps=100) == 85 * 2.0  # 10 steps in 20 s
+    assert epoch_in_progress(15, 10, None, True, 3) == 2
+    assert epoch_in_progress(20, 10, None, False, 3) == 2 and epoch_in_progress(20, 10, None, True, 3) == 3
+    assert epoch_in_progress(0, None, 1, True, None) == 2  # from status.json's completed epochs
 
 
 def test_fixture_files_are_what_the_generator_writes(tmp_path):

@@ -1,10 +1,28 @@
-"""Commands that live in their own modules; each module has ``register(app)`` adding its commands."""
+"""The commands of ``mmbal``: one module per command or group of commands, each with
+``register(app)`` adding its commands to the Typer app. ``COMMANDS`` lists them in the order
+``mmbal --help`` shows them within each panel.
 
-from importlib import import_module
+| module | commands |
+|---|---|
+| ``run`` | ``run``, ``resume`` |
+| ``ls`` | ``ls`` |
+| ``methods`` | ``methods`` |
+| ``data`` | ``data synth``, ``data inspect`` |
+| ``bench`` | ``bench`` |
+| ``compare`` | ``compare`` |
+| ``sweep`` | ``sweep`` |
+| ``watch`` | ``watch`` |
 
-MODULES: tuple[str, ...] = ("bench", "compare", "sweep", "watch")
+A command's body imports the engine (and torch) when it runs, so ``mmbal --help`` stays fast; a
+user's error is raised as :class:`engine.errors.MmbalError` and turned into its message and exit
+code by :func:`mmbal_cli.output.fail`.
+"""
+
+from . import bench, compare, data, ls, methods, run, sweep, watch
+
+COMMANDS = (run, ls, methods, data, bench, compare, sweep, watch)
 
 
 def register_all(app) -> None:
-    for name in MODULES:
-        import_module(f"{__name__}.{name}").register(app)
+    for module in COMMANDS:
+        module.register(app)

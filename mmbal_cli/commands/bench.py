@@ -23,13 +23,12 @@ def register(app: typer.Typer) -> None:
               device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
         """Speed figures on this machine: engine overhead, speed-up over research-style code, methods vs joint."""
-        from engine.bench import run_bench
+        from engine.bench.figures import run_bench
         from engine.errors import MmbalError
         from engine.methods import METHODS
         from engine.registry import did_you_mean
 
-        from ..app import _fail
-        from ..output import out_console, print_error
+        from ..output import fail, out_console, print_error
         overrides = list(set_ or []) + ([f'train.device="{device}"'] if device else [])
         names = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
         for name in names or []:
@@ -40,7 +39,7 @@ def register(app: typer.Typer) -> None:
             result = run_bench(str(preset or DEFAULT_PRESET), overrides, repeats=repeats, reference=reference,
                                methods=names, compile=compile_)
         except MmbalError as exc:
-            _fail(exc)
+            fail(exc)
         if as_json:
             print(json.dumps(result.to_dict(), indent=2))
             return

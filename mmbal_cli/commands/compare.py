@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import RunsDirOpt
-from ..output import err_console, out_console, print_error
+from ..output import err_console, fail, out_console, print_error
 
 FORMATS = ("table", "json", "csv", "md")
 
@@ -25,7 +25,7 @@ def _group_by(value: str | None, sweep: str | None, baseline: str | None) -> lis
 
 
 def _records(runs_dir, refs: list[str], sweep: str | None):
-    from engine.compare import load_runs, load_sweep
+    from engine.analysis.load import load_runs, load_sweep
     from engine.errors import UsageError
     if not refs and not sweep:
         raise UsageError("give the runs to compare (ids, id prefixes, names, directories or 'latest') or "
@@ -39,7 +39,7 @@ def _print_table(comp, title: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from engine.compare import display_grid, notes
+    from engine.analysis.render import display_grid, notes
     headers, grid = display_grid(comp, multiline=True)
     n_left = len(headers) - len(comp.columns)
     table = Table(title=title, title_justify="left")
@@ -64,7 +64,7 @@ def _print_config(comp) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from engine.compare import config_grid
+    from engine.analysis.render import config_grid
     headers, grid = config_grid(comp)
     table = Table(title_justify="left")
     for h in headers:
@@ -103,43 +103,43 @@ def register(app: typer.Typer) -> None:
         runs_dir: RunsDirOpt = None,
     ) -> None:
         """Run summaries side by side: per run, or per group with mean ± std over seeds and a baseline test."""
-        from engine import compare as cmp
+        from engine.analysis.build import build_comparison
+        from engine.analysis.render import notes, to_csv, to_json, to_markdown
         from engine.errors import MmbalError, UsageError
         from engine.registry import did_you_mean
         from engine.store import default_runs_dir
-        from ..app import _fail
         try:
             if fmt not in FORMATS:
                 raise UsageError(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}{did_you_mean(fmt, FORMATS)}")
             if plot is not None:
-                from engine.plot import check_plot_target
+                from engine.analysis.plot import check_plot_target
                 check_plot_target(plot)
             root = default_runs_dir(runs_dir)
             records = _records(root, list(runs or []), sweep)
-            comp = cmp.build_comparison(records, group_by=_group_by(group_by, sweep, baseline),
-                                        metrics=_split(metrics) or None, sort=sort, baseline=baseline,
-                                        all_config=all_config)
+            comp = build_comparison(records, group_by=_group_by(group_by, sweep, baseline),
+                                    metrics=_split(metrics) or None, sort=sort, baseline=baseline,
+                                    all_config=all_config)
         except MmbalError as exc:
-            _fail(exc)
+            fail(exc)
         for warning in comp.warnings:
             err_console.print(f"warning: {warning}", markup=False)
         if fmt == "table":
             _print_table(comp, f"sweep {sweep}" if sweep else str(root))
         else:
-            text = {"json": cmp.to_json, "csv": cmp.to_csv, "md": cmp.to_markdown}[fmt](comp)
+            text = {"json": to_json, "csv": to_csv, "md": to_markdown}[fmt](comp)
             typer.echo(text, nl=False)
             if fmt == "csv":
-                for line in cmp.notes(comp):
+                for line in notes(comp):
                     if line.startswith("not included"):
                         err_console.print(line, markup=False)
         if plot is not None:
-            from engine.plot import plot_comparison, skipped_lines
+            from engine.analysis.plot import plot_comparison, skipped_lines
             for warning in skipped_lines(comp):
                 err_console.print(f"warning: {warning}", markup=False, soft_wrap=True)
             try:
                 plot_comparison(comp, plot)
             except MmbalError as exc:
-                _fail(exc)
+                fail(exc)
             except OSError as exc:
                 print_error(f"{plot}: cannot write the plot: {exc.strerror or exc}")
                 raise typer.Exit(1)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..options import RunsDirOpt
-from ..output import print_error
+from ..output import fail, print_error
 
 ACTION_TEXT = {"skip": "finished, skipped", "running": "running elsewhere, left alone",
                "stale": "stale, left alone", "resume": "to resume", "start": "to start"}
+
+
+def mmbal_argv(python: str) -> list[str]:
+    """The command line that starts mmbal with ``python``; the sweep runner starts each member with it."""
+    return [python, "-m", "mmbal_cli"]
 
 
 def _say(text: str) -> None:
@@ -95,8 +101,9 @@ def register(app: typer.Typer) -> None:
         """One run per method x seed, N at a time; finished runs are skipped, so running it again resumes it."""
         from engine.errors import MmbalError, UsageError
         from engine.store import default_runs_dir
-        from engine.sweep import SweepRunner, member_command, parse_methods, parse_seeds, plan_sweep
-        from ..app import _fail
+        from engine.sweep.members import parse_methods, parse_seeds
+        from engine.sweep.plan import plan_sweep
+        from engine.sweep.runner import SweepRunner, member_command
         try:
             if jobs < 1:
                 raise UsageError(f"--jobs: expected at least 1, got {jobs}")
@@ -104,19 +111,19 @@ def register(app: typer.Typer) -> None:
             plan = plan_sweep(preset, default_runs_dir(runs_dir), method_list, seed_list, set_ or [],
                               name=name, device=device)
         except MmbalError as exc:
-            _fail(exc)
+            fail(exc)
         except KeyboardInterrupt:
             print_error("interrupted while planning: nothing was started")
             raise typer.Exit(130)
         _print_plan(plan, jobs, verbose=dry_run)
         if dry_run:
             for task in plan.todo():
-                _say("  $ " + " ".join(_quote(a) for a in member_command(plan, task, "python")))
+                _say("  $ " + " ".join(_quote(a) for a in member_command(plan, task, mmbal_argv("python"))))
             return
         try:
-            result = SweepRunner(plan, jobs, on_event=_Progress(len(plan.todo()))).run()
+            result = SweepRunner(plan, mmbal_argv(sys.executable), jobs, on_event=_Progress(len(plan.todo()))).run()
         except MmbalError as exc:
-            _fail(exc)
+            fail(exc)
         _finish(plan, result)
 
 
@@ -138,7 +145,7 @@ def _quote(arg: str) -> str:
 
 
 def _finish(plan, result) -> None:
-    from engine.sweep import sweep_members
+    from engine.sweep.record import sweep_members
     members = sweep_members(plan.runs_dir, plan.name)
     wanted = {(t.member.method, t.member.seed) for t in plan.tasks}
     from engine.store import read_status

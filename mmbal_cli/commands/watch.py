@@ -12,44 +12,40 @@ from typing import Annotated
 import typer
 
 from ..options import RunsDirOpt
+from ..output import err_console, fail, out_console
 
 
 def register(app: typer.Typer) -> None:
-    app.command("watch", rich_help_panel="Runs")(watch)
+    @app.command("watch", rich_help_panel="Runs")
+    def watch(
+        run_ref: Annotated[str, typer.Argument(metavar="[RUN]", help="Run id, id prefix, name, directory or 'latest'.")]
+        = "latest",
+        runs_dir: RunsDirOpt = None,
+        once: Annotated[bool, typer.Option("--once", help="Print one plain snapshot and exit (scripts, logs).")] = False,
+        mouse: Annotated[bool, typer.Option("--mouse/--no-mouse", help="Mouse support (off helps some SSH/tmux setups).")]
+        = True,
+        interval: Annotated[float, typer.Option(help="Seconds between reads of the run's files.", min=0.1, max=60.0)]
+        = 0.5,
+    ) -> None:
+        """The live dashboard of a run (default: the latest): progress, per-modality panel, charts, events.
 
+        Keys: ? help, 1-8 chart tabs, x step/epoch, r runs (mark with space, c compare), q quit.
+        """
+        from engine.errors import RunNotFound
+        from engine.store import default_runs_dir, resolve_run
 
-def watch(
-    run_ref: Annotated[str, typer.Argument(metavar="[RUN]", help="Run id, id prefix, name, directory or 'latest'.")]
-    = "latest",
-    runs_dir: RunsDirOpt = None,
-    once: Annotated[bool, typer.Option("--once", help="Print one plain snapshot and exit (scripts, logs).")] = False,
-    mouse: Annotated[bool, typer.Option("--mouse/--no-mouse", help="Mouse support (off helps some SSH/tmux setups).")]
-    = True,
-    interval: Annotated[float, typer.Option(help="Seconds between reads of the run's files.", min=0.1, max=60.0)]
-    = 0.5,
-) -> None:
-    """The live dashboard of a run (default: the latest): progress, per-modality panel, charts, events.
-
-    Keys: ? help, 1-8 chart tabs, x step/epoch, r runs (mark with space, c compare), q quit.
-    """
-    from engine.errors import RunNotFound
-    from engine.store import default_runs_dir, resolve_run
-
-    from ..app import _fail
-    from ..output import err_console, out_console
-
-    root = default_runs_dir(runs_dir)
-    try:
-        run_dir = resolve_run(root, run_ref)
-    except RunNotFound as exc:
-        _fail(exc)
-    if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):
-        err_console.print("not a terminal: printing one snapshot (as with --once)", highlight=False)
-        once = True
-    if once:
-        from ..tui.model import RunModel
-        from ..tui.snapshot import render_snapshot
-        out_console.print(render_snapshot(RunModel(run_dir).load(), width=min(out_console.width, 120)))
-        return
-    from ..tui.app import DashboardApp
-    DashboardApp(run_dir, root, interval=interval).run(mouse=mouse)
+        root = default_runs_dir(runs_dir)
+        try:
+            run_dir = resolve_run(root, run_ref)
+        except RunNotFound as exc:
+            fail(exc)
+        if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):
+            err_console.print("not a terminal: printing one snapshot (as with --once)", highlight=False)
+            once = True
+        if once:
+            from ..tui.model import RunModel
+            from ..tui.snapshot import render_snapshot
+            out_console.print(render_snapshot(RunModel(run_dir).load(), width=min(out_console.width, 120)))
+            return
+        from ..tui.app import DashboardApp
+        DashboardApp(run_dir, root, interval=interval).run(mouse=mouse)

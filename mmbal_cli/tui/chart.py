@@ -19,6 +19,8 @@ from typing import Sequence
 
 from rich.text import Text
 
+from .formatting import fmt_number
+
 Point = tuple[float, float | None]
 
 PALETTE = ("#4ec9b0", "#e5c07b", "#61afef", "#e06c75", "#c678dd", "#98c379", "#d19a66", "#56b6c2")
@@ -59,18 +61,6 @@ class ChartData:
     marker_legend: list[tuple[str, str]] = field(default_factory=list)
     y_bounds: tuple[float, float] | None = None  # the padding never crosses these (accuracy: 0..1)
     caption: str = ""
-
-
-def fmt_number(value: float | None) -> str:
-    """At most 7 characters (8 when negative): 3 decimals, 1 from 100 on, else ``1.5e-04``."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    magnitude = abs(value)
-    if magnitude != 0 and (magnitude < 1e-3 or magnitude >= 1e5):
-        return f"{value:.1e}"
-    if magnitude >= 100:
-        return f"{value:.1f}"
-    return f"{value:.3f}"
 
 
 def _finite_range(values: list[float]) -> tuple[float, float]:

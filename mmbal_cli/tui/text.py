@@ -9,8 +9,11 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .chart import caption_lines, fmt_number
-from .model import PANEL_COLUMNS, ModalityRow, Notice, RunModel
+from .chart import caption_lines
+from .formatting import fmt_duration, fmt_number
+from .model import RunModel
+from .panel import PANEL_COLUMNS, ModalityRow
+from .run_notices import Notice
 
 STATE_STYLES = {
     "running": "bold green",
@@ -23,23 +26,6 @@ STATE_STYLES = {
 }
 NOTICE_PREFIX = {"error": ("✖ ", "bold red"), "warning": ("▲ ", "yellow"), "info": ("• ", "dim")}
 WEAKEST_MARK = "◀ weakest"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``3d04h``, ``1h02m``, ``4m05s`` or ``12s``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def state_text(model: RunModel) -> Text:

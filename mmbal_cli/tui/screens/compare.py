@@ -17,8 +17,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..chart import PALETTE, ChartData, Series, fmt_number
-from ..model import Delta, RunModel, RunReader
+from ..chart import PALETTE, ChartData, Series
+from ..formatting import fmt_number
+from ..model import RunModel
+from ..reader import Delta, RunReader
 from ..widgets import LineChart
 
 PREFERRED = ("val/acc/fused", "val/f1/fused", "val/loss/fused", "train/loss/method", "train/acc/fused")

@@ -22,7 +22,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane, Tabs
 
-from ..model import CHART_TABS, Delta, Notice, RunModel, RunReader, method_info, method_name
+from ..chart_series import CHART_TABS
+from ..meanings import method_info, method_name
+from ..model import RunModel
+from ..reader import Delta, RunReader
+from ..run_notices import Notice
 from ..widgets import CoefLegend, EventsTable, LineChart, ModalityPanel, NoticeBar, RunHeader
 
 TAB_IDS = [f"tab-{kind}" for kind, _ in CHART_TABS] + ["tab-events"]

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 from engine.store import list_runs
 
 from ..text import STATE_STYLES
+from .compare import CompareScreen
 
 MARK = "✓"
 
@@ -100,5 +101,4 @@ class RunsScreen(Screen):
         if len(chosen) < 2:
             self.notify("mark two or more runs with space first", severity="warning", timeout=3)
             return
-        from .compare import CompareScreen
         self.app.push_screen(CompareScreen(chosen))

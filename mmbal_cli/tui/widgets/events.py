@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from ..chart import fmt_number
+from ..formatting import fmt_number
 from ..model import RunModel
 from ..text import notice_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ..model import Notice
+from ..run_notices import Notice
 from ..text import notice_text
 
 
