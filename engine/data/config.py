@@ -1,8 +1,5 @@
-"""Options of the data layer: the preset's ``[data]`` table and its ``[data.synthetic]`` sub-table.
-
-The dataset format itself is described in ``spec/data-format.md``; the synthetic generator in
-``spec/methods-seeds.md`` section 1.13 (see :mod:`engine.data.synthetic`).
-"""
+"""Options of the data layer: the preset's ``[data]`` table and its ``[data.synthetic]`` sub-table
+(both described in ``docs/presets.md``; the dataset format in ``docs/data-format.md``)."""
 
 from __future__ import annotations
 

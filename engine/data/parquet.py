@@ -1,10 +1,5 @@
-"""Reading datasets in the mmbal Parquet format (``spec/data-format.md``) with pyarrow.
-
-A dataset is one Parquet file, or a directory of Parquet files sharing one schema (read as one
-table, files in name order). Columns: an integer ``label``, an optional string ``split``
-(train/val/test) and one fixed-shape float column per modality: ``fixed_size_list<float>[d]`` for
-a vector, or Arrow's canonical ``arrow.fixed_shape_tensor`` extension for a tensor per sample.
-The schema metadata key ``mmbal`` may hold JSON with the class names and per-modality hints.
+"""Reading datasets in the mmbal Parquet format with pyarrow; the format (columns, metadata, what is
+refused) is described in ``docs/data-format.md``.
 
 Every problem with the data raises :class:`~engine.errors.DataError` with one paragraph that
 names the file, the column and, where it applies, the first offending row (counted from 0).
@@ -69,7 +64,7 @@ def dataset_files(path: str | Path) -> list[Path]:
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or directory; a dataset is a Parquet file or a directory of "
-                        f"Parquet files (see spec/data-format.md)")
+                        f"Parquet files (see docs/data-format.md)")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix == ".parquet" and f.is_file())
         if not files:
@@ -84,7 +79,7 @@ def read_schema(file: Path) -> pa.Schema:
         return pq.read_schema(file)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{file}: cannot be read as a Parquet file ({exc}). A dataset is a Parquet file or a "
-                        f"directory of Parquet files (see spec/data-format.md)") from None
+                        f"directory of Parquet files (see docs/data-format.md)") from None
 
 
 def _parse_metadata(schema: pa.Schema, file: Path) -> dict:

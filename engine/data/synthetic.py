@@ -1,8 +1,9 @@
 """The built-in synthetic multimodal dataset with controllable unique, shared and synergistic information.
 
-The MCR paper's synthetic generator (``Synthetic_FCL_Dataloader``) is not public; this follows the
-reconstruction recommended in ``spec/methods-seeds.md`` section 1.13 (itself built on the
-FactorCL/MultiBench generator), generalised from two to M modalities:
+The MCR paper's synthetic generator (``Synthetic_FCL_Dataloader``) is not public; this is a
+reconstruction built on the generator the MCR repository does ship (FactorCL/MultiBench,
+``datasets/Factor_CL_Datasets/MultiBench/FactorCL/Synthetic/dataset.py``), generalised from two to
+M modalities:
 
 * latents, one row per sample: a unique block u_m ~ N(0, I_k) and a nuisance block e_m ~ N(0, I_k)
   per modality, and one shared block s ~ N(0, I_k) (k = ``latent_dim``);
@@ -134,7 +135,7 @@ def generate(cfg: SynthConfig) -> RawDataset:
     modalities = {name: ModalityInfo(name, name, (d,), "vector") for name, d in zip(cfg.modalities, cfg.dims)}
     metadata = {"format": 1, "name": "synthetic", "classes": classes,
                 "modalities": {name: {"kind": "vector", "shape": [d]} for name, d in zip(cfg.modalities, cfg.dims)},
-                "source": "mmbal synthetic generator (spec/methods-seeds.md 1.13, generalised)",
+                "source": "mmbal synthetic generator (FactorCL/MultiBench-style, generalised to M modalities)",
                 "generator": to_dict(cfg)}
     return RawDataset(name="synthetic", source=f"synthetic generator (seed {cfg.seed})", labels=labels, split=split,
                       features=features, present={name: np.ones(n, dtype=bool) for name in cfg.modalities},

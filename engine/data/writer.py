@@ -1,4 +1,4 @@
-"""Writing datasets in the mmbal Parquet format (``spec/data-format.md``), atomically.
+"""Writing datasets in the mmbal Parquet format (``docs/data-format.md``), atomically.
 
 Vectors become ``fixed_size_list<float32>[d]``; samples with two or more dimensions become
 Arrow's canonical ``arrow.fixed_shape_tensor`` extension. The ``mmbal`` schema metadata holds the

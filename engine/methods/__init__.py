@@ -1,4 +1,4 @@
-"""The method registry: every balancing method by its interfaces.md name.
+"""The method registry: every balancing method by its registry name (``[method] name``, ``mmbal methods``).
 
 To add a method: write ``engine/methods/<name>.py`` with a :class:`~engine.methods.base.Method`
 subclass and its ``Config`` dataclass, decorate the class with

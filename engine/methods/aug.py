@@ -1,7 +1,7 @@
 """``aug``: sustained boosting with adaptive classifier assignment (Jiang, Huang, Yang, arXiv 2502.20120).
 
 Each modality m has its encoder and a growing ensemble of classifiers whose logits are summed, as in
-boosting (release code ``model/AudioVideo.py::AVGBShareClassifier``, spec methods-seeds.md 2.2):
+boosting (release code ``model/AudioVideo.py::AVGBShareClassifier``):
 
 * the base classifier ``base[m]``: Linear(d_m -> hidden) + ReLU, then ``fc_out``;
 * added classifier j: Linear(d_m -> hidden) + ReLU, then ``fc_out``; it reads the encoder feature z_m;
@@ -9,23 +9,25 @@ boosting (release code ``model/AudioVideo.py::AVGBShareClassifier``, spec method
 
 Modality m's output is the ensemble o_m = sum of its classifiers' logits (``fc_out``'s bias counted once
 per classifier, as in the release). Training minimises per modality the sustained-boosting loss
-(:func:`boosting_loss`, spec 2.3) with **alternating updates**: one backward and one optimiser step per
-modality and batch (spec 2.4). Every ``check_every`` epochs (and after epoch 0) *adaptive classifier
-assignment* compares the modalities' mean true-class confidence on the epoch's training batches and
-adds a classifier to the weakest (:func:`assign_head`). At inference the fused logits are the fixed
-weighted sum sum_m w_m o_m (``fusion_weights``; the release's ``merge_alpha``).
+(:func:`boosting_loss`, the release's ``train_CREMAD.py::train_audio_video``) with **alternating
+updates**: one backward and one optimiser step per modality and batch, as in the release. Every
+``check_every`` epochs (and after epoch 0) *adaptive classifier assignment* compares the modalities'
+mean true-class confidence on the epoch's training batches and adds a classifier to the weakest
+(:func:`assign_head`). At inference the fused logits are the fixed weighted sum sum_m w_m o_m
+(``fusion_weights``; the release's ``merge_alpha``).
 
 The model's own ``[model] fusion`` head is built but **not used** (not optimised, not used to predict):
 AUG needs its classifiers to share ``fc_out`` across modalities and a hidden layer, which the concat
 head's per-modality column slices cannot provide, so AUG keeps its classifiers in ``self.modules``
 and any fusion type may be named in the preset.
 
-Generalisation to M >= 2 modalities [spec 2.4, inferred]: the modalities are stepped in ``[modalities]``
-order; ratio_m = s_m / mean_{m' != m} s_{m'}; a classifier goes to argmin_m s_m when its ratio is below
-``target_ratio - tolerance``. For M = 2 and target 1 this is the release's rule up to the threshold on
-the other side (the release adds to the second modality when s_1/s_2 > 1.01, here when s_2/s_1 < 0.99).
+Generalisation to M >= 2 modalities (ours; the release has two): the modalities are stepped in
+``[modalities]`` order; ratio_m = s_m / mean_{m' != m} s_{m'}; a classifier goes to argmin_m s_m when
+its ratio is below ``target_ratio - tolerance``. For M = 2 and target 1 this is the release's rule up
+to the threshold on the other side (the release adds to the second modality when s_1/s_2 > 1.01, here
+when s_2/s_1 < 0.99).
 
-Deviations from the release code, on purpose (spec 2.6):
+Deviations from the release code, on purpose:
 
 1. Added classifiers are **trained** (the paper's description): each is added to the optimiser with
    ``add_param_group`` (same lr as its modality's encoder). The release builds its optimiser before
@@ -36,7 +38,7 @@ Deviations from the release code, on purpose (spec 2.6):
 4. Every AUG linear layer starts Xavier-normal with zero bias, drawn from a generator seeded by the run
    seed and the classifier's position, so adding a classifier never disturbs the training RNG stream.
 
-Cost vs ``joint`` (spec 2.8): one forward per encoder (as joint), M backward calls over disjoint
+Cost vs ``joint``: one forward per encoder (as joint), M backward calls over disjoint
 subgraphs (about the same backward FLOPs as joint's one), **M optimiser steps** per batch, and
 1 + k_m small classifiers per modality; at most ``max_heads`` added Linear(d_m, hidden) per modality.
 Measured on avdigits_hard's conv encoders (CPU, one thread): 0.94-0.96x joint's CPU time per step.
@@ -64,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import dist
+from .. import collectives
 from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
@@ -96,7 +98,7 @@ class AUGConfig:
 
 # -- the algorithm's pieces (pure functions, tested on known values) ----------------------------------
 def boosting_loss(head_logits: torch.Tensor, y: torch.Tensor, lambda_r: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sustained-boosting loss of one modality (spec 2.3) and the mean residual weight.
+    """Sustained-boosting loss of one modality and the mean residual weight.
 
     ``head_logits`` is (H, B, C): the base classifier's logits then each added classifier's. With
     f_all = sum of all, f_prev = all but the newest, f_new = the newest:
@@ -278,9 +280,9 @@ class AUG(Method):
     def global_scores(self) -> tuple[torch.Tensor, int]:
         """The confidence sums and sample count of the epoch so far over all ranks of a multi-process
         run (one all-reduce; this rank's own in a single process), so every rank assigns alike."""
-        if not dist.is_distributed():
+        if not collectives.is_distributed():
             return self.conf_sum, self.count
-        total = dist.all_reduce_sum(torch.cat([self.conf_sum, self.conf_sum.new_tensor([float(self.count)])]))
+        total = collectives.all_reduce_sum(torch.cat([self.conf_sum, self.conf_sum.new_tensor([float(self.count)])]))
         return total[:-1], int(round(total[-1].item()))
 
     def on_epoch_end(self, epoch, model, val):
@@ -324,6 +326,6 @@ class AUG(Method):
         self.modules.load_state_dict(state["modules"])
         self.conf_sum = state["conf_sum"].to(self.conf_sum.device, torch.float64).clone()
         self.count = int(state["count"])
-        if not dist.is_main():
+        if not collectives.is_main():
             self._reset_scores(self.conf_sum.device)
 

@@ -23,7 +23,7 @@ hook                        used by (examples)
 
 Live quantities are returned from each step as 0-d tensors **on the device** (never
 ``.item()``); the trainer averages them over the logging interval and moves them to the host
-once per interval. Names follow interfaces.md: ``coef/<m>``, ``score/<m>``, ``method/<name>``.
+once per interval. Names follow ``docs/metrics.md``: ``coef/<m>``, ``score/<m>``, ``method/<name>``.
 """
 
 from __future__ import annotations

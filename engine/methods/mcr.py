@@ -1,7 +1,7 @@
 """``mcr``: the Multimodal Competition Regularizer (Kontras et al., "Multimodal Competition
 Regularizer", arXiv 2411.07335, NeurIPS 2025; code kkontras/MCR, kkontras/Synergy).
 
-The training loss is (spec methods-seeds.md 1.3e, the paper's objective)
+The training loss is (the paper's objective)
 
     L = CE(F(z), y) + w_u * sum_m CE(h_m(z_m), y) + L_MIPD + c_con * L_Con + lib * L_CEB
 
@@ -60,7 +60,7 @@ The fusion head in the game (``game_head``):
   (and its share b/M of the bias) follows encoder m in the game, exactly as in the release.
   Non-additive fusions (``film``, ``gated``; the release's flags detach a modality's input to the
   fusion): the scale is put on the features and the head's parameters take part in every block
-  (spec 1.5, ``F(Z1s, sg(Z2r))`` with a live head), so they get ``c_S dJ_S/d theta``; the head then
+  (``F(Z1s, sg(Z2r))`` with a live head), so they get ``c_S dJ_S/d theta``; the head then
   runs once per set with its parameters scaled by c_S, or once for all sets when every c_S is 0
   (greedy with M = 2, where the head's game gradient cancels exactly).
 * ``"frozen"``: the permuted predictions are computed with the head's parameters detached
@@ -92,18 +92,20 @@ reused.
 Deviations from the release, all deliberate:
 
 * The release never adds L_MIPD and L_Con to the 2-modality loss (``Bias_Infusion_MCR.
-  before_backward`` computes and logs them and returns the total unchanged, spec 1.4.1): a bug
+  before_backward`` computes and logs them and returns the total unchanged): a bug
   we do not copy; here all terms are optimised.
-* No second, eval-mode encoder pass for the permutations (spec 1.4.2): the training features
-  are reused, as in the release's 3-modality model and the standalone ``MCR_Model_Raf``.
+* No second, eval-mode encoder pass for the permutations (the release's ``MCR_Model.shuffle_data``
+  re-runs the encoders in eval mode): the training features are reused, as in the release's
+  3-modality model and the standalone ``MCR_Model_Raf``.
 * The N permutations are drawn independently per modality (as the released 3-modality code; the
   2-modality release reuses the same N for both modalities, which is the same in distribution).
-* Permuted predictions include the fusion bias, like the unpermuted one (spec 1.4.3). Numeric
-  weights are used (the standalone's boolean ``l``/``lib`` bug, 1.4.4, is not copied); the
-  3-modality colab typo (1.4.6) is not copied.
+* Permuted predictions include the fusion bias, like the unpermuted one (the standalone
+  ``MCR_Model_Raf`` leaves it out of the permuted ones only). Numeric weights are used (the
+  standalone's boolean ``l``/``lib`` bug is not copied); the 3-modality colab branch's typo
+  (``all_p0`` three times) is not copied.
 * ``reference_gradient = True`` (default) lets the game's gradient also flow through the
-  unpermuted P into every encoder and the head, as both released versions do (spec 1.3b.6),
-  with coefficient c_S; ``False`` treats P as a constant so each encoder gets exactly
+  unpermuted P into every encoder and the head, as both released versions do, with coefficient
+  c_S; ``False`` treats P as a constant so each encoder gets exactly
   ``-lambda(grad J_own + k grad J_other)``. In greedy mode with M = 2 the two are identical (the
   P paths cancel).
 * The ``--pre`` pipeline (two separate unimodal runs, then MCR from their encoders and unimodal
@@ -114,12 +116,12 @@ Deviations from the release, all deliberate:
   modality permuted divided by the unpermuted fused accuracy (1 when the latter is 0), over the
   N*B permuted rows of the step.
 
-Multi-process runs (:mod:`engine.train.dist`): the permutation game and L_Con are functions of the
+Multi-process runs (:mod:`engine.train.data_parallel`): the permutation game and L_Con are functions of the
 whole batch, so each rank gathers the other ranks' features, fused logits and labels
-(:func:`engine.dist.gather_rows`: its own rows keep their graph, the others' are constants) and
+(:func:`engine.collectives.gather_rows`: its own rows keep their graph, the others' are constants) and
 computes them on the global batch, with the same permutations on every rank (the global RNG is
 identical on all ranks); the terms' gradients are multiplied by the number of ranks
-(:func:`engine.dist.global_batch_term`), so that the trainer's gradient average equals the
+(:func:`engine.collectives.global_batch_term`), so that the trainer's gradient average equals the
 single-process gradient. The cross-entropies and L_CEB are means over rows and stay per shard.
 
 Live values (0-d device tensors): ``method/ce_fused``, ``method/ce_<m>``; in the MCR stage, when
@@ -141,7 +143,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .. import dist
+from .. import collectives
 from ..errors import PresetError
 from ..models import ModelOutput
 from ..models.fusion import unimodal_heads
@@ -156,7 +158,7 @@ PROB_FLOOR = 1e-20
 
 @dataclass(frozen=True)
 class MCRConfig:
-    """Defaults: the CREMA-D ResNet18 line of the paper's ``run.sh`` (spec 1.7), without ``--pre``."""
+    """Defaults: the CREMA-D ResNet18 line of the paper's ``run.sh``, without ``--pre``."""
 
     game_weight: float = opt(0.1, ge=0.0, help="lambda: weight of the permutation game L_MIPD (--l; 0.1 CREMA-D, "
                                                "0.01 AVE, 0.001 UCF); 0 turns the game off")
@@ -373,18 +375,18 @@ class MCR(Method):
         lam = torch.full((), self.cfg.game_weight, device=y.device)
         live.update({f"coef/{m}": lam for m in mods})
         features, fused, y_all = out.features, out.fused, y
-        if dist.is_distributed() and (self.cfg.game_weight > 0 or self.cfg.contrastive_weight > 0):
-            features = {m: dist.gather_rows(z) for m, z in out.features.items()}
-            fused, y_all = dist.gather_rows(out.fused), dist.gather_rows(y)
+        if collectives.is_distributed() and (self.cfg.game_weight > 0 or self.cfg.contrastive_weight > 0):
+            features = {m: collectives.gather_rows(z) for m, z in out.features.items()}
+            fused, y_all = collectives.gather_rows(out.fused), collectives.gather_rows(y)
         if self.cfg.game_weight > 0:
             with step.autocast():
                 perms = self.draw_permutations(y_all.shape[0], y.device)
                 game = self.game(step.model, features, fused, perms, y_all)
-            loss = loss + dist.global_batch_term(game.loss)
+            loss = loss + collectives.global_batch_term(game.loss)
             live.update(self.game_live(game, y_all))
         if self.cfg.contrastive_weight > 0:
             con = self.contrastive(features, y_all)
-            loss = loss + self.cfg.contrastive_weight * dist.global_batch_term(con)
+            loss = loss + self.cfg.contrastive_weight * collectives.global_batch_term(con)
             live["method/contrastive"] = con.detach()
         if self.cfg.bottleneck_weight > 0:
             ceb = self.bottleneck(out.features, out.fused)
@@ -451,7 +453,7 @@ class MCR(Method):
         # in a multi-process run every rank evaluates the head on the whole (gathered) batch, so the head
         # parameters' gradient is already the global one on each rank: 1 / world size undoes the factor
         # of dist.global_batch_term, which is meant for gradients that reach only this rank's rows
-        share = 1.0 / dist.world_size()
+        share = 1.0 / collectives.world_size()
         recompute = has_active_dropout(fusion)
         with dropout_off(fusion):
             if recompute:  # the reference without dropout, like the permuted predictions

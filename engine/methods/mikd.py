@@ -1,8 +1,10 @@
 """``mikd``: mutual-information-guided cross-modal knowledge distillation, then calibrated multitask
 training (Xie & Sanguinetti, "Balanced Multimodal Learning via Mutual Information", arXiv 2511.00987).
 
-No code or hyper-parameters of the paper are public; this follows the reconstruction of
-spec/methods-seeds.md section 3.2. Every choice the sources leave open is listed below.
+No code or hyper-parameters of the paper are public; this follows a reconstruction from the paper's
+description (MI-gated cross-modal distillation from the strongest modality, then multitask training
+re-weighted by macro-F1 and inter-modal MI), called "the reconstruction" below. Every choice the
+sources leave open is listed below.
 
 Schedule (epochs of one run; announced by a ``stage`` event at the first epoch of each stage)::
 
@@ -13,8 +15,8 @@ Schedule (epochs of one run; announced by a ``stage`` event at the first epoch o
 * **Encoders and data.** The paper's r-GCN over an SNF patient graph is replaced by whatever
   encoders and fusion the preset names (any registry entry, any M >= 2): our data are not graphs.
   h_m is the modality's own logits from the fusion (its slice of the concat head, or its own head).
-* **Stage 1a, unimodal training.** The spec trains M unimodal networks separately; here they train
-  in parallel inside one model: each encoder receives only its own CE's gradient (only head
+* **Stage 1a, unimodal training.** The reconstruction trains M unimodal networks separately; here they
+  train in parallel inside one model: each encoder receives only its own CE's gradient (only head
   parameters shared by construction, e.g. concat's bias, see the sum). One optimiser, its state and
   the run's lr schedule continue across stages. No per-modality early stopping: the teacher is
   chosen from the validation macro-F1 at the end of stage 1a (the weights that then act as
@@ -35,23 +37,25 @@ Schedule (epochs of one run; announced by a ``stage`` event at the first epoch o
   the shared bias) and because the born-again targets should be deterministic. The snapshot exists
   only during the KD stage and is saved in the checkpoint then.
 * **MI gate.** For each student s != t: distil only if MI(y_hat_t, y_hat_s) >= ``kd_threshold``
-  (delta, default 0.1, the spec's fixed option; its alternative "median pairwise NMI" is not used
-  because for M = 2 the median of the single pair is the pair itself and the gate would always open).
+  (delta, default 0.1, the reconstruction's fixed option; its alternative "median pairwise NMI" is not
+  used because for M = 2 the median of the single pair is the pair itself and the gate would always
+  open).
   The estimate is the *chance-adjusted* NMI (adjusted mutual information, AMI, in [0, 1]) between the
   labels predicted by the two modalities' own heads on the validation split (the training split when
   there is no validation row), computed on the device from one joint histogram per pair; see
-  :mod:`engine.methods.mikd_mi` for why this estimator (and not the spec's plain NMI, which on a
-  120-row, 10-class split gives about 0.15 to *independent* predictions, nor an InfoNCE bound). The
-  spec says "train+val nodes"; predictions on the training rows of a trained model are close to the
-  labels for every modality and would push the estimate towards 1, so only held-out rows are used.
+  :mod:`engine.methods.mikd_mi` for why this estimator (and not the reconstruction's plain NMI, which
+  on a 120-row, 10-class split gives about 0.15 to *independent* predictions, nor an InfoNCE bound).
+  The reconstruction says "train+val nodes"; predictions on the training rows of a trained model are
+  close to the labels for every modality and would push the estimate towards 1, so only held-out rows
+  are used.
 * **KD loss** (Hinton et al. 2015), for a gated student s::
 
       L_s = (1 - alpha) * CE(h_s, y) + alpha * tau^2 * KL(softmax(h_t / tau) || softmax(h_s / tau))
 
   with the KL averaged over the batch rows, alpha = ``kd_alpha`` = 0.5 and tau = ``temperature`` = 4
-  (the spec says 2-4; 4 is the usual choice in KD benchmarks). Students that the gate rejects keep
-  training with CE alone; the teacher and the fused-only head parameters (film/gated classifiers)
-  get no loss in this stage. The live value ``method/kd`` is the mean tau^2 * KL over gated students.
+  (the reconstruction says 2-4; 4 is the usual choice in KD benchmarks). Students that the gate
+  rejects keep training with CE alone; the teacher and the fused-only head parameters (film/gated
+  classifiers) get no loss in this stage. The live value ``method/kd`` is the mean tau^2 * KL over gated students.
 * **Stage 2 weights** (recomputed at the end of every ``reweight_every``-th epoch from that epoch's
   validation, applied from the next epoch on; the first ones come from the last epoch before stage 2,
   or are 1 when stage 2 starts at epoch 0)::
@@ -61,13 +65,13 @@ Schedule (epochs of one run; announced by a ``stage`` event at the first epoch o
       omega_m = exp(gamma * delta_m) * (1 - eta * r_m)
       w_m     = M * omega_m / sum_k omega_k,   w_f = 1
 
-  gamma = 5, eta = 0.5 (spec). eta is kept below 1 so that omega_m > 0. Note that for M = 2 both
-  modalities have the same r_m, so the redundancy factor cancels in the normalisation: with two
+  gamma = 5, eta = 0.5 (the reconstruction's). eta is kept below 1 so that omega_m > 0. Note that
+  for M = 2 both modalities have the same r_m, so the redundancy factor cancels in the normalisation: with two
   modalities MI acts through the KD gate only, and the weights follow the F1 deficit.
 * **Gradient variant** (``calibrate = "gradient"``): the loss is CE_fused + sum_m CE_m with unit
   weights and each encoder's gradient is multiplied by k_m = clip(w_m, ``grad_min``, ``grad_max``)
   (0.5, 2) after the backward pass.
-* **Not implemented:** the spec's optional MI-informed fusion scaling beta_m of z_m before
+* **Not implemented:** the reconstruction's optional MI-informed fusion scaling beta_m of z_m before
   concatenation (our fusion heads come from the registry and must stay interchangeable).
 * **Cost over joint:** one extra evaluation pass over the validation split per epoch (the MI estimate needs
   the predicted labels; the trainer hands methods only the aggregated metrics), one teacher forward
@@ -96,7 +100,7 @@ import torch.nn.functional as F
 
 from ..models import ModelOutput
 from ..schema import opt
-from ..train.metrics import confusion, macro_f1
+from ..classification import confusion, macro_f1
 from . import METHODS
 from .base import Method
 from .mikd_mi import pairwise_ami

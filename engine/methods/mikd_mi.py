@@ -1,8 +1,8 @@
 """Chance-adjusted normalised mutual information between modalities' predicted labels (for ``mikd``).
 
-``mikd`` asks "do modalities a and b share label-relevant structure?" (spec/methods-seeds.md 3.2:
-the stage-1 distillation gate and the stage-2 redundancy r_m). The spec suggests scikit-learn's NMI
-between the two modalities' predicted labels. We use its chance-adjusted form, the adjusted mutual
+``mikd`` asks "do modalities a and b share label-relevant structure?" (the stage-1 distillation gate
+and the stage-2 redundancy r_m). The reconstruction it follows (see :mod:`engine.methods.mikd`)
+suggests scikit-learn's NMI between the two modalities' predicted labels. We use its chance-adjusted form, the adjusted mutual
 information (Vinh, Epps & Bailey, "Information theoretic measures for clusterings comparison",
 JMLR 2010; scikit-learn's ``adjusted_mutual_info_score`` with the default arithmetic mean)::
 

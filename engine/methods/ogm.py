@@ -1,13 +1,13 @@
 """``ogm`` and ``ogm_ge``: On-the-fly Gradient Modulation, without and with Generalisation Enhancement
 (Peng, Wei, Deng, Wang, Hu, "Balanced Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022;
-release GeWu-Lab/OGM-GE_CVPR2022 ``main.py``; spec methods-catalog.md 2.1).
+release GeWu-Lab/OGM-GE_CVPR2022 ``main.py``).
 
 Each step, after the ordinary backward of the fused cross-entropy (:meth:`OGM.after_backward`):
 
 1. **Discrepancy scores** (paper Eq. 8-9): s_m = sum_i softmax(l_m)_{i, y_i} over the batch, from modality
    m's own logits l_m. With ``concat`` fusion these are the OGM-GE slice of the shared head,
    W[:, slice_m] z_m + b / M (``MultimodalModel.head`` returns them); with ``sum``, each modality's head.
-   The sums (and the batch size) go through :func:`engine.dist.all_reduce_sum` first, so every rank of a
+   The sums (and the batch size) go through :func:`engine.collectives.all_reduce_sum` first, so every rank of a
    multi-process run computes the same coefficients.
 2. **Ratio** rho_m = s_m / mean_{j != m} s_j. For two modalities this is the paper's rho_a = s_a / s_v and
    rho_v = 1 / rho_a. For M >= 3 it is mmbal's own generalisation, after the maintainers' answer in
@@ -19,10 +19,10 @@ Each step, after the ordinary backward of the fused cross-entropy (:meth:`OGM.af
    rho_m > 1, else 1. This is what the paper and both GeWu-Lab releases compute (the CVPR release writes
    ``1 - tanh(alpha * relu(ratio))`` in the ``ratio > 1`` branch, BML_TPAMI2024 the same), so k jumps
    from 1 to 1 - tanh(alpha) as rho crosses 1. ``rule = "shifted"``: k_m = 1 - tanh(alpha * relu(rho_m - 1)),
-   continuous at rho = 1 (k = 1 for balanced modalities). Note: methods-seeds.md says "the original uses
-   relu(ratio - 1)" and calls the missing ``- 1`` of one derived repo a bug; the releases we read
-   (CVPR main.py, BML_TPAMI2024 main.py) do not subtract 1, so the default follows the paper and the
-   releases and the shifted form is an option, not a bug fix.
+   continuous at rho = 1 (k = 1 for balanced modalities). Note: a description of the MCR codebase's copy
+   (``Bias_Infusion_OGM``) says "the original uses relu(ratio - 1)" and calls the missing ``- 1`` there
+   a bug; the releases we read (CVPR main.py, BML_TPAMI2024 main.py) do not subtract 1, so the default
+   follows the paper and the releases and the shifted form is an option, not a bug fix.
 4. **Modulation** (``modulate``): under SGD (the paper's optimiser: SGD, momentum 0.9), every gradient
    of modality m's encoder (``model.encoder_parameters(m)``) is multiplied by k_m, in place, before the
    trainer's clipping and optimiser step, as the paper does. Under Adam/AdamW a gradient factor is
@@ -76,7 +76,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..dist import all_reduce_sum
+from ..collectives import all_reduce_sum
 from ..errors import PresetError
 from ..schema import opt
 from . import METHODS

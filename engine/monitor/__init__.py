@@ -1,7 +1,8 @@
-"""Live imbalance and information monitors, reported by every run whatever its method.
+"""Live imbalance and information monitors, reported by every run whatever its method (their names
+and when they are logged: ``docs/metrics.md``).
 
 =====================  =========================================================  ======================
-name (interfaces.md)   estimator                                                  module
+name                   estimator                                                  module
 =====================  =========================================================  ======================
 ``mi/<m>``             I(Y; Z_m) >= H(Y) - CE of the modality's logits or an       :mod:`.probe`
                        online linear probe (nats)

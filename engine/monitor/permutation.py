@@ -1,6 +1,6 @@
 """Unique task information per modality, ``cmi/<m>``: I(Y; Z_m | Z_others) by latent permutation.
 
-MCR (Kontras et al., NeurIPS 2025; spec/methods-seeds.md 1.3b) measures a modality's unique
+MCR (Kontras et al., NeurIPS 2025; its latent-permutation game L_MIPD) measures a modality's unique
 contribution by permuting its *latent* features across the batch and comparing the fused
 prediction with the unpermuted one. Here that idea becomes an estimate in nats. Write q(y | z) for
 the fused head's softmax. With replacement features z_m' drawn from p(z_m | z_others),

@@ -1,6 +1,6 @@
 """Contribution per modality, ``shapley/<m>``: the exact Shapley value of accuracy over coalitions.
 
-BalanceBenchmark (Xu et al., arXiv 2502.10816; spec/methods-catalog.md 3.3) scores each modality by
+BalanceBenchmark (Xu et al., arXiv 2502.10816) scores each modality by
 
     phi_m = sum over S subset of M \\ {m} of |S|! (M - |S| - 1)! / M! * [Acc(S + m) - Acc(S)]
 

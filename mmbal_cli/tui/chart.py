@@ -3,7 +3,7 @@
 No plotting library is needed: each terminal cell holds a 2x4 braille dot grid (U+2800..U+28FF), so
 a W x H cell plot has 2W x 4H points. Long series are reduced per pixel column to their min, max,
 first and last value before drawing (a deterministic min/max decimation, so a spike is never lost,
-unlike TensorBoard's reservoir sampling; ux-research 1.1). A ``None`` value (non-finite in the
+unlike TensorBoard's reservoir sampling). A ``None`` value (non-finite in the
 log) breaks the line. Event markers go on the x axis (and, for the important ones, as a faint
 vertical rule through empty cells); the legend names each line with its latest value, so the
 chart stays readable without colour (``NO_COLOR``). An optional caption above the legend says what

@@ -2,7 +2,7 @@
 method) and chart tabs of one run, kept live; the Method tab captions each chart with what its
 ``score/`` or ``method/`` quantity means (the method's registration, read with the run).
 
-Reading follows ux-research 2.1: a timer (``interval`` seconds, 0.5 by default, so new values show
+Reading: a timer (``interval`` seconds, 0.5 by default, so new values show
 within a second) starts a thread worker that reads only what was appended; the worker posts the
 result back as a message and the UI applies it. At most one read is in flight, so a slow disk
 (sshfs, NFS) delays updates instead of piling up threads. Only the visible chart is redrawn.
