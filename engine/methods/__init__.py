@@ -10,6 +10,13 @@ from .info import MethodInfo, MethodRegistry
 
 METHODS = MethodRegistry("method")
 
-from . import aug, joint, mcr, mikd, multiloss, ogm, unimodal  # noqa: E402,F401  (registration side effects)
-
 __all__ = ["METHODS", "Method", "MethodContext", "MethodInfo", "StepContext", "StepResult"]
+
+# registration side effects: one import per method module
+from . import aug  # noqa: E402,F401
+from . import joint  # noqa: E402,F401
+from . import mcr  # noqa: E402,F401
+from . import mikd  # noqa: E402,F401
+from . import multiloss  # noqa: E402,F401
+from . import ogm  # noqa: E402,F401
+from . import unimodal  # noqa: E402,F401
