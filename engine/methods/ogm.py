@@ -150,6 +150,7 @@ def in_window(epoch: int, start: int, end: int | None) -> bool:
 
 
 # -- the methods ------------------------------------------------------------------------------------
+OGM_PAPER = "Peng, Wei, Deng, Wang, Hu: Balanced Multimodal Learning via On-the-fly Gradient Modulation, CVPR 2022"
 OGM_LIVE = {
     "coef/<m>": "modulation coefficient k_m applied to encoder m's update (1 - tanh(alpha rho_m) when it "
                 "leads, 1 otherwise and outside the modulation window)",
@@ -161,8 +162,7 @@ OGM_LIVE = {
 @METHODS.register("ogm", config=OGMConfig,
                   help="on-the-fly gradient modulation: the dominant modality's encoder gradients are scaled by "
                        "1 - tanh(alpha * rho) (Peng et al. 2022, OGM)",
-                  paper="Peng, Wei, Deng, Wang, Hu: Balanced Multimodal Learning via On-the-fly Gradient "
-                        "Modulation, CVPR 2022",
+                  paper=OGM_PAPER,
                   optimizer="sgd", cost="1F + 1B + gradient scaling", live=OGM_LIVE)
 class OGM(Method):
     """OGM: per-step gradient modulation of the dominant encoders; see the module docstring."""
@@ -249,8 +249,7 @@ class OGM(Method):
 @METHODS.register("ogm_ge", config=OGMGEConfig,
                   help="OGM with generalisation enhancement: gradient modulation plus Gaussian noise "
                        "N(0, std(grad)^2) on the encoder gradients (Peng et al. 2022, OGM-GE)",
-                  paper="Peng, Wei, Deng, Wang, Hu: Balanced Multimodal Learning via On-the-fly Gradient "
-                        "Modulation, CVPR 2022",
+                  paper=OGM_PAPER,
                   optimizer="sgd", cost="1F + 1B + gradient scaling + noise per parameter", live=OGM_LIVE)
 class OGMGE(OGM):
     """OGM-GE: :class:`OGM` plus the Gaussian gradient noise; see the module docstring."""
