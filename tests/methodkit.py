@@ -23,6 +23,7 @@ its config dataclass without a default), so suites can be parametrised over ``ME
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 from engine.config import RunConfig, resolve
 from engine.config_text import toml_key, toml_value
 from engine.data import load_data
-from engine.methods import METHODS, Method, StepResult
+from engine.methods import METHODS, Method, StepContext, StepResult
 from engine.models import MultimodalModel
 from engine.run import build_parts
 from engine.train.trainer import Trainer
@@ -129,7 +130,7 @@ def to_toml(doc: dict) -> str:
 
     def table(node: dict, path: list[str]) -> None:
         plain = {k: v for k, v in node.items() if not isinstance(v, dict)}
-        if path:
+        if path and (plain or len(plain) == len(node)):  # a table holding only tables needs no header
             lines.append(f"[{'.'.join(toml_key(p) for p in path)}]")
         lines.extend(f"{toml_key(k)} = {toml_value(v)}" for k, v in plain.items())
         for k, v in node.items():
@@ -175,6 +176,23 @@ class ListRecorder:
     def split(self, split: str) -> list[dict]:
         """The values of every record of ``split`` ("train", "val", "test"), in order."""
         return [values for _, _, s, values in self.records if s == split]
+
+
+# -- a step context by hand ----------------------------------------------------------------------------
+def hand_step(model: MultimodalModel, optimizer: torch.optim.Optimizer | None = None, epoch: int = 0,
+              **fields: Any) -> StepContext:
+    """A step context for calling a method's hooks directly, without a trainer (known-value tests): step 0
+    of ``epoch``, no autocast, ``backward`` is ``loss.backward()``, ``step_optimizer`` is ``optimizer.step()``
+    then ``zero_grad(set_to_none=True)`` (nothing without an optimiser); ``fields``: other StepContext
+    fields (``scale_lr``, ``grads``, ``ids``, ...). :meth:`Kit.step` gives the trainer's own instead."""
+    def step_optimizer():
+        if optimizer is not None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return StepContext(model=model, optimizer=optimizer, epoch=epoch, step=0, batch_in_epoch=0,
+                       autocast=contextlib.nullcontext, backward=lambda loss: loss.backward(),
+                       step_optimizer=step_optimizer, **fields)
 
 
 # -- the kit ------------------------------------------------------------------------------------------

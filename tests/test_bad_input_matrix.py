@@ -5,7 +5,7 @@ Typer's runner; one row in a subprocess through ``python -m mmbal_cli``). Every 
 exit code 2, a message that contains the file (or the command-line option) and the key or column
 at fault, no traceback, and nothing left behind: no run directory, no new file at all.
 
-Categories: ``data`` (every case of spec/data-format.md "What bad data must get", plus unreadable
+Categories: ``data`` (every case of docs/data-format.md "What is refused", plus unreadable
 files, directories and metadata), ``preset`` (unknown keys with "did you mean", wrong types,
 out-of-range and non-finite values, unknown registry names, an option of another method, modality
 names not in the data, paths that do not exist, settings that cannot train), ``cli`` (options and
@@ -17,7 +17,6 @@ test_cli.py); this file is the one list of all of them.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -28,39 +27,24 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from mmbal_cli.app import app
 
+import parquet_tools
+from parquet_tools import changed, tensor, vec, write_table
+from runtools import tiny_preset
+
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-SYNTH = """
-name = "t"
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 60
-n_classes = 2
-dims = [3, 3]
-[modalities.a]
-encoder = "mlp"
-hidden = [4]
-dim = 4
-[modalities.b]
-encoder = "mlp"
-hidden = [4]
-dim = 4
-[method]
-name = "joint"
-[train]
-epochs = 1
-batch_size = 16
-[monitor]
-enabled = false
-"""
+# The tiny synthetic preset the preset cases edit as text (each edit names the line it changes).
+SYNTH = tiny_preset(name="t", seed=None, epochs=1, optimizer=None, lr=None,
+                    encoder={"encoder": "mlp", "hidden": [4], "dim": 4},
+                    data={"synthetic": {"n_samples": 60, "n_classes": 2, "modalities": None, "dims": [3, 3],
+                                        "unique": None, "noise": None}},
+                    train={"batch_size": 16, "log_every": None}, monitor={"enabled": False})
 
 PARQUET = """
 [data]
@@ -74,31 +58,8 @@ enabled = false
 
 
 # -- building inputs ---------------------------------------------------------------------------
-def vec(rows, dtype=pa.float32(), mask=None) -> pa.Array:
-    rows = np.asarray(rows)
-    flat = pa.array(rows.reshape(-1), type=dtype)
-    return pa.FixedSizeListArray.from_arrays(flat, rows.shape[1], mask=None if mask is None else pa.array(mask))
-
-
-def tensor(rows, dtype=pa.float32()) -> pa.Array:
-    rows = np.asarray(rows)
-    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(dtype, list(rows.shape[1:])),
-                                          vec(rows.reshape(len(rows), -1), dtype))
-
-
 def good_columns(n: int = 24) -> dict[str, pa.Array]:
-    rng = np.random.default_rng(0)
-    return {"a": vec(rng.normal(size=(n, 3))), "b": tensor(rng.normal(size=(n, 2, 2))),
-            "label": pa.array(np.arange(n) % 2, pa.int64()),
-            "split": pa.array((["train", "train", "val", "test"] * n)[:n])}
-
-
-def write_table(path: Path, columns: dict[str, pa.Array], meta=None) -> Path:
-    table = pa.table(columns)
-    if meta is not None:
-        table = table.replace_schema_metadata({"mmbal": meta if isinstance(meta, (bytes, str)) else json.dumps(meta)})
-    pq.write_table(table, path)
-    return path
+    return parquet_tools.good_columns(n, split_cycle=("train", "train", "val", "test"))
 
 
 def run_args(tmp: Path, preset: str = "p.toml", *extra: str) -> list[str]:
@@ -120,13 +81,7 @@ def _parquet_preset(path: str = "d.parquet", data_keys: str = "", extra: str = "
 def data(data_keys: str = "", extra: str = "", meta=None, **changes) -> Callable[[Path], list[str]]:
     """A Parquet dataset ``d.parquet`` with ``changes`` to the good columns (None drops one)."""
     def make(tmp: Path) -> list[str]:
-        cols = good_columns()
-        for k, v in changes.items():
-            if v is None:
-                cols.pop(k)
-            else:
-                cols[k] = v
-        write_table(tmp / "d.parquet", cols, meta)
+        write_table(tmp / "d.parquet", changed(good_columns(), changes), meta)
         (tmp / "p.toml").write_text(_parquet_preset("d.parquet", data_keys, extra))
         return run_args(tmp)
     return make
@@ -144,7 +99,7 @@ def data_file(builder: Callable[[Path], Path], data_keys: str = "") -> Callable[
 def preset(edit: Callable[[str], str] = lambda t: t, *extra: str) -> Callable[[Path], list[str]]:
     """The tiny synthetic preset changed by ``edit``, run with ``extra`` arguments."""
     def make(tmp: Path) -> list[str]:
-        (tmp / "p.toml").write_text(edit(textwrap.dedent(SYNTH)))
+        (tmp / "p.toml").write_text(edit(SYNTH))
         return run_args(tmp, "p.toml", *extra)
     return make
 
@@ -152,7 +107,7 @@ def preset(edit: Callable[[str], str] = lambda t: t, *extra: str) -> Callable[[P
 def cli(*args: str, setup: Callable[[Path], None] | None = None) -> Callable[[Path], list[str]]:
     """Plain command-line arguments; ``{tmp}`` is the case folder, the synthetic preset is at p.toml."""
     def make(tmp: Path) -> list[str]:
-        (tmp / "p.toml").write_text(textwrap.dedent(SYNTH))
+        (tmp / "p.toml").write_text(SYNTH)
         if setup:
             setup(tmp)
         return [a.replace("{tmp}", str(tmp)) for a in args]
@@ -262,7 +217,7 @@ class Case:
 D, P, C = "{tmp}/d.parquet", "{tmp}/p.toml", "{tmp}"
 
 CASES = [
-    # -- data: spec/data-format.md "What bad data must get", in its order, then the rest ---------
+    # -- data: the cases of docs/data-format.md "What is refused", then the rest ---------------
     Case("data", "missing label column", data(label=None), (D, "column 'label' (the label) is missing")),
     Case("data", "float labels", data(label=pa.array(np.arange(24) % 2, pa.float64())),
          (D, "column 'label' has type double", "integers")),
@@ -558,6 +513,6 @@ def test_matrix_covers_every_category():
         "ogm with a gated fusion in bf16"])
 def test_inputs_beside_the_matrix_still_work(args, tmp_path, one_thread):
     """Inputs that crashed before the matrix's fixes, or that a refusal must not catch, exit 0."""
-    (tmp_path / "p.toml").write_text(textwrap.dedent(SYNTH))
+    (tmp_path / "p.toml").write_text(SYNTH)
     code, output, crash = _invoke(args(tmp_path), tmp_path, in_subprocess=False)
     assert crash is None and code == 0, output

@@ -37,7 +37,7 @@ def backend(monkeypatch, one_thread):
 
 def preset(tmp_path, method: str, epochs: int = 2, name: str = "p"):
     path = tmp_path / f"{name}.toml"
-    path.write_text(tiny_preset(METHODS[method], epochs=epochs) + "\n[monitor]\nenabled = false\n")
+    path.write_text(tiny_preset(METHODS[method], epochs=epochs, monitor={"enabled": False}))
     return path
 
 

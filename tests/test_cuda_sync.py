@@ -21,16 +21,18 @@ monitors (probe and critic updates every few steps) on.
 """
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
+from engine.bench.loops import DiscardingRecorder
 from engine.config import load_preset
 from engine.methods import METHODS
 from engine.run import build_parts
 from engine.train.trainer import Trainer
+
+from runtools import tiny_preset
 
 PROJECT = tuple(str(Path(__file__).resolve().parents[1] / d) for d in ("engine", "mmbal_cli"))
 EXTRA = {
@@ -39,46 +41,15 @@ EXTRA = {
     "mcr": "pretrain_epochs = 1\nn_permutations = 4\nbottleneck_weight = 0.1",
     "mikd": "stage1_epochs = 1\nkd_epochs = 1\nkd_threshold = 0.0",
 }
-PRESET = """
-name = "sync"
-seed = 0
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 300
-n_classes = 3
-modalities = ["a", "b"]
-dims = [8, 6]
-[modalities.a]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-norm = "batchnorm"
-[modalities.b]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-dropout = 0.2
-[method]
-name = "{method}"
-{extra}
-[train]
-epochs = 3
-batch_size = 32
-log_every = 100000
-grad_clip = 1.0
-on_nonfinite = "skip"
-device = "{device}"
-[monitor]
-update_every = 2
-"""
 
 
-class NullRecorder:
-    def metrics(self, step, epoch, split, values): pass
-    def event(self, name, step, **fields): pass
-    def save_checkpoint(self, state, kind): pass
-    def progress(self, pos, n_batches, values): pass
+def preset(method: str, device: str) -> str:
+    """Three epochs of 7 steps; BatchNorm in encoder a, dropout in b; clipping, skipping and the monitors on."""
+    return tiny_preset(f'name = "{method}"\n{EXTRA.get(method, "")}', name="sync", seed=0, optimizer=None, lr=None,
+                       data={"synthetic": {"unique": None, "noise": None}},
+                       modalities={"a": {"norm": "batchnorm", "dropout": None}},
+                       train={"log_every": 100000, "grad_clip": 1.0, "on_nonfinite": "skip", "device": device},
+                       monitor={"update_every": 2})
 
 
 class CudaSyncCheck:
@@ -122,11 +93,11 @@ class HostValueCheck:
 
 def train_checked(method: str, device: str, check, tmp_path) -> Trainer:
     path = tmp_path / "sync.toml"
-    path.write_text(textwrap.dedent(PRESET.format(method=method, extra=EXTRA.get(method, ""), device=device)))
+    path.write_text(preset(method, device))
     cfg, _ = load_preset(path)
     dev = torch.device(device)
     data, model, method_obj = build_parts(cfg, dev)
-    trainer = Trainer(cfg.train, data, model, method_obj, dev, cfg.seed, NullRecorder(), cfg.monitor)
+    trainer = Trainer(cfg.train, data, model, method_obj, dev, cfg.seed, DiscardingRecorder(), cfg.monitor)
     steps, flush = method_obj.train_step, trainer._flush_interval
     checked = []
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from engine.data import ModalityInfo, inspect_dataset, peek_schema, read_dataset
 from engine.errors import DataError
+
+import parquet_tools
+from parquet_tools import changed, tensor, vec, write_table
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -89,42 +91,13 @@ def test_avdigits_loads_fast():
 # helpers writing small tables
 
 
-def vec(rows: np.ndarray, dtype=pa.float32(), mask=None) -> pa.Array:
-    rows = np.asarray(rows)
-    flat = pa.array(rows.reshape(-1), type=dtype)
-    return pa.FixedSizeListArray.from_arrays(flat, rows.shape[1], mask=None if mask is None else pa.array(mask))
-
-
-def tensor(rows: np.ndarray, dtype=pa.float32(), mask=None) -> pa.Array:
-    rows = np.asarray(rows)
-    storage = vec(rows.reshape(len(rows), -1), dtype, mask)
-    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(dtype, list(rows.shape[1:])), storage)
-
-
 def good_columns(n: int = 8) -> dict[str, pa.Array]:
-    rng = np.random.default_rng(0)
-    return {"a": vec(rng.normal(size=(n, 3))), "b": tensor(rng.normal(size=(n, 2, 2))),
-            "label": pa.array(np.arange(n) % 2, pa.int64()),
-            "split": pa.array((["train", "val", "test", "train"] * n)[:n])}
-
-
-def write(path: Path, columns: dict[str, pa.Array], meta: dict | None = None) -> Path:
-    table = pa.table(columns)
-    if meta is not None:
-        table = table.replace_schema_metadata({"mmbal": json.dumps(meta)})
-    pq.write_table(table, path)
-    return path
+    return parquet_tools.good_columns(n, split_cycle=("train", "val", "test", "train"))
 
 
 def with_(**changes):
     def make(tmp: Path):
-        cols = good_columns()
-        for k, v in changes.items():
-            if v is None:
-                cols.pop(k)
-            else:
-                cols[k] = v
-        return write(tmp / "bad.parquet", cols), None
+        return write_table(tmp / "bad.parquet", changed(good_columns(), changes)), None
     return make
 
 
@@ -155,28 +128,28 @@ def _empty_dir(tmp: Path):
 def _labels_out_of_range(tmp: Path):
     cols = good_columns()
     cols["label"] = pa.array([0, 1, 0, 2, 1, 0, 1, 0], pa.int64())
-    return write(tmp / "bad.parquet", cols, {"classes": ["x", "y"]}), None
+    return write_table(tmp / "bad.parquet", cols, {"classes": ["x", "y"]}), None
 
 
 def _requested(column: str, array: pa.Array):
     def make(tmp: Path):
         cols = good_columns()
         cols[column] = array
-        return write(tmp / "bad.parquet", cols), {"a": "a", column: column}
+        return write_table(tmp / "bad.parquet", cols), {"a": "a", column: column}
     return make
 
 
 def _missing_requested(tmp: Path):
     cols = good_columns()
     cols["audio"] = cols.pop("b")
-    return write(tmp / "bad.parquet", cols), {"a": "a", "b": "audoi"}
+    return write_table(tmp / "bad.parquet", cols), {"a": "a", "b": "audoi"}
 
 
 def _one_modality(tmp: Path):
     cols = good_columns()
     cols.pop("b")
     cols["id"] = pa.array(np.arange(8))
-    return write(tmp / "bad.parquet", cols), None
+    return write_table(tmp / "bad.parquet", cols), None
 
 
 def _child_null(tmp: Path):
@@ -185,30 +158,30 @@ def _child_null(tmp: Path):
 
 
 def _bad_kind(tmp: Path):
-    return write(tmp / "bad.parquet", good_columns(), {"modalities": {"b": {"kind": "imgae"}}}), None
+    return write_table(tmp / "bad.parquet", good_columns(), {"modalities": {"b": {"kind": "imgae"}}}), None
 
 
 def _bad_shape(tmp: Path):
-    return write(tmp / "bad.parquet", good_columns(), {"modalities": {"a": {"shape": [4]}}}), None
+    return write_table(tmp / "bad.parquet", good_columns(), {"modalities": {"a": {"shape": [4]}}}), None
 
 
 def _schemas_differ(tmp: Path):
     folder = tmp / "parts"
     folder.mkdir()
-    write(folder / "p0.parquet", good_columns())
+    write_table(folder / "p0.parquet", good_columns())
     cols = good_columns()
     cols["a"] = vec(np.ones((8, 4)))
-    write(folder / "p1.parquet", cols)
+    write_table(folder / "p1.parquet", cols)
     return folder, None
 
 
 def _dir_bad_row_in_second_file(tmp: Path):
     folder = tmp / "parts"
     folder.mkdir()
-    write(folder / "p0.parquet", good_columns())
+    write_table(folder / "p0.parquet", good_columns())
     cols = good_columns()
     cols["a"] = vec(_nan_at(6))
-    write(folder / "p1.parquet", cols)
+    write_table(folder / "p1.parquet", cols)
     return folder, None
 
 
@@ -287,7 +260,7 @@ def test_directory_is_read_as_one_table_in_name_order(tmp_path):
     for name, start in (("part-2.parquet", 8), ("part-1.parquet", 0), ("part-3.parquet", 16)):
         cols = good_columns()
         cols["a"] = vec(np.arange(start * 3, start * 3 + 24, dtype=np.float32).reshape(8, 3))
-        write(folder / name, cols, {"name": "parts"})
+        write_table(folder / name, cols, {"name": "parts"})
     (folder / "README.txt").write_text("not data")
     raw = read_dataset(folder)
     assert raw.name == "parts" and raw.labels.shape == (24,)
@@ -300,7 +273,7 @@ def test_float64_and_float16_are_converted_to_float32(tmp_path):
     b = np.linspace(0, 1, 32).reshape(8, 2, 2).astype(np.float16)
     cols = good_columns()
     cols["a"], cols["b"] = vec(a, pa.float64()), tensor(b, pa.float16())
-    raw = read_dataset(write(tmp_path / "t.parquet", cols))
+    raw = read_dataset(write_table(tmp_path / "t.parquet", cols))
     assert raw.features["a"].dtype == np.float32 and raw.features["b"].dtype == np.float32
     np.testing.assert_array_equal(raw.features["a"], a.astype(np.float32))
     np.testing.assert_array_equal(raw.features["b"], b.astype(np.float32))
@@ -313,7 +286,7 @@ def test_null_rows_are_missing_and_zero(tmp_path):
     b[6] = np.nan  # a null row's content is never looked at
     cols = good_columns()
     cols["a"], cols["b"] = vec(a, mask=mask), tensor(b, mask=np.arange(8) == 6)
-    raw = read_dataset(write(tmp_path / "t.parquet", cols))
+    raw = read_dataset(write_table(tmp_path / "t.parquet", cols))
     np.testing.assert_array_equal(raw.present["a"], ~mask)
     np.testing.assert_array_equal(raw.present["b"], np.arange(8) != 6)
     np.testing.assert_array_equal(raw.features["a"][mask], 0.0)
@@ -327,7 +300,7 @@ def test_permuted_tensor_layout_is_read_in_logical_order(tmp_path):
     arr = pa.FixedShapeTensorArray.from_numpy_ndarray(logical.transpose(0, 2, 1).copy().transpose(0, 2, 1))
     cols = good_columns()
     cols["b"] = arr
-    raw = read_dataset(write(tmp_path / "t.parquet", cols))
+    raw = read_dataset(write_table(tmp_path / "t.parquet", cols))
     assert raw.modalities["b"].shape == (3, 2)
     np.testing.assert_array_equal(raw.features["b"], logical)
     np.testing.assert_array_equal(raw.features["b"], arr.to_numpy_ndarray())
@@ -339,7 +312,8 @@ def test_columns_select_rename_and_order_and_other_columns_are_ignored(tmp_path)
     cols["tag"] = pa.array(["x"] * 8)
     cols["ints"] = pa.array([[1, 2]] * 8, pa.list_(pa.int64()))
     cols["target"] = cols.pop("label")
-    path = write(tmp_path / "t.parquet", cols, {"classes": ["no", "yes"], "modalities": {"a": {"kind": "sequence"}}})
+    path = write_table(tmp_path / "t.parquet", cols,
+                       {"classes": ["no", "yes"], "modalities": {"a": {"kind": "sequence"}}})
     auto = read_dataset(path, label_column="target")
     assert list(auto.modalities) == ["a", "b"] and auto.classes == ["no", "yes"]
     assert auto.modalities["a"].kind == "sequence" and auto.modalities["b"].kind == "image"
@@ -354,7 +328,7 @@ def test_without_split_column_and_classes_metadata(tmp_path):
     cols = good_columns()
     cols.pop("split")
     cols["label"] = pa.array([0, 3, 1, 3, 0, 1, 3, 0], pa.int8())
-    raw = read_dataset(write(tmp_path / "t.parquet", cols))
+    raw = read_dataset(write_table(tmp_path / "t.parquet", cols))
     assert raw.split is None
     assert raw.classes == ["0", "1", "2", "3"]
     assert raw.labels.dtype == np.int64 and raw.name == "t"
@@ -366,7 +340,7 @@ def test_inspect_counts_missing_values_and_has_no_splits_without_split_column(tm
     cols = good_columns()
     cols.pop("split")
     cols["a"] = vec(np.arange(24, dtype=np.float32).reshape(8, 3), mask=np.arange(8) >= 6)
-    info = inspect_dataset(write(tmp_path / "t.parquet", cols, {"name": "toy", "source": "here"}))
+    info = inspect_dataset(write_table(tmp_path / "t.parquet", cols, {"name": "toy", "source": "here"}))
     assert info["splits"] is None and info["name"] == "toy" and info["source"] == "here" and info["license"] == ""
     assert info["class_counts"] == {"0": 4, "1": 4}
     a = info["modalities"][0]

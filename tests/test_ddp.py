@@ -40,38 +40,11 @@ METHODS = {m: method_table(m, OPTIONS.get(m)) for m in REGISTRY.names()}   # met
 def exact_preset(method: str) -> str:
     """200 synthetic samples (140 train), batches of 70: 2 steps per epoch, 2 epochs; no dropout (its masks
     depend on the shard shape), Adam; the monitors on for ``joint`` (probes and critics every step)."""
-    monitor = ("[monitor]\nupdate_every = 1\neval_max_samples = 30" if method == "joint"
-               else "[monitor]\nenabled = false")
-    return f"""
-name = "ddp-{method}"
-seed = 5
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 200
-n_classes = 3
-modalities = ["a", "b"]
-dims = [8, 6]
-unique = [1.0, 0.4]
-[modalities.a]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-[modalities.b]
-encoder = "mlp"
-hidden = [16]
-dim = 8
-[method]
-{METHODS[method]}
-[train]
-epochs = 2
-batch_size = 70
-log_every = 1
-optimizer = "adam"
-lr = 0.01
-threads = 1
-{monitor}
-"""
+    monitor = {"update_every": 1, "eval_max_samples": 30} if method == "joint" else {"enabled": False}
+    return tiny_preset(METHODS[method], name=f"ddp-{method}", seed=5, epochs=2, optimizer="adam", lr=0.01,
+                       encoder={"encoder": "mlp", "hidden": [16], "dim": 8},
+                       data={"synthetic": {"n_samples": 200, "noise": None}},
+                       train={"batch_size": 70, "log_every": 1, "threads": 1}, monitor=monitor)
 
 
 class ListRecorder:
@@ -145,7 +118,7 @@ def two_ranks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     for m in METHODS:
         (folder / f"{m}.toml").write_text(exact_preset(m))
-    (folder / "aug-run.toml").write_text(tiny_preset('name = "aug"\nhidden = 16', epochs=1) + "threads = 1\n")
+    (folder / "aug-run.toml").write_text(tiny_preset('name = "aug"\nhidden = 16', epochs=1, train={"threads": 1}))
     threads = torch.get_num_threads()
     try:
         start_run(folder / "aug-run.toml", [], folder / "runs")   # one process, resumed by the group
@@ -233,7 +206,7 @@ def test_run_with_two_processes_then_resume_with_one(tmp_path):
     from engine.run import resume_run
     from engine.store import read_metrics, read_status, read_summary
     preset = tmp_path / "tiny.toml"
-    preset.write_text(tiny_preset('name = "ogm_ge"', epochs=2) + "threads = 1\n")
+    preset.write_text(tiny_preset('name = "ogm_ge"', epochs=2, train={"threads": 1}))
     runs = tmp_path / "runs"
     done = _mmbal("run", str(preset), "--runs-dir", str(runs), "--nproc", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -21,13 +21,11 @@ import functools
 import importlib
 import json
 import subprocess
-import textwrap
 import time
 import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import engine.run.lifecycle
@@ -36,7 +34,7 @@ from engine.run import NullReporter, start_run
 from engine.store import Heartbeat, load_checkpoint, read_metrics
 from mmbal_cli.app import app
 
-from runtools import tiny_preset
+from runtools import metric_rows, same_tensors, tiny_preset
 
 CLI = importlib.import_module("mmbal_cli.commands.run")  # the module of `run`/`resume`, which makes the reporter
 runner = CliRunner()
@@ -58,7 +56,7 @@ RESUME_SITES = {".lock": ".lock", "run.json": "run.json", "config.json": "config
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory):
     path = tmp_path_factory.mktemp("preset") / "disk.toml"
-    path.write_text(textwrap.dedent(tiny_preset('name = "joint"', name="disk", epochs=EPOCHS)))
+    path.write_text(tiny_preset('name = "joint"', name="disk", epochs=EPOCHS))
     return path
 
 
@@ -126,20 +124,28 @@ def weights(run_dir: Path) -> dict:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
 
 
-def metric_rows(run_dir: Path) -> list:
-    rows = read_metrics(run_dir / "metrics.jsonl").metric_rows()
-    return [(r["step"], r["split"], r["m"]) for r in rows]
-
-
 def assert_same_as_straight(run_dir: Path, straight: Path):
     status = json.loads((run_dir / "status.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert status["state"] == "finished" and summary["status"] == "finished"
-    want, got = weights(straight), weights(run_dir)
-    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert same_tensors(weights(straight), weights(run_dir))
     assert [r for r in metric_rows(run_dir) if r[1] != "test"] == [r for r in metric_rows(straight) if r[1] != "test"]
     assert summary["test"] == json.loads((straight / "summary.json").read_text())["test"]
     assert_no_partial_files(run_dir)
+
+
+def assert_resume_completes(run_dir: Path, runs: Path, straight: Path):
+    """``mmbal resume`` of the stopped run succeeds and ends as the uninterrupted run."""
+    resumed = invoke("resume", run_id(run_dir), "--runs-dir", runs)
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_as_straight(run_dir, straight)
+
+
+def assert_failed_then_resumed(run_dir: Path, runs: Path, err: str, straight: Path):
+    """The run's status is "failed" with the error's reason; then it resumes to the uninterrupted run."""
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and REASON[err] in status["message"]
+    assert_resume_completes(run_dir, runs, straight)
 
 
 def fail_in_training(monkeypatch, preset, runs, site: str, err: str):
@@ -174,12 +180,7 @@ def test_write_failure_during_training_stops_cleanly_and_resume_completes(
         assert state["position"] == {"epoch": 1, "batch": 0, "step": 7}
     assert str(run_dir / "checkpoints" / "last.pt") in res.output
     assert f"mmbal resume {run_id(run_dir)}" in res.output and "stopped at epoch" in res.output
-    status = json.loads((run_dir / "status.json").read_text())
-    assert status["state"] == "failed" and REASON[err] in status["message"]
-
-    resumed = invoke("resume", run_id(run_dir), "--runs-dir", runs)
-    assert resumed.exit_code == 0, resumed.output
-    assert_same_as_straight(run_dir, straight)
+    assert_failed_then_resumed(run_dir, runs, err, straight)
 
 
 # -- faults while a new run's directory is made: nothing is left behind ---------------------------
@@ -213,12 +214,7 @@ def test_write_failure_before_the_first_checkpoint(spec, err, preset, straight, 
     assert "no checkpoint yet" in res.output and f"`mmbal resume {run_id(run_dir)}` trains it again" in res.output
     assert_no_partial_files(runs)
     assert not list((run_dir / "checkpoints").iterdir())
-    status = json.loads((run_dir / "status.json").read_text())
-    assert status["state"] == "failed" and REASON[err] in status["message"]
-
-    resumed = invoke("resume", run_id(run_dir), "--runs-dir", runs)
-    assert resumed.exit_code == 0, resumed.output
-    assert_same_as_straight(run_dir, straight)
+    assert_failed_then_resumed(run_dir, runs, err, straight)
 
 
 # -- faults while a resume prepares the run: it is left as it was ----------------------------------
@@ -236,9 +232,7 @@ def test_write_failure_while_resuming_leaves_the_run_resumable(site, err, preset
     assert_no_partial_files(runs)
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["position"]["step"] == 7
 
-    resumed = invoke("resume", run_id(run_dir), "--runs-dir", runs)
-    assert resumed.exit_code == 0, resumed.output
-    assert_same_as_straight(run_dir, straight)
+    assert_resume_completes(run_dir, runs, straight)
 
 
 # -- what sweep and compare write ------------------------------------------------------------------
@@ -324,9 +318,7 @@ def test_read_only_run_directory_for_real(preset, straight, tmp_path, monkeypatc
     finally:
         for d in (run_dir, run_dir / "checkpoints"):
             d.chmod(0o755)
-    resumed = invoke("resume", run_id(run_dir), "--runs-dir", runs)
-    assert resumed.exit_code == 0, resumed.output
-    assert_same_as_straight(run_dir, straight)
+    assert_resume_completes(run_dir, runs, straight)
 
 
 @pytest.fixture()
@@ -373,6 +365,4 @@ def test_disk_really_full(preset, straight, tiny_fs, monkeypatch):
     assert_no_partial_files(runs)
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["position"]["step"] == 7
     filler.unlink()
-    resumed = invoke("resume", run_id(run_dir), "--runs-dir", runs)
-    assert resumed.exit_code == 0, resumed.output
-    assert_same_as_straight(run_dir, straight)
+    assert_resume_completes(run_dir, runs, straight)

@@ -8,7 +8,6 @@ must make the same number of them.
 """
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,25 +17,18 @@ from engine.methods import METHODS
 from engine.run import start_run
 
 from methodkit import method_table
-
-PRESET = """
-name = "sync"
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = {n}
-n_classes = 3
-dims = [6, 6]
-[method]
-{method_table}
-[train]
-epochs = 2
-batch_size = 16
-log_every = 100000
-"""
+from runtools import tiny_preset
 
 CALLS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 PROJECT = tuple(str(Path(__file__).resolve().parents[1] / d) for d in ("engine", "mmbal_cli"))
+
+
+def preset(n: int, method: str) -> str:
+    """``n`` synthetic samples, the engine's default encoders, 2 epochs of batches of 16, one log per epoch."""
+    return tiny_preset(method_table(method), name="sync", seed=None, epochs=2, optimizer=None, lr=None,
+                       modalities=None, data={"synthetic": {"n_samples": n, "modalities": None, "dims": [6, 6],
+                                                             "unique": None, "noise": None}},
+                       train={"batch_size": 16, "log_every": 100000})
 
 
 class Counter:
@@ -80,7 +72,7 @@ def test_transfers_per_epoch_do_not_grow_with_steps(method, transfers, tmp_path)
     counts = []
     for n in (115, 460):  # 70% train -> 5 and 20 steps of 16
         p = tmp_path / f"p{n}.toml"
-        p.write_text(textwrap.dedent(PRESET.format(n=n, method_table=method_table(method))))
+        p.write_text(preset(n, method))
         transfers.count = 0
         start_run(p, runs_dir=tmp_path / "runs", reporter=CountSecondEpoch(transfers))
         counts.append(transfers.count)

@@ -35,6 +35,8 @@ from engine.store.jsonl import read_metrics
 from mmbal_cli.app import app
 from mmbal_cli.tui.model import METRICS_WINDOW_BYTES, RunModel, RunReader
 
+from runtools import tiny_preset
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DEVICE = os.environ.get("MMBAL_TEST_DEVICE", "cpu")
 BIG_BYTES = int(float(os.environ.get("MMBAL_TEST_METRICS_BYTES", "1e9")))
@@ -69,37 +71,14 @@ needs_proc_io = pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="n
 
 
 # -- memory ----------------------------------------------------------------------------------------
-LONG_PRESET = """
-name = "{name}"
-seed = 1
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = {n}
-n_classes = 3
-modalities = ["a", "b"]
-dims = [4, 4]
-[modalities.a]
-encoder = "mlp"
-hidden = [8]
-dim = 8
-[modalities.b]
-encoder = "mlp"
-hidden = [8]
-dim = 8
-[method]
-name = "joint"
-[monitor]
-enabled = false
-[train]
-epochs = {epochs}
-batch_size = {batch}
-log_every = 1000
-optimizer = "sgd"
-lr = 0.05
-threads = 1
-device = "{device}"
-"""
+def long_preset(name: str, n: int, epochs: int, batch: int, log_every: int = 1000, monitors: bool = False) -> str:
+    """Joint on ``n`` synthetic samples of 4 features per modality, two MLPs [8] -> 8 without dropout, SGD,
+    one thread, on MMBAL_TEST_DEVICE."""
+    return tiny_preset(name=name, seed=1, epochs=epochs, encoder={"encoder": "mlp", "hidden": [8], "dim": 8},
+                       data={"synthetic": {"n_samples": n, "dims": [4, 4], "unique": None, "noise": None}},
+                       train={"batch_size": batch, "log_every": log_every, "threads": 1, "device": TEST_DEVICE},
+                       monitor={"enabled": monitors})
+
 
 # Runs in a fresh interpreter: samples go into preallocated arrays so that measuring adds no memory.
 MEASURE = textwrap.dedent("""
@@ -158,7 +137,7 @@ def long_runs(tmp_path_factory):
         # 2,000 samples -> 1,400 training rows in batches of 8: 175 steps an epoch, 10,150 steps
         for name, n, epochs, batch, every in (("epochs1000", 200, 1000, 64, 30), ("steps10000", 2000, 58, 8, 100)):
             path = base / f"{name}.toml"
-            path.write_text(LONG_PRESET.format(name=name, n=n, epochs=epochs, batch=batch, device=TEST_DEVICE))
+            path.write_text(long_preset(name, n, epochs, batch))
             procs.append(subprocess.Popen([sys.executable, "-c", MEASURE, str(work / name), str(path), str(every)],
                                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         figures = {}
@@ -242,10 +221,8 @@ def test_trainer_and_recorder_keep_no_per_step_or_per_epoch_lists(tmp_path, fast
     sizes = []
     for epochs in (4, 16):
         preset = tmp_path / f"e{epochs}.toml"
-        text = LONG_PRESET.format(name=f"e{epochs}", n=200, epochs=epochs, batch=16, device=TEST_DEVICE)
         # every step logged, every monitor on: whatever they keep would grow with the run
-        preset.write_text(text.replace("log_every = 1000", "log_every = 1").replace("enabled = false",
-                                                                                   "enabled = true"))
+        preset.write_text(long_preset(f"e{epochs}", 200, epochs, 16, log_every=1, monitors=True))
         engine.run.lifecycle.start_run(preset, [], fast_tmp / f"runs{epochs}")
         sizes.append(_sizes(trainers[-1]))
     reached = {"trainer.recorder.latest", "trainer.recorder.heartbeat._fields", "trainer.interval.sums",
@@ -508,7 +485,6 @@ def test_resume_of_a_run_with_a_long_log_reads_a_bounded_part_of_it(tmp_path, mo
     WINDOW_BYTES, not a 1 GB log (which took minutes and gigabytes when read whole)."""
     from engine.run import resume_run, start_run
     from engine.store import jsonl
-    from runtools import tiny_preset
 
     preset = tmp_path / "p.toml"
     preset.write_text(tiny_preset('name = "joint"', epochs=2))

@@ -1,26 +1,25 @@
 """AUG (sustained boosting + adaptive classifier assignment) on known values, and its exact resume."""
 
-import contextlib
 import io
 import math
-import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from engine.errors import PresetError
-from engine.methods import METHODS, MethodContext, StepContext
+from engine.methods import METHODS, MethodContext
 from engine.methods.aug import assign_head, boosting_loss, confidence_ratios, is_check_epoch
 from engine.models import ModalitySpec, ModelSpec, build_model
 from engine.models.encoders.mlp import MLPConfig
 from engine.models.fusion.concat import ConcatConfig
-from engine.run import resume_run, start_run
+from engine.run import resume_run
 from engine.store import read_metrics
 from engine.train.config import TrainConfig
 from engine.train.optim import build_optimizer
 
-from runtools import InterruptAt, last_checkpoint, tiny_preset
+from methodkit import hand_step
+from runtools import last_checkpoint, metric_rows, same_tensors, straight_and_cut, tiny_preset
 
 DIMS = {"a": (5,), "b": (3,), "c": (4,)}
 
@@ -39,14 +38,7 @@ def make(mods=("a", "b"), epochs=10, **options):
     opt = build_optimizer(TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9), method.parameter_groups(model),
                           torch.device("cpu"))
     method.bind_optimizer(opt)
-
-    def step_opt():
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step = StepContext(model=model, optimizer=opt, epoch=0, step=0, batch_in_epoch=0,
-                       autocast=contextlib.nullcontext, backward=lambda loss: loss.backward(),
-                       step_optimizer=step_opt)
+    step = hand_step(model, opt)
     gen = torch.Generator().manual_seed(1)
     x = {m: torch.randn(6, *DIMS[m], generator=gen) for m in mods}
     y = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -55,10 +47,6 @@ def make(mods=("a", "b"), epochs=10, **options):
 
 def snapshot(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # -- the loss ---------------------------------------------------------------------------------------
@@ -155,8 +143,9 @@ def test_release_mode_leaves_added_classifiers_at_their_initialisation():
     assert len(opt.param_groups) == n_groups and not any(p.requires_grad for p in head.parameters())
     before, fc, enc = snapshot(head), snapshot(method.modules["fc_out"]), snapshot(model.encoders["b"])
     method.train_step(x, y, step)
-    assert same(before, snapshot(head))
-    assert not same(fc, snapshot(method.modules["fc_out"])) and not same(enc, snapshot(model.encoders["b"]))
+    assert same_tensors(before, snapshot(head))
+    assert not same_tensors(fc, snapshot(method.modules["fc_out"]))
+    assert not same_tensors(enc, snapshot(model.encoders["b"]))
 
 
 def test_alternating_updates_touch_one_modality_at_a_time():
@@ -233,24 +222,21 @@ def test_state_dict_round_trip_rebuilds_classifiers_and_optimiser_groups():
     opt2.load_state_dict(saved["opt"])
     assert method2.history == ["a", "b", "a"] and method2.n_heads("a") == 3 and method2.n_heads("b") == 2
     assert [g["name"] for g in opt2.param_groups] == [g["name"] for g in opt.param_groups]
-    assert same(snapshot(method.modules), snapshot(method2.modules))
+    assert same_tensors(snapshot(method.modules), snapshot(method2.modules))
     assert torch.equal(method2.conf_sum, method.conf_sum) and method2.count == method.count == 18
     method.train_step(x, y, step)
     method2.train_step(x, y, step2)
-    assert same(snapshot(model), snapshot(model2)) and same(snapshot(method.modules), snapshot(method2.modules))
+    assert same_tensors(snapshot(model), snapshot(model2))
+    assert same_tensors(snapshot(method.modules), snapshot(method2.modules))
 
 
-PRESET = tiny_preset('name = "aug"\ncheck_every = 1\nhidden = 16', name="aug-resume", seed=3, unique='[1.0, 0.2]', noise='[0.5, 1.0]')
-
-
-
+PRESET = tiny_preset('name = "aug"\ncheck_every = 1\nhidden = 16', name="aug-resume", seed=3,
+                     data={"synthetic": {"unique": [1.0, 0.2], "noise": [0.5, 1.0]}})
 
 
 def test_run_adds_classifiers_and_resumes_mid_epoch_bitwise(tmp_path):
-    preset = tmp_path / "aug.toml"
-    preset.write_text(textwrap.dedent(PRESET))
     runs = tmp_path / "runs"
-    straight = start_run(preset, runs_dir=runs)
+    straight, cut = straight_and_cut(tmp_path, PRESET, 10)  # cut in epoch 1, batch 3: after a classifier
     log = read_metrics(straight.run_dir / "metrics.jsonl")
     added = log.events("head_added")
     assert added and added[0]["step"] == 7 and added[0]["epoch"] == 0  # checked after epoch 0 (7 steps)
@@ -263,20 +249,13 @@ def test_run_adds_classifiers_and_resumes_mid_epoch_bitwise(tmp_path):
     assert {"coef/a", "score/b", "method/loss_b", "method/residual_weight_b"} <= set(train[0])
     assert train[0]["method/residual_weight_b"] == 1.0 and train[-1]["method/residual_weight_b"] < 1.0
 
-    cut = start_run(preset, runs_dir=runs, reporter=InterruptAt(10))  # epoch 1, batch 3: after a classifier
-    assert cut.state == "interrupted"
     state = last_checkpoint(cut.run_dir)
     assert state["position"] == {"epoch": 1, "batch": 3, "step": 10}
     assert state["method"]["history"] == [added[0]["modality"]] and state["method"]["count"] == 96
     assert resume_run(cut.run_id, runs_dir=runs).state == "finished"
     a, b = last_checkpoint(straight.run_dir), last_checkpoint(cut.run_dir)
-    assert same(a["model"], b["model"]) and same(a["method"]["modules"], b["method"]["modules"])
+    assert same_tensors(a["model"], b["model"]) and same_tensors(a["method"]["modules"], b["method"]["modules"])
     assert a["method"]["history"] == b["method"]["history"]
     names = [g["name"] for g in a["optimizer"]["param_groups"]]
     assert names == [g["name"] for g in b["optimizer"]["param_groups"]] and len(names) == 3 + len(added)
-
-    def rows(run_dir):
-        return [(r["step"], r["split"], r["m"]) for r in read_metrics(run_dir / "metrics.jsonl").metric_rows()
-                if r["split"] in ("train", "val")]
-
-    assert rows(straight.run_dir) == rows(cut.run_dir)
+    assert metric_rows(straight.run_dir, ("train", "val")) == metric_rows(cut.run_dir, ("train", "val"))

@@ -2,12 +2,12 @@
 modulation that survives Adam), per-loss gradients, trained heads for non-additive fusions, a method
 ending the run, stages with kept models, nested training apart from the run."""
 
-import contextlib
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from engine.bench.loops import DiscardingRecorder
 from engine.config import load_preset
 from engine.errors import PresetError
 from engine.methods import METHODS, Method, StepResult
@@ -17,30 +17,18 @@ from engine.store import read_metrics, read_summary
 from engine.train.checkpoint import capture_rng
 from engine.train.trainer import Trainer
 
-from runtools import tiny_preset
+from runtools import InterruptAt, tiny_preset
 
 CPU = torch.device("cpu")
 
 
-class ListRecorder:
-    def __init__(self):
-        self.rows, self.events = [], []
-
-    def metrics(self, step, epoch, split, values): self.rows.append((split, dict(values)))
-    def event(self, name, step, **fields): self.events.append((name, fields))
-    def save_checkpoint(self, state, kind): pass
-    def progress(self, position, n_batches, values): pass
-
-
 def build_trainer(tmp_path, method_table, *, optimizer="sgd", lr=0.05, fusion=None, overrides=()):
-    text = tiny_preset(method_table, optimizer=optimizer, lr=lr)
-    if fusion:
-        text = text.replace("[method]", f'[model]\nfusion = "{fusion}"\n[method]')
     path = tmp_path / "preset.toml"
-    path.write_text(text)
+    path.write_text(tiny_preset(method_table, optimizer=optimizer, lr=lr,
+                                model={"fusion": fusion} if fusion else None))
     cfg, _ = load_preset(path, list(overrides))
     data, model, method = build_parts(cfg, CPU)
-    return Trainer(cfg.train, data, model, method, CPU, cfg.seed, ListRecorder())
+    return Trainer(cfg.train, data, model, method, CPU, cfg.seed, DiscardingRecorder())
 
 
 def first_batch(trainer):
@@ -268,7 +256,6 @@ def test_a_method_can_end_the_run_early_with_a_reason(tmp_path, toy_methods):
 
 
 def test_stages_keep_a_teacher_in_the_run_directory_and_resume_across_the_boundary(tmp_path, toy_methods):
-    from runtools import InterruptAt
     whole = run(tmp_path, "toy_stages", 3, "whole")
     assert (whole.run_dir / "checkpoints" / "kept" / "teacher.pt").exists()
     cut = run(tmp_path, "toy_stages", 3, "cut", interrupt=InterruptAt(9))   # 7 steps an epoch: in the student stage
@@ -282,7 +269,6 @@ def test_stages_keep_a_teacher_in_the_run_directory_and_resume_across_the_bounda
 
 
 def test_an_epoch_plan_sets_the_epoch_length_and_masks_and_is_replayed_on_resume(tmp_path, toy_methods):
-    from runtools import InterruptAt
     whole = run(tmp_path, "toy_plan", 3, "plan")
     log = read_metrics(whole.run_dir / "metrics.jsonl")
     val_steps = [r["step"] for r in log.records if r.get("kind") == "metrics" and r.get("split") == "val"]

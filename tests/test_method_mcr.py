@@ -3,23 +3,23 @@ the literal block-by-block game), L_Con, L_CEB, the separate unimodal heads and 
 fusion dropout, the head calls, M = 3, every fusion, a deterministic backward, end-to-end run, exact resume
 and a finished run extended to N epochs equal to the run planned for N."""
 
-import contextlib
 import math
-import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from engine.errors import PresetError
-from engine.methods import METHODS, MethodContext, StepContext
+from engine.methods import METHODS, MethodContext
 from engine.methods.mcr import MCRConfig, jsd_rows, permute_rows, permuted_sets, sup_ntxent
 from engine.models import ModalitySpec, ModelSpec, build_model
 from engine.models.encoders.mlp import MLPConfig
-from engine.run import resume_run, start_run
+from engine.run import resume_run
 from engine.store import read_metrics
 
-from runtools import InterruptAt, tiny_preset
+from methodkit import hand_step
+from runtools import (assert_extension_is_the_planned_run, extension_preset, last_checkpoint, metric_rows,
+                      planned_and_extended, same_tensors, straight_and_cut, tiny_preset)
 
 B, C = 6, 3
 K = {"greedy": -1.0, "ind": 0.0, "colab": 1.0}
@@ -37,21 +37,14 @@ def make(mods=("a", "b"), fusion="concat", dims=None, epoch=0, fusion_dropout=0.
     ctx = MethodContext(modalities=list(mods), n_classes=C, epochs=3, steps_per_epoch=1, device=torch.device("cpu"))
     method = METHODS.get("mcr")(MCRConfig(**options), ctx)
     method.setup(model)
-    opt = torch.optim.SGD(method.parameter_groups(model), lr=0.1)
-
-    def step_opt():
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step = StepContext(model=model, optimizer=opt, epoch=epoch, step=0, batch_in_epoch=0,
-                       autocast=contextlib.nullcontext, backward=lambda loss: loss.backward(), step_optimizer=step_opt)
+    step = hand_step(model, torch.optim.SGD(method.parameter_groups(model), lr=0.1), epoch)
     x = {m: torch.randn(B, *shapes[m]) for m in mods}
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     return model, method, step, x, y
 
 
 def permuted(features, which, perms, mods, detach=()):
-    """The spec's stacked features: modalities in ``which`` row-permuted, the others repeated N times."""
+    """The game's stacked features: modalities in ``which`` row-permuted, the others repeated N times."""
     out = {}
     for i, m in enumerate(mods):
         z = features[m][perms[i].reshape(-1)] if m in which else features[m].repeat(perms.shape[1], 1)
@@ -140,7 +133,7 @@ def naive_game(model, method, feats, fused, perms, mods, routing):
     """The game written out literally: one head call per block (receiver r, set S, sign), the other
     modalities' parts detached, the reference P not detached. ``routing``: "slice" detaches a modality's
     whole logit contribution (the release's linear head: W_m and b/M follow z_m), "features" detaches its
-    features with the head live (spec 1.5), "frozen" also detaches the head's parameters."""
+    features with the head live (``F(Z1s, sg(Z2r))``), "frozen" also detaches the head's parameters."""
     n = perms.shape[1]
     total = torch.zeros(())
     for block in method.blocks:
@@ -171,7 +164,7 @@ ROUTING = {("player", "concat"): "slice", ("player", "sum"): "slice", ("player",
 def test_game_gradients_equal_the_block_by_block_game_for_every_parameter(head, fusion, game, mods):
     """Every parameter (encoders and head) gets the gradient of the literal block-by-block game: with
     game_head = "player", an additive head's slice W_m (and b/M) follows encoder m (the release's linear
-    head), a non-additive head is live in every block (spec 1.5); with "frozen" the head is detached."""
+    head), a non-additive head is live in every block; with "frozen" the head is detached."""
     model, method, _, x, y = make(mods, fusion=fusion, game=game, game_weight=0.5, n_permutations=3, game_head=head)
     feats = model.encode(x)
     fused, _ = model.head(feats)
@@ -425,23 +418,19 @@ def test_state_dict_round_trip_restores_the_ceb_decoder():
 
 
 # -- end to end -------------------------------------------------------------------------------------
-PRESET = tiny_preset('name = "mcr"\nn_permutations = 4\npretrain_epochs = 1\nbottleneck_weight = 0.5', name="mcr", seed=3, optimizer="adam", lr=0.01)
-
+PRESET = tiny_preset('name = "mcr"\nn_permutations = 4\npretrain_epochs = 1\nbottleneck_weight = 0.5',
+                     name="mcr", seed=3, optimizer="adam", lr=0.01)
 
 
 def assert_same_run(a, b):
-    wa, wb = (torch.load(r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in (a, b))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    rows = [[(r["step"], r["split"], r["m"]) for r in read_metrics(d / "metrics.jsonl").metric_rows()]
-            for d in (a, b)]
-    assert rows[0] == rows[1]
+    assert same_tensors(last_checkpoint(a)["model"], last_checkpoint(b)["model"])
+    assert metric_rows(a) == metric_rows(b)
 
 
 def test_end_to_end_run_logs_the_live_values_and_resumes_bitwise(tmp_path):
-    preset = tmp_path / "mcr.toml"
-    preset.write_text(textwrap.dedent(PRESET))
     runs = tmp_path / "runs"
-    straight = start_run(preset, runs_dir=runs)
+    # the second run is interrupted mid-epoch inside the MCR stage, then resumed: bitwise the same run
+    straight, cut = straight_and_cut(tmp_path, PRESET, 10)
     assert straight.state == "finished"
     log = read_metrics(straight.run_dir / "metrics.jsonl")
     stages = [(e["stage"], e["step"]) for e in log.events() if e["name"] == "stage"]
@@ -453,68 +442,18 @@ def test_end_to_end_run_logs_the_live_values_and_resumes_bitwise(tmp_path):
         assert name in late, name
     assert late["coef/a"] == pytest.approx(0.1) and train[0]["m"]["coef/a"] == 0.0
     assert "method/J_a" not in train[0]["m"]
-    # interrupted mid-epoch inside the MCR stage, then resumed: bitwise the same run
-    cut = start_run(preset, runs_dir=runs, reporter=InterruptAt(10))
-    assert cut.state == "interrupted"
     resumed = resume_run(cut.run_id, runs_dir=runs)
     assert resumed.state == "finished"
     assert_same_run(straight.run_dir, resumed.run_dir)
 
 
 # -- a finished run trained longer is the run planned that long -------------------------------------
-def extension_preset(mods, fusion, dim, method_table, epochs):
-    """Synthetic data (300 rows: 7 steps of 32 per epoch), one small MLP per modality, two CPU threads."""
-    blocks = "".join(f"[modalities.{m}]\nencoder = \"mlp\"\nhidden = [16]\ndim = {dim}\ndropout = 0.2\n" for m in mods)
-    fusion_table = f'fusion = "{fusion}"\n' + ("hidden = 16\ndropout = 0.2\n" if fusion in ("film", "gated") else "")
-    return f"""
-name = "ext"
-seed = 2
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 300
-n_classes = 3
-modalities = {list(mods)!r}
-dims = {[8, 6, 5][:len(mods)]!r}
-unique = {[1.0, 0.5, 0.3][:len(mods)]!r}
-noise = {[0.5, 0.8, 0.9][:len(mods)]!r}
-{blocks}[model]
-{fusion_table}[method]
-{method_table}
-[train]
-epochs = {epochs}
-batch_size = 32
-log_every = 3
-optimizer = "adam"
-lr = 0.01
-threads = 2
-""".replace("'", '"')
-
-
-def assert_extension_is_the_planned_run(planned, extended):
-    """The same final weights and method state, and every record of the planned run in the extended one."""
-    a, b = (torch.load(r / "checkpoints" / "last.pt", weights_only=True) for r in (planned, extended))
-    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    rows = [{(r["step"], r["split"]): r["m"] for r in read_metrics(d / "metrics.jsonl").metric_rows()}
-            for d in (planned, extended)]
-    for key, values in rows[0].items():
-        assert rows[1].get(key) == values, key
-
-
 @pytest.mark.parametrize("mods, fusion", [(("a", "b"), "concat"), (("a", "b", "c"), "gated")])
 def test_a_run_extended_to_n_epochs_is_bitwise_the_run_planned_for_n(mods, fusion, tmp_path):
     """1 epoch (pre-training) extended to 3 (then MCR) equals 3 planned, on two CPU threads; N * B * d =
     32 * 32 * 32 permuted feature elements per modality, where indexing's backward was thread-dependent
     (a race: it showed in most, not all, of these runs)."""
     table = 'name = "mcr"\nn_permutations = 32\npretrain_epochs = 1\nbottleneck_weight = 0.5'
-    for epochs in (3, 1):
-        (tmp_path / f"p{epochs}.toml").write_text(extension_preset(mods, fusion, 32, table, epochs))
-    threads = torch.get_num_threads()
-    try:
-        planned = start_run(tmp_path / "p3.toml", runs_dir=tmp_path / "runs")
-        short = start_run(tmp_path / "p1.toml", runs_dir=tmp_path / "runs")
-        extended = resume_run(short.run_id, ["train.epochs=3"], runs_dir=tmp_path / "runs")
-    finally:
-        torch.set_num_threads(threads)
+    planned, extended = planned_and_extended(tmp_path, lambda epochs: extension_preset(mods, fusion, 32, table, epochs))
     assert planned.state == extended.state == "finished"
     assert_extension_is_the_planned_run(planned.run_dir, extended.run_dir)

@@ -1,11 +1,9 @@
-"""``mikd`` (Xie & Sanguinetti, reconstructed in spec/methods-seeds.md 3.2): its pieces on known values,
-its stages and hooks on a tiny model, and a full run with exact resume."""
+"""``mikd`` (Xie & Sanguinetti, arXiv 2511.00987, as reconstructed in :mod:`engine.methods.mikd`): its
+pieces on known values, its stages and hooks on a tiny model, and a full run with exact resume."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import textwrap
 from collections import Counter
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.data.dataset import TensorData
-from engine.methods import METHODS, MethodContext, StepContext
+from engine.methods import METHODS, MethodContext
 from engine.methods import mikd as mikd_module
 from engine.methods.mikd import (MikdConfig, calibration_weights, choose_teacher, distillation_loss, kd_gate,
                                  redundancy, stage_bounds)
@@ -21,12 +19,13 @@ from engine.methods import mikd_mi
 from engine.methods.mikd_mi import ami, pairwise_ami
 from engine.models import ModalitySpec, ModelSpec, build_model
 from engine.models.encoders.mlp import MLPConfig
-from engine.run import resume_run, start_run
+from engine.run import resume_run
 from engine.schema import build
 from engine.store import read_metrics
 
-from runtools import InterruptAt, last_checkpoint, tiny_preset
-from test_method_mcr import assert_extension_is_the_planned_run, extension_preset
+from methodkit import hand_step
+from runtools import (InterruptAt, assert_extension_is_the_planned_run, extension_preset, last_checkpoint,
+                      metric_rows, planned_and_extended, straight_and_cut, tiny_preset)
 
 C = 3
 
@@ -52,13 +51,8 @@ def make(fusion="concat", dims=None, epochs=6, **options):
     method.setup(model)
     opt = torch.optim.SGD(method.parameter_groups(model), lr=0.1)
 
-    def step_opt():
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     def step(epoch):
-        return StepContext(model=model, optimizer=opt, epoch=epoch, step=0, batch_in_epoch=0,
-                           autocast=contextlib.nullcontext, backward=lambda l: l.backward(), step_optimizer=step_opt)
+        return hand_step(model, opt, epoch)
     x, y = ctx.data.batch(ctx.data.splits["train"][:12])
     return model, method, step, x, y
 
@@ -332,17 +326,13 @@ def test_own_f1_is_used_when_there_is_no_validation_split():
 
 
 # -- a run, end to end, with exact resume ------------------------------------------------------------
-PRESET = tiny_preset('name = "mikd"\nstage1_epochs = 2\nkd_epochs = 2\nkd_threshold = 0.0', name="mikd", seed=5, epochs=6, optimizer="adam", lr=0.01)
-
-
-
+PRESET = tiny_preset('name = "mikd"\nstage1_epochs = 2\nkd_epochs = 2\nkd_threshold = 0.0', name="mikd", seed=5,
+                     epochs=6, optimizer="adam", lr=0.01)
 
 
 def test_run_through_all_stages_and_resume_exactly_from_the_kd_and_multitask_stages(tmp_path):
-    preset = tmp_path / "mikd.toml"
-    preset.write_text(textwrap.dedent(PRESET))
     runs = tmp_path / "runs"
-    straight = start_run(preset, runs_dir=runs)
+    straight, cut = straight_and_cut(tmp_path, PRESET, 17)  # cut in epoch 2 (kd), batch 3
     assert straight.state == "finished"
     log = read_metrics(straight.run_dir / "metrics.jsonl")
     stages = [(e["epoch"], e["stage"]) for e in log.events() if e["name"] == "stage"]
@@ -361,8 +351,6 @@ def test_run_through_all_stages_and_resume_exactly_from_the_kd_and_multitask_sta
     assert all("method/kd" in r["m"] for r in train if 14 < r["step"] <= 28)
     assert [r["m"]["coef/a"] for r in train if 14 < r["step"] <= 28] == [0.0] * 6  # steps 15, 18, 21, 24, 27, 28
 
-    cut = start_run(preset, runs_dir=runs, reporter=InterruptAt(17))  # epoch 2 (kd), batch 3
-    assert cut.state == "interrupted"
     state = last_checkpoint(cut.run_dir)
     assert state["position"] == {"epoch": 2, "batch": 3, "step": 17}
     assert state["method"]["teacher_encoder"] is not None and state["method"]["distil"] == [False, True]
@@ -376,10 +364,7 @@ def test_run_through_all_stages_and_resume_exactly_from_the_kd_and_multitask_sta
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert torch.equal(a["method"]["weights"], b["method"]["weights"])
-
-    def rows(run_dir):
-        return [(r["step"], r["split"], r["m"]) for r in read_metrics(run_dir / "metrics.jsonl").metric_rows()]
-    assert rows(straight.run_dir) == rows(cut.run_dir)
+    assert metric_rows(straight.run_dir) == metric_rows(cut.run_dir)
 
 
 def test_expected_mi_is_the_same_when_computed_in_small_chunks(monkeypatch):
@@ -399,15 +384,8 @@ def test_a_run_extended_to_n_epochs_is_bitwise_the_run_planned_for_n(mods, fusio
     """1 epoch extended to 3 equals 3 planned. With stage lengths of 20% of train.epochs the 1-epoch run was
     multitask-only and the 3-epoch one 1 + 1 + 1."""
     method_table = f'name = "mikd"\nkd_threshold = 0.0\n{table}'
-    for epochs in (3, 1):
-        (tmp_path / f"p{epochs}.toml").write_text(extension_preset(mods, fusion, 8, method_table, epochs))
-    threads = torch.get_num_threads()
-    try:
-        planned = start_run(tmp_path / "p3.toml", runs_dir=tmp_path / "runs")
-        short = start_run(tmp_path / "p1.toml", runs_dir=tmp_path / "runs")
-        extended = resume_run(short.run_id, ["train.epochs=3"], runs_dir=tmp_path / "runs")
-    finally:
-        torch.set_num_threads(threads)
+    planned, extended = planned_and_extended(tmp_path,
+                                             lambda epochs: extension_preset(mods, fusion, 8, method_table, epochs))
     assert planned.state == extended.state == "finished"
     assert_extension_is_the_planned_run(planned.run_dir, extended.run_dir)
     stages = [e["stage"] for e in read_metrics(extended.run_dir / "metrics.jsonl").events() if e["name"] == "stage"]

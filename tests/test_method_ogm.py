@@ -1,8 +1,6 @@
 """OGM and OGM-GE (on-the-fly gradient modulation) on known values, their noise, window and exact resume."""
 
-import contextlib
 import math
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,15 +10,16 @@ from typer.testing import CliRunner
 
 from engine.config import load_preset
 from engine.errors import PresetError
-from engine.methods import METHODS, MethodContext, StepContext
+from engine.methods import METHODS, MethodContext
 from engine.methods.ogm import discrepancy_ratios, modulate_, modulation_coefficients, score_sums
 from engine.models import ModalitySpec, ModelSpec, build_model
 from engine.models.encoders.mlp import MLPConfig
-from engine.run import resume_run, start_run
+from engine.run import resume_run
 from engine.store import read_metrics, read_summary
 from mmbal_cli.app import app
 
-from runtools import InterruptAt, last_checkpoint, tiny_preset
+from methodkit import hand_step
+from runtools import last_checkpoint, metric_rows, same_tensors, straight_and_cut, tiny_preset
 
 DIMS = {"a": (5,), "b": (3,), "c": (4,)}
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +35,7 @@ def make(method="ogm", mods=("a", "b"), fusion="concat", hidden=8, epoch=0, **op
     entry = METHODS.entry(method)
     ogm = entry.builder(entry.config(**options), ctx)
     ogm.setup(model)
-    step = StepContext(model=model, optimizer=None, epoch=epoch, step=0, batch_in_epoch=0,
-                       autocast=contextlib.nullcontext, backward=lambda loss: loss.backward(),
-                       step_optimizer=lambda: None)
+    step = hand_step(model, epoch=epoch)
     gen = torch.Generator().manual_seed(1)
     x = {m: torch.randn(12, *DIMS[m], generator=gen) for m in mods}
     y = torch.arange(12) % 3
@@ -244,36 +241,23 @@ def test_non_additive_fusion_trains_unimodal_heads_on_detached_features():
 
 # -- whole runs --------------------------------------------------------------------------------------------
 PRESET = tiny_preset('name = "ogm_ge"\nalpha = 0.5\nmodulation_end = 2', name="ogm-resume", seed=3,
-                     unique="[1.0, 0.2]", noise="[0.5, 1.0]")
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+                     data={"synthetic": {"unique": [1.0, 0.2], "noise": [0.5, 1.0]}})
 
 
 def test_ogm_ge_run_logs_live_values_and_resumes_mid_epoch_bitwise(tmp_path):
-    preset = tmp_path / "ogm.toml"
-    preset.write_text(textwrap.dedent(PRESET))
     runs = tmp_path / "runs"
-    straight = start_run(preset, runs_dir=runs)
+    straight, cut = straight_and_cut(tmp_path, PRESET, 10)  # cut in epoch 1, batch 3
     train = [r for r in read_metrics(straight.run_dir / "metrics.jsonl").metric_rows() if r["split"] == "train"]
     assert {"coef/a", "coef/b", "score/a", "score/b", "method/ratio/a", "method/ratio/b"} <= set(train[0]["m"])
     assert min(train[0]["m"]["coef/a"], train[0]["m"]["coef/b"]) < 1          # modulated in epochs 0-1
     late = [r["m"] for r in train if r["epoch"] > 2]                           # epoch 2: window closed
     assert late and all(v["coef/a"] == 1 and v["coef/b"] == 1 for v in late)
 
-    cut = start_run(preset, runs_dir=runs, reporter=InterruptAt(10))  # epoch 1, batch 3
-    assert cut.state == "interrupted"
     assert last_checkpoint(cut.run_dir)["position"] == {"epoch": 1, "batch": 3, "step": 10}
     assert resume_run(cut.run_id, runs_dir=runs).state == "finished"
     a, b = last_checkpoint(straight.run_dir), last_checkpoint(cut.run_dir)
-    assert same(a["model"], b["model"]) and torch.equal(a["method"]["generator"], b["method"]["generator"])
-
-    def rows(run_dir):
-        return [(r["step"], r["split"], r["m"]) for r in read_metrics(run_dir / "metrics.jsonl").metric_rows()
-                if r["split"] in ("train", "val")]
-
-    assert rows(straight.run_dir) == rows(cut.run_dir)
+    assert same_tensors(a["model"], b["model"]) and torch.equal(a["method"]["generator"], b["method"]["generator"])
+    assert metric_rows(straight.run_dir, ("train", "val")) == metric_rows(cut.run_dir, ("train", "val"))
 
 
 def test_avdigits_hard_preset_runs_through_the_cli(tmp_path):

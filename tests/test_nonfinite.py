@@ -3,7 +3,6 @@
 
 import json
 import math
-import textwrap
 
 import pytest
 import torch
@@ -13,22 +12,7 @@ from engine.methods.joint import Joint
 from engine.run import start_run
 from engine.store import read_metrics
 
-PRESET = """
-name = "nan"
-seed = 1
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 300
-n_classes = 3
-dims = [8, 6]
-[train]
-epochs = 3
-batch_size = 32
-log_every = 3
-optimizer = "{opt}"
-on_nonfinite = "{mode}"
-"""
+from runtools import tiny_preset
 
 BAD_STEP = 10  # 0-based index of the poisoned step: the 4th step of epoch 1 (7 steps per epoch)
 
@@ -46,8 +30,11 @@ def poisoned(monkeypatch):
 
 
 def preset(tmp_path, mode, opt="adam"):
+    """Joint on 300 synthetic samples (7 steps per epoch, 3 epochs), the engine's default encoders and lr."""
     p = tmp_path / f"{mode}-{opt}.toml"
-    p.write_text(textwrap.dedent(PRESET.format(mode=mode, opt=opt)))
+    p.write_text(tiny_preset(name="nan", seed=1, optimizer=opt, lr=None, modalities=None,
+                             data={"synthetic": {"modalities": None, "unique": None, "noise": None}},
+                             train={"on_nonfinite": mode}))
     return p
 
 

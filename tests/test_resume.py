@@ -1,42 +1,27 @@
 """Exact resume on the CPU: interrupted + resumed runs end bitwise equal to uninterrupted ones."""
 
-import textwrap
 
 import pytest
-import torch
 
 from engine.errors import ResumeRefused, RunLocked, RunNotFound
 from engine.run import NullReporter, resume_run, start_run
 from engine.store import RunLock, read_metrics
 
-from runtools import InterruptAt, tiny_preset
+from runtools import InterruptAt, last_checkpoint, metric_rows, same_tensors, tiny_preset
 
 PRESET = tiny_preset('name = "joint"', name="resume", seed=3)
-
 
 
 @pytest.fixture()
 def preset(tmp_path):
     p = tmp_path / "resume.toml"
-    p.write_text(textwrap.dedent(PRESET))
+    p.write_text(PRESET)
     return p
 
 
-def weights(run_dir):
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
-
-
-def metric_values(run_dir):
-    rows = read_metrics(run_dir / "metrics.jsonl").metric_rows()
-    return [(r["step"], r["split"], r["m"]) for r in rows if r["split"] in ("train", "val")]
-
-
 def assert_same_run(a, b):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
-    assert metric_values(a) == metric_values(b)
+    assert same_tensors(last_checkpoint(a)["model"], last_checkpoint(b)["model"])
+    assert metric_rows(a, ("train", "val")) == metric_rows(b, ("train", "val"))
 
 
 def test_interrupt_mid_epoch_then_resume_is_bitwise_identical(preset, tmp_path):
@@ -45,7 +30,7 @@ def test_interrupt_mid_epoch_then_resume_is_bitwise_identical(preset, tmp_path):
     # 300 samples * 0.7 train = 210 -> 7 steps per epoch; stop after step 10 (epoch 1, batch 3)
     cut = start_run(preset, runs_dir=tmp_path / "runs", reporter=InterruptAt(10))
     assert cut.state == "interrupted"
-    state = torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    state = last_checkpoint(cut.run_dir)
     assert state["position"] == {"epoch": 1, "batch": 3, "step": 10}
     resumed = resume_run(cut.run_id, runs_dir=tmp_path / "runs")
     assert resumed.state == "finished"
@@ -56,7 +41,7 @@ def test_interrupt_mid_epoch_then_resume_is_bitwise_identical(preset, tmp_path):
 def test_interrupt_at_epoch_boundary_and_continue_a_finished_run(preset, tmp_path):
     straight = start_run(preset, runs_dir=tmp_path / "runs", overrides=["train.epochs=4"])
     cut = start_run(preset, runs_dir=tmp_path / "runs", reporter=InterruptAt(7))  # last step of epoch 0
-    assert torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["batch"] == 0
+    assert last_checkpoint(cut.run_dir)["position"]["batch"] == 0
     assert resume_run(cut.run_dir.name, runs_dir=tmp_path / "runs").state == "finished"  # to 3 epochs
     with pytest.raises(ResumeRefused, match="already trained 3"):
         resume_run(cut.run_id, runs_dir=tmp_path / "runs")

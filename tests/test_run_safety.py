@@ -18,6 +18,7 @@ Each protection has a test that fails when it is removed:
 """
 
 import ast
+import contextlib
 import json
 import os
 import shutil
@@ -131,6 +132,24 @@ def _wait_for(predicate, timeout=90.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen):
+    """Runs the block; then kills ``proc`` if it still runs, and closes its stdout."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def sigkill(proc: subprocess.Popen) -> None:
+    """Kills ``proc`` as a crash would (no clean-up in it) and waits for its end."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
 def _lock_record(run_dir: Path) -> dict | None:
     try:
         return json.loads((run_dir / LOCK_FILE).read_text())
@@ -145,7 +164,7 @@ def test_resume_of_a_running_run_exits_3_naming_the_holder_then_takes_over_after
     trainer = subprocess.Popen([sys.executable, "-m", "mmbal_cli", "run", str(preset), "--runs-dir", str(runs),
                                 "--set", "train.threads=1"], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
-    try:
+    with reaped(trainer):
         run_id = trainer.stdout.readline().split()[1]  # "run <id>  <dir>"
         run_dir = next(runs.glob(f"*_{run_id}"))
         _wait_for(lambda: (_lock_record(run_dir) or {}).get("pid") == trainer.pid, what="the run's lock record")
@@ -161,13 +180,7 @@ def test_resume_of_a_running_run_exits_3_naming_the_holder_then_takes_over_after
         assert (run_dir / "run.json").read_bytes() == run_json  # the refused resume wrote nothing
         assert trainer.poll() is None  # and the training went on
 
-        trainer.send_signal(signal.SIGKILL)
-        trainer.wait(timeout=60)
-    finally:
-        if trainer.poll() is None:
-            trainer.kill()
-            trainer.wait()
-        trainer.stdout.close()
+        sigkill(trainer)
     # the dead holder's record is still in the file: the stale lock the next resume must take over
     assert _lock_record(run_dir) == {"pid": trainer.pid, "host": HOST}
     done = load_checkpoint(run_dir / "checkpoints" / "last.pt")["position"]["epoch"]
@@ -182,17 +195,11 @@ def test_lock_left_by_a_sigkilled_holder_is_taken_over(tmp_path):
         [sys.executable, "-c", "import sys, time; from engine.store.lock import RunLock; "
          "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
+    with reaped(holder):
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLocked, match=f"process {holder.pid} on host {HOST}"):
             RunLock(tmp_path).acquire()
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=60)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        holder.stdout.close()
+        sigkill(holder)
     assert _lock_record(tmp_path) == {"pid": holder.pid, "host": HOST}  # left behind, holder dead
     with pytest.raises(ProcessLookupError):
         os.kill(holder.pid, 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 import threading
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 import engine.data.parquet as parquet
+from engine.bench.loops import DiscardingRecorder
 from engine.config import load_preset
 from engine.data import DataConfig, StreamData, TensorData, load_data, write_dataset
 from engine.data.memory import Placement, choose_placement, resident_estimate
@@ -21,7 +21,7 @@ from engine.run import NullReporter, build_parts, resume_run, start_run
 from engine.schema import build
 from engine.train.trainer import Trainer
 
-from runtools import InterruptAt
+from runtools import InterruptAt, tiny_preset
 
 N_FILES, ROWS_PER_FILE, GROUP = 3, 200, 40      # 15 row groups of 40 rows
 ROW_BYTES = 4 * 4 + 4 * 6 + 8 + 2 + 8           # a: (4,), b: (2, 3) float32, label, 2 presence flags, index
@@ -246,32 +246,13 @@ def test_an_abandoned_iterator_stops_its_reader_thread(parts):
 # runs: exact resume, evaluation against resident data
 
 
-def preset_text(path: Path) -> str:
-    return textwrap.dedent(f"""
-        name = "stream"
-        seed = 4
-        [data]
-        path = "{path}"
-        memory_budget = {ESTIMATE - 1}
-        shuffle_window = 2
-        prefetch = 1
-        [modalities.a]
-        encoder = "mlp"
-        hidden = [16]
-        dim = 8
-        dropout = 0.2
-        [modalities.b]
-        encoder = "mlp"
-        hidden = [16]
-        dim = 8
-        [monitor]
-        enabled = false
-        [train]
-        epochs = 2
-        batch_size = 32
-        log_every = 4
-        lr = 0.05
-        """)
+def preset_text(path: Path, epochs: int = 2) -> str:
+    """The Parquet dataset at ``path`` with a budget 1 byte under its resident estimate (so it streams),
+    windows of 2 row groups, two small MLPs (dropout in a), Adam; monitors off."""
+    return tiny_preset(name="stream", seed=4, epochs=epochs, optimizer=None,
+                       data={"source": None, "synthetic": None, "path": str(path), "memory_budget": ESTIMATE - 1,
+                             "shuffle_window": 2, "prefetch": 1},
+                       modalities={"b": {"dropout": None}}, monitor={"enabled": False}, train={"log_every": 4})
 
 
 def last_weights(run_dir):
@@ -300,16 +281,9 @@ def test_interrupted_and_resumed_stream_run_is_bitwise_identical(parts, tmp_path
     assert resumed.summary["test"] == straight.summary["test"]
 
 
-class _Quiet:
-    def metrics(self, *a, **k): pass
-    def event(self, *a, **k): pass
-    def save_checkpoint(self, *a, **k): pass
-    def progress(self, *a, **k): pass
-
-
 def test_val_and_test_metrics_of_trained_weights_equal_on_stream_and_resident_data(parts, tmp_path):
     preset = tmp_path / "eval.toml"
-    preset.write_text(preset_text(parts).replace("epochs = 2", "epochs = 1"))
+    preset.write_text(preset_text(parts, epochs=1))
     run = start_run(preset, runs_dir=tmp_path / "runs", reporter=NullReporter())
     cfg, _ = load_preset(preset, ['data.memory_budget="1GiB"'])
     results = {}
@@ -317,7 +291,7 @@ def test_val_and_test_metrics_of_trained_weights_equal_on_stream_and_resident_da
         data = load_data(cfg.data, cfg.columns, cfg.seed, Path(cfg.base_dir), "cpu", mode=mode)
         data, model, method = build_parts(cfg, torch.device("cpu"), data)
         model.load_state_dict(last_weights(run.run_dir))
-        trainer = Trainer(cfg.train, data, model, method, torch.device("cpu"), cfg.seed, _Quiet(), cfg.monitor)
+        trainer = Trainer(cfg.train, data, model, method, torch.device("cpu"), cfg.seed, DiscardingRecorder(), cfg.monitor)
         results[mode] = {**trainer.evaluate("val"), **trainer.evaluate("test")}
     s, r = results["stream"], results["resident"]
     assert s.keys() == r.keys() and "test/acc/fused" in s
