@@ -53,6 +53,7 @@ def train_nested(trainer_cls, cfg: TrainConfig, device: torch.device, model, met
     try:
         seed_everything(seed)
         trainer = trainer_cls(nested_cfg, data, model, method, device, seed, _KeepNothing())
+        trainer.fault_site = "nested_step"   # a test's "step" faults count the run's own steps
         before = _scores(trainer)
         while trainer.pos.epoch < epochs:
             trainer.train_epoch_steps()

@@ -66,6 +66,8 @@ class Interrupted(Exception):
 class Trainer:
     """Trains ``model`` with ``method`` on ``data``; see the module docstring."""
 
+    fault_site = "step"   # engine.faults site after each training step (nested training has its own)
+
     def __init__(self, cfg: TrainConfig, data: TensorData, model: MultimodalModel, method: Method,
                  device: torch.device, seed: int, recorder: Recorder, monitor: MonitorConfig | None = None):
         self.cfg = cfg
@@ -153,7 +155,7 @@ class Trainer:
         self._log_now = (self.pos.step + 1) % self.cfg.log_every == 0 or batch == n - 1
         sync_module_state(self.model, self.method.modules, buffers_only=True)  # rank 0's BatchNorm statistics
         result = self.method.train_step(x, y, self._step_context(batch, ids, masks))
-        fault_point("step")
+        fault_point(self.fault_site)
         self._observe(result.output, y)
         self.interval.add(self._step_values(result, y))
         self.pos.step += 1
