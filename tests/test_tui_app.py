@@ -1,107 +1,94 @@
 """The dashboard under Textual's Pilot: keyboard navigation, the runs, compare and help screens."""
 
-import asyncio
 from pathlib import Path
 
 from textual.widgets import TabbedContent
 
-from mmbal_cli.tui.app import DashboardApp
 from mmbal_cli.tui.testing import settled as loaded
 from mmbal_cli.tui.testing import shows
 from mmbal_cli.tui.screens import CompareScreen, DashboardScreen, HelpScreen, RunsScreen
 from mmbal_cli.tui.widgets import EventsTable
+
+from tuitools import drive
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 AUG = FIXTURES / "20250301-101500_avdigits-aug_k3f9a2x1"
 JOINT = FIXTURES / "20250228-170000_nutrimouse-joint_a0b1c2d3"
 
 
-def run(coro):
-    return asyncio.run(coro)
-
-
 def test_keyboard_navigation_between_tabs_and_axes():
-    async def scenario():
-        app = DashboardApp(AUG, FIXTURES)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot, app)
-            tabs = app.dashboard.query_one(TabbedContent)
-            assert tabs.active == "tab-acc"
-            await pilot.press("4")
-            assert tabs.active == "tab-mi"
-            await shows(pilot, app, "mi/audio;image")
-            await pilot.press("right_square_bracket")
-            assert tabs.active == "tab-shapley"
-            await pilot.press("left_square_bracket", "left_square_bracket")
-            assert tabs.active == "tab-coef"
-            await pilot.press("7")
-            await shows(pilot, app, "method/loss_image")
-            await pilot.press("8")
-            await shows(pilot, app, "superseded by a resume")
-            # 1 notice; 6 checkpoints, head_added, interrupted (superseded), resume, finished
-            assert app.dashboard.query_one(EventsTable).row_count == 11
-            assert "superseded by a resume" in app.export_text()
-            await pilot.press("1", "x")
-            await shows(pilot, app, "  epoch  ")
-            assert app.dashboard.x_axis == "epoch" and "epoch" in app.export_text().splitlines()[-2]
-            await pilot.press("s")
-            await pilot.pause(0.05)
-            assert app.dashboard.split == "train"
+    async def scenario(pilot, app):
+        tabs = app.dashboard.query_one(TabbedContent)
+        assert tabs.active == "tab-acc"
+        await pilot.press("4")
+        assert tabs.active == "tab-mi"
+        await shows(pilot, app, "mi/audio;image")
+        await pilot.press("right_square_bracket")
+        assert tabs.active == "tab-shapley"
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert tabs.active == "tab-coef"
+        await pilot.press("7")
+        await shows(pilot, app, "method/loss_image")
+        await pilot.press("8")
+        await shows(pilot, app, "superseded by a resume")
+        # 1 notice; 6 checkpoints, head_added, interrupted (superseded), resume, finished
+        assert app.dashboard.query_one(EventsTable).row_count == 11
+        assert "superseded by a resume" in app.export_text()
+        await pilot.press("1", "x")
+        await shows(pilot, app, "  epoch  ")
+        assert app.dashboard.x_axis == "epoch" and "epoch" in app.export_text().splitlines()[-2]
+        await pilot.press("s")
+        await pilot.pause(0.05)
+        assert app.dashboard.split == "train"
 
-    run(scenario())
+    drive(scenario, AUG, FIXTURES, size=(120, 40))
 
 
 def test_help_runs_screen_and_switching_runs():
-    async def scenario():
-        app = DashboardApp(AUG, FIXTURES)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot, app)
-            await pilot.press("question_mark")
-            text = await shows(pilot, app, "compare the marked runs")
-            assert isinstance(app.screen, HelpScreen) and "weakest modality" in text
-            await pilot.press("escape")
-            assert isinstance(app.screen, DashboardScreen)
-            await pilot.press("r")
-            text = await shows(pilot, app, "quick-mcr")
-            assert isinstance(app.screen, RunsScreen)
-            assert "quick-mcr" in text and "stale" in text and "nutrimouse-joint" in text
-            # newest first: quick-mcr, avdigits-aug (current), nutrimouse-joint
-            await pilot.press("down", "enter")
-            await pilot.pause(0.1)
-            assert isinstance(app.screen, DashboardScreen)
-            assert app.dashboard.model.run_dir == JOINT.resolve()
-            await loaded(pilot, app)
-            assert "nutrimouse-joint" in (await shows(pilot, app, "a0b1c2d3")).splitlines()[0]
-            await pilot.press("7")  # a joint run has no method quantities: the tab says so
-            await shows(pilot, app, "this method logs no method/... or score/... values")
+    async def scenario(pilot, app):
+        await pilot.press("question_mark")
+        text = await shows(pilot, app, "compare the marked runs")
+        assert isinstance(app.screen, HelpScreen) and "weakest modality" in text
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
+        await pilot.press("r")
+        text = await shows(pilot, app, "quick-mcr")
+        assert isinstance(app.screen, RunsScreen)
+        assert "quick-mcr" in text and "stale" in text and "nutrimouse-joint" in text
+        # newest first: quick-mcr, avdigits-aug (current), nutrimouse-joint
+        await pilot.press("down", "enter")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, DashboardScreen)
+        assert app.dashboard.model.run_dir == JOINT.resolve()
+        await loaded(pilot, app)
+        assert "nutrimouse-joint" in (await shows(pilot, app, "a0b1c2d3")).splitlines()[0]
+        await pilot.press("7")  # a joint run has no method quantities: the tab says so
+        await shows(pilot, app, "this method logs no method/... or score/... values")
 
-    run(scenario())
+    drive(scenario, AUG, FIXTURES, size=(120, 40))
 
 
 def test_compare_marked_runs():
-    async def scenario():
-        app = DashboardApp(AUG, FIXTURES)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot, app)
-            await pilot.press("r")
-            await pilot.pause(0.1)
-            await pilot.press("c")
-            assert isinstance(app.screen, RunsScreen)  # nothing marked yet: a hint, no compare
-            await pilot.press("space", "down", "space", "c")
-            await pilot.pause(0.1)
-            assert isinstance(app.screen, CompareScreen)
-            while not all(m.loaded for m in app.screen.models):
-                await pilot.pause(0.05)
-            text = await shows(pilot, app, "nutrimouse-joint (a0b1c2d3)")
-            # the cursor starts on the watched run: avdigits-aug and the one below it are marked
-            assert "compare val/acc/fused" in text and "nutrimouse-joint (a0b1c2d3)" in text
-            assert "avdigits-aug (k3f9a2x1)" in text and "quick-mcr" not in text
-            assert app.screen.metric == "val/acc/fused"
-            await pilot.press("m")
-            assert app.screen.metric == "val/f1/fused"
-            await pilot.press("M", "M")
-            assert app.screen.metric == app.screen.metrics()[-1]
-            await pilot.press("escape", "escape")
-            assert isinstance(app.screen, DashboardScreen)
+    async def scenario(pilot, app):
+        await pilot.press("r")
+        await pilot.pause(0.1)
+        await pilot.press("c")
+        assert isinstance(app.screen, RunsScreen)  # nothing marked yet: a hint, no compare
+        await pilot.press("space", "down", "space", "c")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, CompareScreen)
+        while not all(m.loaded for m in app.screen.models):
+            await pilot.pause(0.05)
+        text = await shows(pilot, app, "nutrimouse-joint (a0b1c2d3)")
+        # the cursor starts on the watched run: avdigits-aug and the one below it are marked
+        assert "compare val/acc/fused" in text and "nutrimouse-joint (a0b1c2d3)" in text
+        assert "avdigits-aug (k3f9a2x1)" in text and "quick-mcr" not in text
+        assert app.screen.metric == "val/acc/fused"
+        await pilot.press("m")
+        assert app.screen.metric == "val/f1/fused"
+        await pilot.press("M", "M")
+        assert app.screen.metric == app.screen.metrics()[-1]
+        await pilot.press("escape", "escape")
+        assert isinstance(app.screen, DashboardScreen)
 
-    run(scenario())
+    drive(scenario, AUG, FIXTURES, size=(120, 40))

@@ -1,14 +1,13 @@
 """The dashboard under Textual's Pilot: live updates while a writer appends, quitting, damaged runs."""
 
-import asyncio
 import shutil
 import time
 from pathlib import Path
 
-from mmbal_cli.tui.app import DashboardApp
 from mmbal_cli.tui.testing import live_run, shows
-from mmbal_cli.tui.testing import settled as loaded
 from mmbal_cli.tui.screens import DashboardScreen, QuitScreen
+
+from tuitools import drive
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 AUG = FIXTURES / "20250301-101500_avdigits-aug_k3f9a2x1"
@@ -16,35 +15,28 @@ MCR = FIXTURES / "20250302-090000_quick-mcr_p7q2m4zz"
 JOINT = FIXTURES / "20250228-170000_nutrimouse-joint_a0b1c2d3"
 
 
-def run(coro):
-    return asyncio.run(coro)
-
-
 def test_appended_values_appear_within_a_second(tmp_path):
     run_dir, writer = live_run(tmp_path / "runs")
 
-    async def scenario():
-        app = DashboardApp(run_dir, run_dir.parent, interval=0.5)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await loaded(pilot, app)
-            assert "running" in app.export_text() and "step 0/?" in app.export_text()
-            delays = []
-            for step, acc in ((10, 0.6123), (20, 0.7345), (30, 0.8567)):
-                writer.metrics(step, step / 20, "train", {"train/acc/audio": acc, "train/acc/image": 0.25})
-                start = time.monotonic()
-                while f"{acc:.3f}" not in app.export_text():
-                    assert time.monotonic() - start < 2.0, app.export_text()
-                    await pilot.pause(0.05)
-                delays.append(time.monotonic() - start)
-            writer.metrics(40, 2, "val", {"val/acc/audio": 0.5, "val/acc/image": 0.9})
-            while "step 40/60" not in app.export_text():
+    async def scenario(pilot, app):
+        assert "running" in app.export_text() and "step 0/?" in app.export_text()
+        delays = []
+        for step, acc in ((10, 0.6123), (20, 0.7345), (30, 0.8567)):
+            writer.metrics(step, step / 20, "train", {"train/acc/audio": acc, "train/acc/image": 0.25})
+            start = time.monotonic()
+            while f"{acc:.3f}" not in app.export_text():
+                assert time.monotonic() - start < 2.0, app.export_text()
                 await pilot.pause(0.05)
-            text = app.export_text()
-            assert "audio ◀ weakest" in text  # the val accuracy now decides the weakest modality
-            assert max(delays) < 1.0, delays
-        writer.close()
+            delays.append(time.monotonic() - start)
+        writer.metrics(40, 2, "val", {"val/acc/audio": 0.5, "val/acc/image": 0.9})
+        while "step 40/60" not in app.export_text():
+            await pilot.pause(0.05)
+        text = app.export_text()
+        assert "audio ◀ weakest" in text  # the val accuracy now decides the weakest modality
+        assert max(delays) < 1.0, delays
 
-    run(scenario())
+    drive(scenario, run_dir, run_dir.parent, interval=0.5, size=(100, 30))
+    writer.close()
 
 
 class FakeTraining:
@@ -56,61 +48,53 @@ class FakeTraining:
 
 
 def test_quitting_with_training_asks_cancel_then_leave():
-    async def scenario():
-        app = DashboardApp(JOINT, FIXTURES, training=FakeTraining())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot, app)
-            await pilot.press("q")
-            text = await shows(pilot, app, "Stop training [s]")
-            assert isinstance(app.screen, QuitScreen)
-            assert "Stop training [s]" in text and "Leave running [l]" in text and "Cancel [esc]" in text
-            await pilot.press("escape")
-            await pilot.pause(0.05)
-            assert isinstance(app.screen, DashboardScreen) and app.is_running  # cancelled: still watching
-            await pilot.press("q")
-            await shows(pilot, app, "Leave running [l]")
-            await pilot.press("l")
-            await pilot.pause(0.05)
-        return app.return_value
+    async def scenario(pilot, app):
+        await pilot.press("q")
+        text = await shows(pilot, app, "Stop training [s]")
+        assert isinstance(app.screen, QuitScreen)
+        assert "Stop training [s]" in text and "Leave running [l]" in text and "Cancel [esc]" in text
+        await pilot.press("escape")
+        await pilot.pause(0.05)
+        assert isinstance(app.screen, DashboardScreen) and app.is_running  # cancelled: still watching
+        await pilot.press("q")
+        await shows(pilot, app, "Leave running [l]")
+        await pilot.press("l")
+        await pilot.pause(0.05)
 
-    assert run(scenario()) == "leave"
+    assert drive(scenario, JOINT, FIXTURES, training=FakeTraining(), size=(80, 24)) == "leave"
 
 
 def test_stop_training_with_the_keyboard_only():
-    async def scenario():
-        app = DashboardApp(JOINT, FIXTURES, training=FakeTraining())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot, app)
-            await pilot.press("ctrl+c")
-            await shows(pilot, app, "Leave running [l]")
-            assert app.focused.id == "leave"  # the safe choice has the focus
-            await pilot.press("left", "enter")  # to "Stop training", press it
-            await pilot.pause(0.05)
-        return app.return_value
+    async def scenario(pilot, app):
+        await pilot.press("ctrl+c")
+        await shows(pilot, app, "Leave running [l]")
+        assert app.focused.id == "leave"  # the safe choice has the focus
+        await pilot.press("left", "enter")  # to "Stop training", press it
+        await pilot.pause(0.05)
 
-    assert run(scenario()) == "stop"
+    assert drive(scenario, JOINT, FIXTURES, training=FakeTraining(), size=(80, 24)) == "stop"
 
 
 def test_quit_without_training_exits_at_once():
-    async def scenario():
-        app = DashboardApp(JOINT, FIXTURES, training=FakeTraining(running=False))
-        async with app.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot, app)
-            await pilot.press("q")
-            await pilot.pause(0.05)
-            return app.is_running, app.return_value
+    seen = []
 
-    assert run(scenario()) == (False, None)
+    async def scenario(pilot, app):
+        await pilot.press("q")
+        await pilot.pause(0.05)
+        seen.append(app.is_running)
+
+    assert drive(scenario, JOINT, FIXTURES, training=FakeTraining(running=False), size=(80, 24)) is None
+    assert seen == [False]
 
 
 def _damaged_text(run_dir: Path, size=(100, 30)) -> str:
-    async def scenario():
-        app = DashboardApp(run_dir, run_dir.parent, clock=lambda: 1740909640.0 + 7200)
-        async with app.run_test(size=size) as pilot:
-            await loaded(pilot, app)
-            return app.export_text()
+    shown = []
 
-    return run(scenario())
+    async def scenario(pilot, app):
+        shown.append(app.export_text())
+
+    drive(scenario, run_dir, run_dir.parent, clock=lambda: 1740909640.0 + 7200, size=size)
+    return shown[0]
 
 
 def test_damaged_runs_are_shown_not_fatal(tmp_path):
