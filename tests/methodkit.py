@@ -53,6 +53,15 @@ SIGNAL = {"a": (0.5, 0.3, 16), "b": (0.5, 0.4, 12), "c": (0.5, 0.35, 14), "d": (
 
 
 # -- options ------------------------------------------------------------------------------------------
+# Options with which the shared suites' few-epoch runs reach every part of a method's algorithm (its
+# defaults come from the papers and may wait longer: a warm-up, a patience, a first stage).
+EXERCISE: dict[str, dict[str, Any]] = {
+    "opm": {"warmup_epochs": 0},
+    "mses": {"patience": 0},
+    "mikd": {"stage1_epochs": 1, "kd_epochs": 1},
+}
+
+
 def minimal_options(method: str, modalities: tuple[str, ...] | list[str] = TWO) -> dict[str, Any]:
     """The options ``method`` needs to run on these modalities: a value for every field of its config
     dataclass that has no default (none for most methods).
@@ -78,8 +87,9 @@ def minimal_options(method: str, modalities: tuple[str, ...] | list[str] = TWO) 
 
 def method_table(method: str, options: dict[str, Any] | None = None,
                  modalities: tuple[str, ...] | list[str] = TWO) -> str:
-    """The ``[method]`` table's lines (for :func:`runtools.tiny_preset`): name, minimal options, ``options``."""
-    table = {"name": method, **minimal_options(method, modalities), **(options or {})}
+    """The ``[method]`` table's lines (for :func:`runtools.tiny_preset`): name, minimal options, the
+    :data:`EXERCISE` options, then ``options``."""
+    table = {"name": method, **minimal_options(method, modalities), **EXERCISE.get(method, {}), **(options or {})}
     return "\n".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items())
 
 

@@ -37,7 +37,7 @@ from engine.run import resume_run, start_run
 from engine.store import read_metrics, read_summary
 
 from conftest import SHARED_DATA, needs_shared_data
-from methodkit import FUSIONS, THREE, TWO, Kit, preset, resolved, synthetic_table, write_preset
+from methodkit import EXERCISE, FUSIONS, THREE, TWO, Kit, preset, resolved, synthetic_table, write_preset
 from runtools import InterruptAt
 
 EPOCHS, FIRST = 3, 2            # runs train 3 epochs of 7 steps; the extended one is planned for 2 first
@@ -61,7 +61,8 @@ def make_run(folder: Path, method: str, mods: tuple[str, ...], kind: str) -> Pat
     folder.mkdir(parents=True)
     runs = folder / "runs"
     epochs = FIRST if kind == "extended" else EPOCHS
-    path = write_preset(folder / "preset.toml", preset(method, modalities=mods, epochs=epochs, name="registry"))
+    path = write_preset(folder / "preset.toml", preset(method, EXERCISE.get(method), modalities=mods, epochs=epochs,
+                                                       name="registry"))
     reporter = InterruptAt(interrupt_step(method, mods)) if kind == "interrupted" else None
     first = start_run(path, runs_dir=runs, reporter=reporter)
     assert first.state == ("interrupted" if kind == "interrupted" else "finished"), first

@@ -20,3 +20,10 @@ from . import mikd  # noqa: E402,F401
 from . import multiloss  # noqa: E402,F401
 from . import ogm  # noqa: E402,F401
 from . import unimodal  # noqa: E402,F401
+from . import inforeg  # noqa: E402,F401
+from . import mslr  # noqa: E402,F401
+from . import mses  # noqa: E402,F401
+from . import opm  # noqa: E402,F401
+from . import agm  # noqa: E402,F401
+from . import cggm  # noqa: E402,F401
+from . import pmr  # noqa: E402,F401
