@@ -23,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config_text import toml_value
 from .data import DataConfig
 from .data.parquet import ModalityInfo, column_type_problem, peek_schema
 from .errors import DataError, PresetError
@@ -115,6 +117,25 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+# Keys whose values name files: a relative value typed on the command line means "from here", not "from the
+# preset's folder" (see :func:`command_line_paths`).
+PATH_KEYS = ("data.path",)
+
+
+def command_line_paths(overrides: list[str], cwd: Path | None = None) -> list[str]:
+    """``--set`` items with every relative path value of :data:`PATH_KEYS` made absolute against ``cwd``
+    (default: the current directory), as a path typed on the command line means. Stored this way, the
+    overrides mean the same file on resume from any folder."""
+    cwd = Path.cwd() if cwd is None else cwd
+    out = []
+    for item in overrides:
+        keys, value = parse_override(item)
+        if ".".join(keys) in PATH_KEYS and isinstance(value, str) and value and not Path(value).is_absolute():
+            item = f"{'.'.join(keys)}={toml_value(os.path.normpath(cwd / Path(value).expanduser()))}"
+        out.append(item)
+    return out
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     out = json.loads(json.dumps(raw))  # deep copy of plain TOML data
     for item in overrides:
@@ -187,8 +208,8 @@ def data_file(data: DataConfig, base_dir: Path) -> Path | None:
     """The dataset's file or directory, resolved against the preset's folder (None for synthetic data)."""
     if data.source == "synthetic":
         return None
-    path = Path(data.path)
-    return path if path.is_absolute() else base_dir / path
+    path = Path(data.path).expanduser()
+    return path if path.is_absolute() else Path(os.path.normpath(base_dir / path))
 
 
 def _available_modalities(data: DataConfig, base_dir: Path, problems: list[str],

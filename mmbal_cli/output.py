@@ -3,6 +3,7 @@ training progress display."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -33,94 +34,152 @@ def fail(exc: Exception, quiet: bool = False) -> None:
     raise exc
 
 
-def _fmt(values: dict[str, float], keys: list[str]) -> str:
-    parts = []
-    for k in keys:
-        v = values.get(k)
-        if v is not None:
-            parts.append(f"{k.split('/', 1)[1]} {v:.4f}")
-    return "  ".join(parts)
+def _short(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
+
+
+def result_fields(values: dict[str, float], split: str, modalities: list[str]) -> list[str]:
+    """``fused 0.912``, one per trained modality, then ``f1`` and ``loss``: a split's scores, short."""
+    fields = []
+    for key, label in [(f"{split}/acc/fused", "fused")] + [(f"{split}/acc/{m}", m) for m in modalities] \
+            + [(f"{split}/f1/fused", "f1"), (f"{split}/loss/fused", "loss")]:
+        if values.get(key) is not None:
+            fields.append(f"{label} {_short(values[key])}")
+    return fields
+
+
+def fit_lines(head: str, fields: list[str], tail: str = "", width: int | None = None) -> list[str]:
+    """``head`` then the fields two spaces apart, broken into lines of at most ``width`` characters
+    (continuation lines indented under the first field); no breaks when ``width`` is None."""
+    items = fields + ([tail] if tail else [])
+    if width is None:
+        return ["  ".join([head, *items])]
+    indent = " " * (len(head) + 2)
+    lines, line = [], head
+    for item in items:
+        if line.strip() and len(line) + 2 + len(item) > width and line != head:
+            lines.append(line)
+            line = indent + item
+        else:
+            line = f"{line}  {item}"
+    return lines + [line]
+
+
+def _terminal_width(stream) -> int | None:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 class PlainReporter:
-    """One plain line per epoch (for logs, nohup, CI): what Rich cannot do without a terminal."""
+    """Plain lines (for logs, nohup, CI, pipes). Results (one line of validation scores per epoch, the
+    test scores at the end) go to stdout, so ``mmbal run ... | tee train.log`` keeps them; what the
+    run is doing (device, data placement, warnings) goes to stderr."""
 
-    def __init__(self, file=None):
-        self.file = file or sys.stderr
+    def __init__(self, out=None, err=None):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
         self.modalities: list[str] = []
         self.t0 = time.perf_counter()
 
+    def say(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def result(self, lines: list[str]) -> None:
+        for line in lines:
+            print(line, file=self.out, flush=True)
+
     def start(self, info):
-        self.modalities = []
+        self.modalities = list(info.get("modalities") or [])
         pos = info["position"]
         where = f" from epoch {pos.epoch} batch {pos.batch}" if pos.step else ""
-        print(f"training {info['method']} on {info['device']}: {info['epochs']} epochs x "
-              f"{info['steps_per_epoch']} steps ({info['n_train']} training samples){where}", file=self.file, flush=True)
+        self.say(f"training {info['method']} on {info['device']}: {info['epochs']} epochs x "
+                 f"{info['steps_per_epoch']} steps ({info['n_train']} training samples){where}")
         if info.get("data"):
-            print(f"data: {info['data']}", file=self.file, flush=True)
+            self.say(f"data: {info['data']}")
         self.t0 = time.perf_counter()
 
     def progress(self, pos, n_batches, epochs, values):
         pass
 
     def warn(self, message):
-        print(f"warning: {message}", file=self.file or sys.stderr, flush=True)
+        self.say(f"warning: {message}")
 
     def epoch(self, epoch, epochs, values):
-        keys = ["val/acc/fused"] + sorted(k for k in values if k.startswith("val/acc/") and k != "val/acc/fused")
-        keys += ["val/f1/fused", "val/loss/fused"]
         elapsed = time.perf_counter() - self.t0
-        print(f"epoch {epoch}/{epochs}  {_fmt(values, keys)}  ({elapsed:.1f}s)", file=self.file, flush=True)
+        self.result(fit_lines(f"epoch {epoch}/{epochs}  val", result_fields(values, "val", self.modalities),
+                              f"({elapsed:.1f}s)", _terminal_width(self.out)))
 
     def end(self, summary):
         test = summary.get("test", {})
         if test:
-            keys = ["test/acc/fused"] + sorted(k for k in test if k.startswith("test/acc/") and k != "test/acc/fused")
-            print(f"test (best val epoch {summary['selected']['epoch'] + 1}): {_fmt(test, keys + ['test/f1/fused'])}",
-                  file=self.file, flush=True)
+            head = f"test (epoch {summary['selected']['epoch'] + 1}, selected on val)"
+            fields = [f for f in result_fields(test, "test", self.modalities) if not f.startswith("loss ")]
+            self.result(fit_lines(head, fields, width=_terminal_width(self.out)))
 
 
 class RichReporter(PlainReporter):
-    """A live progress bar on a terminal, plus the plain per-epoch lines above it."""
+    """A live progress bar (stderr) when stdout and stderr are both the terminal: the epoch, the steps
+    of this epoch, samples per second and the time left, with the result lines printed above it."""
 
     def __init__(self):
-        super().__init__(file=None)
-        self.bar = Progress(TextColumn("[bold]epoch {task.fields[ep]}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err_console,
-                            transient=True)
+        super().__init__()
+        self.bar = Progress(TextColumn("[bold]epoch {task.fields[ep]}"), BarColumn(),
+                            TextColumn("step {task.fields[steps]}"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[info]}"),
+                            console=err_console, transient=True, redirect_stdout=False, redirect_stderr=False)
         self.task = None
+        self.first_step = 0
+        self.per_step = 1.0
+
+    def say(self, text: str) -> None:
+        self.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def result(self, lines: list[str]) -> None:
+        for line in lines:
+            self.bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def start(self, info):
-        self.bar.console.print(f"training [bold]{info['method']}[/] on {info['device']}: {info['epochs']} epochs x "
-                               f"{info['steps_per_epoch']} steps ({info['n_train']} training samples)")
-        if info.get("data"):
-            self.bar.console.print(f"data: {info['data']}")
+        super().start(info)
         self.total = info["epochs"] * info["steps_per_epoch"]
+        self.first_step = info["position"].step
+        self.per_step = info["n_train"] / max(info["steps_per_epoch"], 1)
         self.bar.start()
         self.task = self.bar.add_task("train", total=self.total, completed=info["position"].step,
-                                      ep=f"{info['position'].epoch + 1}/{info['epochs']}", info="")
+                                      ep=f"{info['position'].epoch + 1}/{info['epochs']}",
+                                      steps=f"{info['position'].batch}/{info['steps_per_epoch']}", rate="", info="")
         self.t0 = time.perf_counter()
 
     def progress(self, pos, n_batches, epochs, values):
-        fields = {"ep": f"{min(pos.epoch + 1, epochs)}/{epochs}"}
+        fields = {"ep": f"{min(pos.epoch + 1, epochs)}/{epochs}", "steps": f"{pos.batch}/{n_batches}"}
+        elapsed = time.perf_counter() - self.t0
+        if pos.step > self.first_step and elapsed > 0:
+            fields["rate"] = f"{(pos.step - self.first_step) * self.per_step / elapsed:,.0f} samples/s"
         if values:
             fields["info"] = f"loss {values.get('train/loss/method', float('nan')):.3f} " \
                              f"acc {values.get('train/acc/fused', float('nan')):.3f}"
         self.bar.update(self.task, completed=pos.step, **fields)
 
     def epoch(self, epoch, epochs, values):
-        keys = ["val/acc/fused"] + sorted(k for k in values if k.startswith("val/acc/") and k != "val/acc/fused")
         elapsed = time.perf_counter() - self.t0
-        self.bar.console.print(f"epoch {epoch}/{epochs}  {_fmt(values, keys + ['val/f1/fused'])}  ({elapsed:.1f}s)")
+        width = self.bar.console.width
+        self.result(fit_lines(f"epoch {epoch}/{epochs}  val", result_fields(values, "val", self.modalities),
+                              f"({elapsed:.1f}s)", width))
 
     def end(self, summary):
         self.bar.stop()
-        self.file = sys.stderr
-        super().end(summary)
+        test = summary.get("test", {})
+        if test:
+            head = f"test (epoch {summary['selected']['epoch'] + 1}, selected on val)"
+            fields = [f for f in result_fields(test, "test", self.modalities) if not f.startswith("loss ")]
+            self.result(fit_lines(head, fields, width=self.bar.console.width))
 
     def stop(self):
         self.bar.stop()
 
 
 def make_reporter():
-    return RichReporter() if err_console.is_terminal else PlainReporter()
+    """The live bar on a terminal; plain lines when stdout or stderr is a file or a pipe (results on
+    stdout, diagnostics on stderr)."""
+    return RichReporter() if err_console.is_terminal and sys.stdout.isatty() else PlainReporter()

@@ -85,7 +85,8 @@ class DataConfig:
     """The preset's ``[data]`` table: where the samples come from and how they are split and scaled."""
 
     source: Literal["parquet", "synthetic"] = opt("parquet", help="a Parquet file/directory, or the built-in generator")
-    path: str | None = opt(None, help="Parquet file or directory; relative to the preset's folder")
+    path: str | None = opt(None, help="Parquet file or directory; in a preset relative to the preset's folder, on the command line "
+                                          "(--set data.path=...) relative to the current directory")
     mode: Literal["auto", "resident", "stream"] = opt(
         "auto", help="how data is held: resident = the whole dataset on the device; stream = row groups read from "
                      "disk during training; auto = resident when its size fits data.memory_budget, else stream")
@@ -108,6 +109,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.source == "parquet" and not self.path:
             raise ValueError("data.path is required when data.source = 'parquet'")
+        if self.source == "synthetic" and self.path:
+            raise ValueError(f"data.path is set ({self.path}) but data.source is 'synthetic', so the file would not "
+                             f"be read and the run would train on generated data; to train on the file also set "
+                             f"data.source = \"parquet\" (--set data.source=parquet), or remove data.path to use "
+                             f"the generator")
         _check_fractions("data.", self.val_fraction, self.test_fraction)
         if self.source == "synthetic" and self.mode == "stream":
             raise ValueError("data.mode = 'stream' reads a Parquet dataset from disk; the synthetic generator's "

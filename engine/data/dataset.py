@@ -13,6 +13,8 @@ are batch sources with the same interface.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -271,7 +273,7 @@ def load_data(cfg: DataConfig, modalities: dict[str, str] | None, seed: int, bas
         return data
     path = Path(cfg.path).expanduser()
     if not path.is_absolute():
-        path = Path(base_dir) / path
+        path = Path(os.path.normpath(Path(base_dir) / path))
     layout = open_dataset(path, columns=modalities, label_column=cfg.label_column)
     n_rows = sum(sum(groups) for groups in file_row_counts(layout.files))
     estimate = resident_estimate(n_rows, [info.shape for info in layout.modalities.values()])

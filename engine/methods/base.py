@@ -143,6 +143,12 @@ class Method:
         self.modules = nn.ModuleDict()  # the method's own trainable modules (saved and optimised)
         self.end_reason: str | None = None
 
+    @property
+    def trained_modalities(self) -> list[str]:
+        """The modalities whose own accuracy this method trains: all of them (``unimodal``: its one).
+        The per-epoch lines of ``mmbal run`` show these, not a never-trained modality's chance level."""
+        return list(self.ctx.modalities)
+
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, model: MultimodalModel) -> None:
         """Add the method's own modules to ``self.modules`` (moved to the device by the trainer)."""
@@ -220,6 +226,13 @@ class Method:
         stopped). The run then finishes normally: a ``method_end`` event with ``reason`` is recorded,
         the selected checkpoint is tested, and a resume with more epochs does not train further."""
         self.end_reason = reason
+
+    def selectable(self, epoch: int) -> bool:
+        """Whether the state after ``epoch`` may become the run's selected (best-on-validation)
+        checkpoint. A method whose first stage trains something other than its final model (UMT's
+        unimodal teachers, which the student is then re-initialised away from) returns False for that
+        stage's epochs; they are still evaluated and logged. Default: every epoch."""
+        return True
 
     # -- schedule -------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int, model: MultimodalModel) -> list[dict]:

@@ -35,6 +35,10 @@ class Unimodal(Method):
             raise ValueError(f"method.modality '{cfg.modality}' is not one of the run's modalities "
                              f"({', '.join(ctx.modalities)})")
 
+    @property
+    def trained_modalities(self):
+        return [self.cfg.modality]
+
     def parameter_groups(self, model):
         params = model.encoder_parameters(self.cfg.modality) + model.head_parameters()
         return [{"params": params, "name": self.cfg.modality}]

@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 
 from .. import __version__, collectives
-from ..config import RunConfig, apply_overrides, load_preset, locked_differences, parse_toml, resolve
+from ..config import RunConfig, apply_overrides, command_line_paths, load_preset, locked_differences, parse_toml, resolve
 from ..errors import MmbalError, PresetError, ResumeRefused
 from ..store import (CONFIG_JSON, PRESET_TOML, RUN_JSON, Heartbeat, MetricsWriter, RunLock, RunPaths,
                      atomic_write_json, create_run_dir, default_runs_dir, new_run_id, newest_good_checkpoint,
                      read_json, read_metrics, resolve_run, usable_runs_dir)
 from ..store.jsonl import WINDOW_BYTES
+from ..store.layout import runs_named
 from ..store.names import check_run_name, run_name_problem, shown
 from ..store.write_errors import creation_failed, failed_write
 from ..train.device import describe_device
@@ -47,6 +48,9 @@ def _run_name(name: str | None, cfg: RunConfig, preset: str | Path) -> str:
     if name is not None:
         return name
     derived = cfg.name if cfg.method_name in cfg.name else f"{cfg.name}-{cfg.method_name}"
+    alone = getattr(cfg.method, "modality", None) if cfg.method_name == "unimodal" else None
+    if alone and alone not in derived:
+        derived = f"{derived}-{alone}"
     problem = run_name_problem(derived)
     if problem is not None:
         raise PresetError(str(preset), [f"name: {shown(cfg.name)} cannot name a run: {problem} "
@@ -60,7 +64,7 @@ def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Pat
     """``mmbal run``: validate everything, create the run directory, train to the end."""
     if name is not None:
         check_run_name(name)
-    overrides = list(overrides) + ([f'train.device="{device}"'] if device else [])
+    overrides = command_line_paths(list(overrides)) + ([f'train.device="{device}"'] if device else [])
     runs_dir = usable_runs_dir(default_runs_dir(runs_dir))
     cfg, preset_text = load_preset(preset, overrides)
     dev = training_device(cfg, f"--device {device}" if device else str(preset))
@@ -91,10 +95,20 @@ def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Pat
             raise creation_failed(error, runs_dir, str(preset)) from None
         if on_created:
             on_created(run_dir, run_id, run_info)
+        _warn_same_name(runs_dir, run_dir, run_name, run_id, reporter)
         handoff.send(run_dir=str(run_dir), run_id=run_id)
     with write_failures(run_dir, run_id, str(preset)), RunLock(run_dir):
         return _train(run_dir, run_info, cfg, dev, data, model, method, reporter or NullReporter(),
                       checkpoint=None, segment=1)
+
+
+def _warn_same_name(runs_dir: Path, run_dir: Path, name: str, run_id: str, reporter) -> None:
+    """Warn when another run in ``runs_dir`` has this run's name: looking it up by name is then ambiguous."""
+    others = [p for p in runs_named(runs_dir, name) if p != run_dir]
+    if others and reporter is not None and hasattr(reporter, "warn"):
+        reporter.warn(f"{len(others)} other run(s) in {runs_dir} are also named '{name}' (newest: {others[0].name}), "
+                      f"so `mmbal resume {name}` and other lookups by name are ambiguous; refer to this run by its "
+                      f"id {run_id}, or pass --name to give runs their own names")
 
 
 def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None = None,
@@ -124,7 +138,7 @@ def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, r
     with write_failures(run_dir, run_dir.name.rsplit("_", 1)[-1], None), RunLock(run_dir):
         run_info = read_json(paths.run_json)
         old_config = read_json(paths.config_json)
-        all_overrides = list(run_info.get("overrides", [])) + list(overrides)
+        all_overrides = list(run_info.get("overrides", [])) + command_line_paths(list(overrides))
         raw = parse_toml(paths.preset_toml.read_text(encoding="utf-8"), preset)
         cfg = resolve(apply_overrides(raw, all_overrides), preset,
                       Path(run_info["base_dir"]), default_name=run_info["name"])
@@ -213,6 +227,7 @@ def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig
                         "device": run_info["device"], "epochs": cfg.train.epochs,
                         "steps_per_epoch": trainer.steps_per_epoch, "position": trainer.pos,
                         "n_train": trainer.n_train, "method": cfg.method_name,
+                        "modalities": list(method.trained_modalities),
                         "data": data.placement.describe() if data.placement else None})
         try:
             with stop_on_signals(trainer):

@@ -176,6 +176,11 @@ def run_dirs(runs_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: p.name, reverse=True)
 
 
+def runs_named(runs_dir: str | os.PathLike, name: str) -> list[Path]:
+    """The run directories in ``runs_dir`` whose run is named ``name``, newest first."""
+    return [p for p in run_dirs(runs_dir) if _name_of(p) == name]
+
+
 def _id_of(path: Path) -> str:
     match = _RUN_DIR_RE.match(path.name)
     return match.group(3) if match else ""
@@ -267,18 +272,32 @@ def resolve_run(runs_dir: str | os.PathLike, ref: str) -> Path:
     raise _not_found(ref, dirs, runs_dir)
 
 
+def _elsewhere(ref: str, runs_dir: Path) -> str:
+    """A hint naming ``./runs`` when ``ref`` is a run there (the usual ``--runs-dir ./runs`` of a
+    project folder) and the search looked in another runs directory."""
+    local = Path("runs")
+    if not local.is_dir() or local.resolve() == runs_dir.resolve():
+        return ""
+    try:
+        resolve_run(local, ref)
+    except RunNotFound:
+        return ""
+    return f"; ./runs has a run '{ref}': pass --runs-dir ./runs (or set ${RUNS_DIR_ENV})"
+
+
 def _not_found(ref: str, dirs: list[Path], runs_dir: Path) -> RunNotFound:
+    elsewhere = _elsewhere(ref, runs_dir)
     if not runs_dir.is_dir():
         return RunNotFound(
             f"no run '{ref}': the runs directory {runs_dir} does not exist "
-            f"(choose it with --runs-dir or ${RUNS_DIR_ENV})"
+            f"(choose it with --runs-dir or ${RUNS_DIR_ENV}){elsewhere}"
         )
     choices = sorted({_id_of(p) for p in dirs} | {_name_of(p) for p in dirs})
     hint = did_you_mean(ref, choices)
     short = " (an id prefix needs at least 2 characters)" if len(ref) < MIN_PREFIX else ""
     return RunNotFound(
         f"no run '{ref}' in {runs_dir}{hint}{short}: searched {len(dirs)} runs by id, id prefix, "
-        f"name and directory name, and the working directory for a path; `mmbal ls` lists the runs."
+        f"name and directory name, and the working directory for a path{elsewhere}; `mmbal ls` lists the runs."
     )
 
 

@@ -44,9 +44,10 @@ def plan_sweep(preset: str | os.PathLike, runs_dir: str | os.PathLike, methods: 
     Raises :class:`UsageError` (exit 2) when a finished member's config differs from this
     invocation's, and :class:`PresetError` for any invalid member config.
     """
-    from ..config import load_preset
+    from ..config import command_line_paths, load_preset
 
     preset = Path(preset).resolve()
+    sets = command_line_paths(list(sets))
     runs_dir = Path(runs_dir).expanduser().resolve()
     general, scoped = split_overrides(list(sets), methods)
     if name is None:

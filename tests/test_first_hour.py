@@ -1,0 +1,126 @@
+"""What a new user trips over in a first hour (data silently ignored, paths, lookups, names): each case
+as the user meets it on the command line."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mmbal_cli.app import app
+
+runner = CliRunner()
+
+PRESET = """
+name = "first"
+[data]
+source = "synthetic"
+[data.synthetic]
+n_samples = 240
+n_classes = 3
+dims = [6, 6]
+[method]
+name = "joint"
+[train]
+epochs = 1
+batch_size = 32
+"""
+
+
+@pytest.fixture()
+def preset(tmp_path):
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    p = folder / "first.toml"
+    p.write_text(textwrap.dedent(PRESET))
+    return p
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_a_path_beside_synthetic_data_is_refused_not_ignored(preset, tmp_path):
+    assert invoke("data", "synth", tmp_path / "my.parquet", "--samples", "300").exit_code == 0
+    runs = tmp_path / "runs"
+    res = invoke("run", preset, "--set", f"data.path={tmp_path / 'my.parquet'}", "--runs-dir", runs)
+    assert res.exit_code == 2
+    assert "data.source is 'synthetic'" in res.output and "--set data.source=parquet" in res.output
+    assert not runs.exists()
+
+
+def test_a_path_on_the_command_line_is_relative_to_the_working_directory(preset, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert invoke("data", "synth", "my.parquet", "--samples", "300").exit_code == 0
+    res = invoke("run", preset, "--set", "data.path=my.parquet", "--set", "data.source=parquet",
+                 "--runs-dir", "runs")
+    assert res.exit_code == 0, res.output
+    run_dir = next((work / "runs").iterdir())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["data"]["path"] == str(work / "my.parquet")
+    info = json.loads((run_dir / "run.json").read_text())
+    assert f"data.path={json.dumps(str(work / 'my.parquet'))}" in info["overrides"]
+    # the preset's folder holds no my.parquet: the run read the one in the working directory
+    assert not (preset.parent / "my.parquet").exists()
+
+
+def test_a_missing_path_is_shown_resolved(preset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = invoke("run", preset, "--set", "data.path=../nope/missing.parquet", "--set", "data.source=parquet",
+                 "--runs-dir", "runs")
+    assert res.exit_code == 2
+    assert str(tmp_path.parent / "nope" / "missing.parquet") in res.output and "/../" not in res.output
+
+
+def test_resume_names_the_local_runs_folder_when_the_run_is_there(preset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMBAL_RUNS_DIR", str(tmp_path / "elsewhere"))
+    assert invoke("run", preset, "--runs-dir", "./runs", "--name", "try1").exit_code == 0
+    res = invoke("resume", "try1", "--set", "train.epochs=2")
+    assert res.exit_code == 3
+    assert "./runs has a run 'try1': pass --runs-dir ./runs" in res.output
+    assert invoke("resume", "try1", "--runs-dir", "./runs", "--set", "train.epochs=2").exit_code == 0
+
+
+def test_a_second_run_with_the_same_name_is_warned_about(preset, tmp_path):
+    runs = tmp_path / "runs"
+    first = invoke("run", preset, "--runs-dir", runs, "--name", "same")
+    assert first.exit_code == 0 and "also named" not in first.output
+    second = invoke("run", preset, "--runs-dir", runs, "--name", "same")
+    assert second.exit_code == 0
+    assert "1 other run(s)" in second.output and "also named 'same'" in second.output
+
+
+def test_results_go_to_stdout_and_diagnostics_to_stderr(preset, tmp_path):
+    res = invoke("run", preset, "--set", "train.epochs=2", "--runs-dir", tmp_path / "runs")
+    assert res.exit_code == 0, res.output
+    out = res.stdout.splitlines()
+    assert out[0].startswith("run ")
+    assert [line.split("  val  ")[0] for line in out if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+    assert out[-1].startswith("test (epoch ") and "selected on val" in out[-1] and "fused 0." in out[-1]
+    assert "training joint on cpu" in res.stderr and "training joint" not in res.stdout
+    assert "epoch 1/2" not in res.stderr
+
+
+def test_a_unimodal_run_shows_and_is_named_after_its_one_modality(preset, tmp_path):
+    res = invoke("run", preset, "--set", 'method.name="unimodal"', "--set", 'method.modality="b"',
+                 "--runs-dir", tmp_path / "runs")
+    assert res.exit_code == 0, res.output
+    epoch_line = next(line for line in res.stdout.splitlines() if line.startswith("epoch 1/1"))
+    assert "  b 0." in epoch_line and "  a 0." not in epoch_line
+    assert "_first-unimodal-b_" in res.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_result_lines_fit_the_terminal(width):
+    from mmbal_cli.output import fit_lines, result_fields
+    mods = ["fou", "fac", "kar", "pix", "zer", "mor"]
+    values = {f"val/acc/{m}": 0.5 for m in ["fused", *mods]} | {"val/f1/fused": 0.9, "val/loss/fused": 0.25}
+    lines = fit_lines("epoch 12/30  val", result_fields(values, "val", mods), "(12.5s)", width)
+    assert all(len(line) <= width for line in lines)
+    assert " ".join(" ".join(lines).split()) == ("epoch 12/30 val fused 0.500 fou 0.500 fac 0.500 kar 0.500 "
+                                                 "pix 0.500 zer 0.500 mor 0.500 f1 0.900 loss 0.250 (12.5s)")
+    assert fit_lines("h", ["a 1", "b 2"], width=None) == ["h  a 1  b 2"]
