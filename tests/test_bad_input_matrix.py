@@ -361,7 +361,7 @@ CASES = [
     Case("preset", "select_metric naming no modality", preset(_train('select_metric = "val/acc/c"')),
          (P, "train.select_metric: 'c' is neither 'fused' nor a modality")),
     Case("preset", "warm-up not below the epochs", preset(_train("warmup_epochs = 3")),
-         (P, "train.warmup_epochs (3.0) must be below train.epochs (1)")),
+         (P, "train.warmup_epochs (3) must be below train.epochs (1)", "--set train.warmup_epochs=0")),
     Case("preset", "one value per modality missing", preset(_swap("dims = [3, 3]", "dims = [3]")),
          (P, "data.synthetic.dims has 1 value(s)")),
     Case("preset", "reserved modality name",

@@ -124,3 +124,12 @@ def test_result_lines_fit_the_terminal(width):
     assert " ".join(" ".join(lines).split()) == ("epoch 12/30 val fused 0.500 fou 0.500 fac 0.500 kar 0.500 "
                                                  "pix 0.500 zer 0.500 mor 0.500 f1 0.900 loss 0.250 (12.5s)")
     assert fit_lines("h", ["a 1", "b 2"], width=None) == ["h  a 1  b 2"]
+
+
+def test_version_flags_and_generator_options_are_where_a_user_looks():
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.stdout.startswith("mmbal ") and "torch " in version.stdout
+    help_text = runner.invoke(app, ["ls", "--help"], env={"COLUMNS": "100"}).stdout
+    assert "--json" in help_text and "<bool>" not in help_text
+    options = invoke("data", "synth", "--help-options")   # no output path needed to ask for the options
+    assert options.exit_code == 0 and "n_samples (int, default 3000)" in options.stdout

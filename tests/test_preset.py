@@ -96,7 +96,7 @@ def test_overrides_are_parsed_as_toml_or_strings():
     # select metric naming an unknown modality
     (lambda t: t.replace("epochs = 2", 'epochs = 2\nselect_metric = "val/acc/c"'), (),
      "train.select_metric: 'c' is neither 'fused' nor a modality"),
-    (lambda t: t.replace("epochs = 2", "epochs = 2\nwarmup_epochs = 3"), (), "warmup_epochs (3.0) must be below train.epochs"),
+    (lambda t: t.replace("epochs = 2", "epochs = 2\nwarmup_epochs = 3"), (), "warmup_epochs (3) must be below train.epochs"),
     (lambda t: t.replace("[modalities.b]\nencoder = \"mlp\"", ""), (), "at least two modalities are needed"),
 ])
 def test_bad_preset_cases(tmp_path, edit, overrides, expected):

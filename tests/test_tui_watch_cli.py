@@ -46,6 +46,7 @@ def test_unknown_run_exits_3_with_the_message(tmp_path):
     assert "no run 'nosuchrun'" in result.output and "mmbal ls" in result.output
     result = watch("--once", "--runs-dir", tmp_path / "empty")
     assert result.exit_code == 3 and "names nothing" in result.output
+    assert "mmbal run presets/quickstart.toml" in result.output
 
 
 def test_a_run_directory_path_works_from_anywhere():

@@ -248,7 +248,9 @@ def resolve_run(runs_dir: str | os.PathLike, ref: str) -> Path:
     dirs = run_dirs(runs_dir)
     if ref == "latest":
         if not dirs:
-            raise RunNotFound(f"there is no run in {runs_dir} yet, so 'latest' names nothing")
+            raise RunNotFound(f"there is no run in {runs_dir} yet, so 'latest' names nothing; start one with "
+                              f"`mmbal run presets/quickstart.toml` (or choose another runs directory with "
+                              f"--runs-dir or ${RUNS_DIR_ENV})")
         return dirs[0]
     rules = (
         ("id", lambda p: _id_of(p) == ref),

@@ -54,7 +54,9 @@ class TrainConfig:
             raise ValueError(f"train.select_metric must look like 'val/acc/fused' or 'val/f1/<modality>', "
                              f"got '{self.select_metric}'")
         if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")
+            raise ValueError(f"train.warmup_epochs ({self.warmup_epochs:g}) must be below train.epochs "
+                             f"({self.epochs}): the warm-up would never end; for a short trial run add "
+                             f"--set train.warmup_epochs=0 (or a fraction below {self.epochs})")
 
     def steps_per_epoch(self, n_train: int) -> int:
         """Optimiser steps in one pass over ``n_train`` training samples."""

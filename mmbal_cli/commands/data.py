@@ -18,6 +18,17 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
 
 
+def _print_synth_options(value: bool) -> None:
+    """``--help-options``: the generator's options, before (and without) the output path."""
+    if not value:
+        return
+    from engine.data import SynthConfig
+    from engine.schema import describe
+    for n, t, d, h in describe(SynthConfig):
+        out_console.print(f"{n} ({t}, default {d!r})  {h}", markup=False, highlight=False)
+    raise typer.Exit()
+
+
 @data_app.command("synth")
 def data_synth(out: Annotated[Path, typer.Argument(help="Output .parquet file.", show_default=False)],
                set_: Annotated[Optional[list[str]], typer.Option(
@@ -26,17 +37,14 @@ def data_synth(out: Annotated[Path, typer.Argument(help="Output .parquet file.",
                samples: Annotated[Optional[int], typer.Option(help="Number of samples.")] = None,
                classes: Annotated[Optional[int], typer.Option(help="Number of classes.")] = None,
                seed: Annotated[Optional[int], typer.Option(help="Generator seed.")] = None,
-               help_options: Annotated[bool, typer.Option("--help-options", help="List the generator's options.")] = False,
+               help_options: Annotated[bool, typer.Option("--help-options", callback=_print_synth_options, is_eager=True,
+                                                          help="List the generator's options and exit.")] = False,
                ) -> None:
     """Write the built-in synthetic multimodal dataset (unique, shared and synergistic information)."""
     from engine.config import parse_override
     from engine.data import SynthConfig, generate, write_dataset
     from engine.errors import MmbalError, PresetError, UsageError
-    from engine.schema import build, describe
-    if help_options:
-        for n, t, d, h in describe(SynthConfig):
-            out_console.print(f"{n} ({t}, default {d!r})  {h}")
-        return
+    from engine.schema import build
     try:
         raw: dict = {}
         for item in set_ or []:
