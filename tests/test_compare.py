@@ -215,8 +215,8 @@ def test_markdown_format_is_a_pasteable_table(runs):
     assert lines[0] == "| method | runs | seeds | acc | acc:b |"
     assert lines[1] == "|:--|:--|:--|--:|--:|"
     assert lines[2] == "| joint (baseline) | 3/4 | 0,1,2 | 0.7200 ± 0.0200 | 0.4100 ± 0.0100 |"
-    assert lines[3] == (f"| ogm_ge | 3/5 | 0,1,2 | **0.7700 ± {sd(OGM_ACC):.4f} (+0.0500*)** "
-                        f"| **0.5667 ± {sd(OGM_B):.4f} (+0.1567***)** |")
+    assert lines[3] == (f"| ogm_ge | 3/5 | 0,1,2 | **0.7700 ± {sd(OGM_ACC):.4f} (+0.0500*, p={P_ACC:.3f})** "
+                        f"| **0.5667 ± {sd(OGM_B):.4f} (+0.1567***, p=<0.001)** |")
     assert lines[4] == ""
     notes = "\n".join(lines[5:])
     assert "paired t-test" in notes and "fx-ogm_ge-s4 d4444444 damaged: summary.json" in notes
@@ -335,3 +335,51 @@ def test_method_options_show_only_when_they_vary_within_a_method(runs):
     assert by_method.config_keys == ["method.alpha"] and by_method.rows[1].config["method.alpha"] == "mixed"
     by_alpha = build_comparison(records, group_by=["method", "method.alpha"])
     assert [r.label for r in by_alpha.rows] == ["joint, -", "ogm_ge, 0.8", "ogm_ge, 0.5"]
+
+
+def test_markdown_bolds_no_tie_and_warns_of_two_seeds(runs):
+    res = invoke(runs, "j0", "j1", "o0", "o1", "--baseline", "joint", "--format", "md",
+                 "--metrics", "test/acc/fused,peak_memory_bytes", "--group-by", "method")
+    lines = res.stdout.splitlines()
+    assert "1 degree of freedom" in res.stdout
+    assert lines[2].startswith("| joint (baseline)") and "**" in lines[3]
+    assert "**100 ± 0 MiB**" in lines[2]   # less memory is better
+
+
+def test_ties_at_the_shown_precision_are_not_best(runs):
+    comp = build_comparison(load_runs(runs, ["j0", "j1"]), metrics=["peak_memory_bytes"])
+    assert not any(row.cells["peak_memory_bytes"].best for row in comp.rows)   # 100 MiB both
+
+
+def test_latex_format_is_a_booktabs_tabular(runs):
+    res = invoke(runs, *ALL, "--baseline", "joint", "--format", "latex", "--metrics", "test/acc/fused")
+    assert res.exit_code == 0, res.output
+    body = [line for line in res.stdout.splitlines() if not line.startswith("%")]
+    assert body[0] == r"\begin{tabular}{lllr}" and body[1] == r"\toprule"
+    assert body[2] == r"method & runs & seeds & acc \\"
+    assert body[4] == r"joint (baseline) & 3/4 & 0,1,2 & 0.7200 $\pm$ 0.0200 \\"
+    assert body[5] == (rf"ogm\_ge & 3/5 & 0,1,2 & \textbf{{0.7700 $\pm$ {sd(OGM_ACC):.4f} (+0.0500*, "
+                       rf"p={P_ACC:.3f})}} \\")
+    assert body[-1] == r"\end{tabular}"
+
+
+@pytest.mark.parametrize("width, shown", [
+    (200, None),
+    (80, ["method", "seeds", "acc", "acc:b"]),
+    (100, ["method", "seeds", "acc", "f1", "acc:b", "imbalance"]),
+])
+def test_a_narrow_terminal_keeps_the_telling_columns(runs, width, shown):
+    from engine.analysis.render import display_grid, fit_columns, table_width
+    comp = build_comparison(load_runs(runs, ALL[:6]), group_by=["method"], baseline="joint")
+    headers, grid = display_grid(comp, multiline=True)
+    kept = fit_columns(comp, headers, grid, width)
+    assert [headers[i] for i in kept] == (shown or headers)
+    assert "acc:b" in [headers[i] for i in kept]   # the weakest modality (b) stays
+
+
+def test_columns_option_chooses_and_checks_columns(runs):
+    res = invoke(runs, *ALL[:6], "--baseline", "joint", "--columns", "seeds,acc:b")
+    header = next(line for line in res.stdout.splitlines() if "method" in line)
+    assert "acc:b" in header and "seeds" in header and "f1" not in header and "acc:a" not in header
+    bad = invoke(runs, *ALL[:6], "--columns", "acc,nope")
+    assert bad.exit_code == 2 and "'nope'" in bad.output and "acc:b" in bad.output

@@ -223,6 +223,13 @@ def _apply_baseline(rows: list[Row], columns: list[Column], label: str) -> None:
             cell.pairs, cell.p = test.n, test.p
 
 
+def _shown_value(key: str, value: float) -> float:
+    """``value`` at the precision the tables print it (4 decimals; MiB; hundredths of a second)."""
+    if key == "peak_memory_bytes":
+        return round(value / 2**20)
+    return round(value, 2 if key == "time_per_epoch_s" else 4)
+
+
 def _mark_best(rows: list[Row], columns: list[Column]) -> None:
     for col in columns:
         if col.better is None:
@@ -231,8 +238,12 @@ def _mark_best(rows: list[Row], columns: list[Column]) -> None:
         if len(means) < 2:
             continue
         best = max(means) if col.better == "max" else min(means)
+        shown = _shown_value(col.key, best)
+        if sum(_shown_value(col.key, m) == shown for m in means) > 1:
+            continue   # a tie at the shown precision: no row is best
         for row in rows:
-            row.cells[col.key].best = row.cells[col.key].mean == best
+            mean = row.cells[col.key].mean
+            row.cells[col.key].best = mean is not None and _shown_value(col.key, mean) == shown
 
 
 def _sort(rows: list[Row], columns: list[Column], key: str) -> list[Row]:

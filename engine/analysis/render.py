@@ -25,8 +25,9 @@ def format_number(key: str, value: float | None, signed: bool = False) -> str:
     return f"{value:{sign}.4f}"
 
 
-def cell_text(key: str, cell: Cell, with_delta: bool = True, sep: str = " ") -> str:
-    """``mean ± std`` (or the single value), plus ``(+delta marks)`` after ``sep`` when there is a baseline."""
+def cell_text(key: str, cell: Cell, with_delta: bool = True, sep: str = " ", with_p: bool = False) -> str:
+    """``mean ± std`` (or the single value), plus ``(+delta marks)`` after ``sep`` when there is a baseline
+    (``with_p``: and the test's p-value, ``(+0.0500*, p=0.032)``)."""
     if cell.mean is None:
         return "-"
     if cell.std is None:
@@ -38,8 +39,13 @@ def cell_text(key: str, cell: Cell, with_delta: bool = True, sep: str = " ") -> 
     if cell.short_of:
         text += f" [n={cell.n}]"
     if with_delta and cell.delta is not None:
-        text += f"{sep}({format_number(key, cell.delta, signed=True)}{cell.mark})"
+        p = f", p={format_p(cell.p)}" if with_p and cell.p is not None else ""
+        text += f"{sep}({format_number(key, cell.delta, signed=True)}{cell.mark}{p})"
     return text
+
+
+def format_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _label_header(comp: Comparison) -> str:
@@ -48,9 +54,10 @@ def _label_header(comp: Comparison) -> str:
     return ",".join("method" if k == "method.name" else k for k in comp.group_by)
 
 
-def display_grid(comp: Comparison, multiline: bool = False) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+def display_grid(comp: Comparison, multiline: bool = False,
+                 with_p: bool = False) -> tuple[list[str], list[list[tuple[str, bool]]]]:
     """Headers and rows of ``(text, is_best)`` cells for a terminal (``multiline``: the difference
-    to the baseline on a second line) or a Markdown table."""
+    to the baseline on a second line) or a Markdown / LaTeX table (``with_p``: with p-values)."""
     headers = [_label_header(comp)]
     headers += ["runs", "seeds"] if comp.grouped else ["id", "state"]
     headers += comp.config_keys + [c.header for c in comp.columns]
@@ -65,9 +72,60 @@ def display_grid(comp: Comparison, multiline: bool = False) -> tuple[list[str], 
             cells += [(rec.run_id or "-", False), (rec.state_text(), False)]
         cells += [(show(row.config.get(k, "-")), False) for k in comp.config_keys]
         sep = "\n" if multiline else " "
-        cells += [(cell_text(c.key, row.cells[c.key], sep=sep), row.cells[c.key].best) for c in comp.columns]
+        cells += [(cell_text(c.key, row.cells[c.key], sep=sep, with_p=with_p), row.cells[c.key].best)
+                  for c in comp.columns]
         grid.append(cells)
     return headers, grid
+
+
+# Which columns a narrow terminal keeps first: the row's label, its seeds, the fused accuracy, the weakest
+# modality's accuracy and the imbalance; then the rest in this order (the last ones go first).
+_KEEP_ORDER = ("label", "seeds", "acc", "weakest", "imbalance", "f1", "acc:*", "state", "id", "config",
+               "shapley:*", "s/epoch", "peak mem", "runs")
+
+
+def _weakest_header(comp: Comparison) -> str | None:
+    """The header of the modality accuracy column with the lowest value in the baseline row (else the
+    first row): the modality a balancing method is meant to lift."""
+    acc = [c for c in comp.columns if c.header.startswith("acc:")]
+    if not acc or not comp.rows:
+        return None
+    row = next((r for r in comp.rows if r.baseline), comp.rows[0])
+    known = [(row.cells[c.key].mean, c.header) for c in acc if row.cells[c.key].mean is not None]
+    return min(known)[1] if known else None
+
+
+def column_rank(comp: Comparison, headers: list[str]) -> list[int]:
+    """Each header's place in :data:`_KEEP_ORDER` (lower is kept longer)."""
+    weakest = _weakest_header(comp)
+    n_config = len(comp.config_keys)
+    config = set(headers[3:3 + n_config])
+
+    def rank(i: int, h: str) -> int:
+        name = ("label" if i == 0 else "weakest" if h == weakest else "config" if h in config
+                else "acc:*" if h.startswith("acc:") else "shapley:*" if h.startswith("shapley:") else h)
+        return _KEEP_ORDER.index(name) if name in _KEEP_ORDER else _KEEP_ORDER.index("config")
+    return [rank(i, h) for i, h in enumerate(headers)]
+
+
+def table_width(widths: list[int]) -> int:
+    """Characters a boxed Rich table of columns this wide takes (one space of padding each side)."""
+    return sum(w + 3 for w in widths) + 1
+
+
+def fit_columns(comp: Comparison, headers: list[str], grid: list[list[tuple[str, bool]]],
+                width: int) -> list[int]:
+    """Indices of the columns to show in ``width`` characters: all when they fit, else the most
+    important (:data:`_KEEP_ORDER`) that do; the label column always."""
+    natural = [max([len(line) for line in h.split("\n")] +
+                   [len(line) for row in grid for line in row[i][0].split("\n")]) for i, h in enumerate(headers)]
+    ranks = column_rank(comp, headers)
+    kept = list(range(len(headers)))
+    for i in sorted(range(1, len(headers)), key=lambda i: (-ranks[i], -i)):
+        if table_width([natural[k] for k in kept]) <= width:
+            break
+        kept.remove(i)
+    return kept
 
 
 def config_grid(comp: Comparison) -> tuple[list[str], list[list[str]]]:
@@ -86,6 +144,12 @@ def notes(comp: Comparison) -> list[str]:
     if comp.baseline:
         lines.append(f"(+x) difference to '{comp.baseline}'; * p<0.05, ** p<0.01, *** p<0.001, two-sided paired "
                      f"t-test over the seeds both rows have")
+        pairs = {c.pairs for row in comp.rows for c in row.cells.values() if c.delta is not None}
+        if 2 in pairs:
+            lines.append("with 2 paired seeds the t-test has 1 degree of freedom and finds only very large "
+                         "differences; use 3 or more seeds")
+        if pairs & {0, 1}:
+            lines.append("a difference with fewer than 2 paired seeds has no test (no mark)")
     for r in comp.excluded:
         where = f" {r.run_id}" if r.run_id else ""
         lines.append(f"not included: {r.name}{where} {r.state_text()}")
@@ -97,8 +161,9 @@ def _md_escape(text: str) -> str:
 
 
 def to_markdown(comp: Comparison) -> str:
-    """A GitHub/pandoc pipe table, best per column in bold, and the notes as a paragraph below."""
-    headers, grid = display_grid(comp)
+    """A GitHub/pandoc pipe table, best per column in bold (none on a tie), differences to the
+    baseline with their p-values, and the notes as a paragraph below."""
+    headers, grid = display_grid(comp, with_p=True)
     n_left = 1 + 2 + len(comp.config_keys)
     align = [":--"] * n_left + ["--:"] * len(comp.columns)
     lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |", "|" + "|".join(align) + "|"]
@@ -113,6 +178,30 @@ def to_markdown(comp: Comparison) -> str:
         lines += ["", "| " + " | ".join(_md_escape(h) for h in headers) + " |",
                   "|" + "|".join([":--"] * len(headers)) + "|"]
         lines += ["| " + " | ".join(_md_escape(t) for t in cells) + " |" for cells in grid]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+    return out.replace("±", r"$\pm$").replace("<", r"\textless{}")
+
+
+def to_latex(comp: Comparison) -> str:
+    """A ``booktabs`` tabular (``\\usepackage{booktabs}``): best per column in bold (none on a tie),
+    differences to the baseline with their p-values, and the notes as a comment block."""
+    headers, grid = display_grid(comp, with_p=True)
+    n_left = len(headers) - len(comp.columns)
+    lines = [f"% {x}" for x in notes(comp)]
+    lines += [r"\begin{tabular}{" + "l" * n_left + "r" * len(comp.columns) + "}", r"\toprule",
+              " & ".join(_latex_escape(h) for h in headers) + r" \\", r"\midrule"]
+    for cells in grid:
+        texts = [rf"\textbf{{{_latex_escape(t)}}}" if best else _latex_escape(t) for t, best in cells]
+        lines.append(" & ".join(texts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 

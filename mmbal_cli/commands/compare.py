@@ -10,7 +10,7 @@ import typer
 from ..options import RunsDirOpt
 from ..output import err_console, fail, out_console, print_error
 
-FORMATS = ("table", "json", "csv", "md")
+FORMATS = ("table", "json", "csv", "md", "latex")
 
 
 def _split(items: list[str] | None) -> list[str]:
@@ -35,26 +35,51 @@ def _records(runs_dir, refs: list[str], sweep: str | None):
     return records + [r for r in load_runs(runs_dir, refs) if r.path not in seen]
 
 
-def _print_table(comp, title: str) -> None:
+def _shown_columns(comp, headers: list[str], grid, columns: str) -> tuple[list[int], list[str]]:
+    """The column indices to print and, when some were left out to fit the terminal, their headers."""
+    from engine.analysis.render import fit_columns
+    from engine.errors import UsageError
+    from engine.registry import did_you_mean
+    if columns == "all":
+        return list(range(len(headers))), []
+    if columns != "auto":
+        wanted = _split([columns])
+        unknown = [w for w in wanted if w not in headers]
+        if unknown:
+            raise UsageError(f"--columns: no column {', '.join(repr(u) for u in unknown)}"
+                             f"{did_you_mean(unknown[0], headers)}; the columns are: {', '.join(headers)} "
+                             f"(or 'auto', 'all')")
+        return [0] + [i for i, h in enumerate(headers) if h in wanted and i != 0], []
+    kept = fit_columns(comp, headers, grid, out_console.width) if out_console.is_terminal else list(range(len(headers)))
+    return kept, [h for i, h in enumerate(headers) if i not in kept]
+
+
+def _print_table(comp, title: str, columns: str = "auto") -> None:
     from rich.table import Table
     from rich.text import Text
 
     from engine.analysis.render import display_grid, notes
     headers, grid = display_grid(comp, multiline=True)
+    kept, left_out = _shown_columns(comp, headers, grid, columns)
     n_left = len(headers) - len(comp.columns)
     table = Table(title=title, title_justify="left")
-    for i, h in enumerate(headers):
+    for i in kept:
+        h = headers[i]
         if i >= n_left:
             table.add_column(h, justify="right", no_wrap=True)
         elif h == "state":
             table.add_column(h, overflow="fold", min_width=8, max_width=48)
         else:
-            table.add_column(h, overflow="fold", min_width=min(len(h), 24))
+            table.add_column(h, no_wrap=True)
     for cells in grid:
-        table.add_row(*(Text(t, style="bold green" if best else "") for t, best in cells))
+        table.add_row(*(Text(cells[i][0], style="bold green" if cells[i][1] else "") for i in kept))
     out_console.print(table)
     for line in notes(comp):
         out_console.print(line, style="dim", markup=False)
+    if left_out:
+        out_console.print(f"left out to fit {out_console.width} columns: {', '.join(left_out)}; "
+                          f"`--columns all` shows every column, `--columns acc,f1,...` chooses them, "
+                          f"`--format md` writes them all", style="dim", markup=False)
     if comp.all_keys != comp.config_keys:
         _print_config(comp)
 
@@ -85,7 +110,7 @@ def register(app: typer.Typer) -> None:
             "--group-by", help="Config keys to group by, e.g. method or method,model.fusion; 'none' for one row "
                                "per run. Default: method with --sweep or --baseline, else none.",
             show_default=False)] = None,
-        fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv | md")] = "table",
+        fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv | md | latex")] = "table",
         sort: Annotated[Optional[str], typer.Option(
             "--sort", help="Sort best-first by a metric (test/acc/fused or its header 'acc'), or by 'name' or a "
                            "config key.", show_default=False)] = None,
@@ -100,11 +125,14 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[Optional[Path], typer.Option(
             "--plot", help="Also draw accuracy curves and final per-modality accuracy bars to FILE.png|svg|pdf "
                            "(needs matplotlib: pip install 'mmbal\\[plot]').", show_default=False)] = None,
+        columns: Annotated[str, typer.Option(
+            "--columns", help="Table columns: auto (those that fit the terminal, the most telling first), all, "
+                              "or headers, comma-separated (method,seeds,acc,acc:b,imbalance).")] = "auto",
         runs_dir: RunsDirOpt = None,
     ) -> None:
         """Run summaries side by side: per run, or per group with mean ± std over seeds and a baseline test."""
         from engine.analysis.build import build_comparison
-        from engine.analysis.render import notes, to_csv, to_json, to_markdown
+        from engine.analysis.render import notes, to_csv, to_json, to_latex, to_markdown
         from engine.errors import MmbalError, UsageError
         from engine.registry import did_you_mean
         from engine.store import default_runs_dir
@@ -124,9 +152,12 @@ def register(app: typer.Typer) -> None:
         for warning in comp.warnings:
             err_console.print(f"warning: {warning}", markup=False)
         if fmt == "table":
-            _print_table(comp, f"sweep {sweep}" if sweep else str(root))
+            try:
+                _print_table(comp, f"sweep {sweep}" if sweep else str(root), columns)
+            except MmbalError as exc:
+                fail(exc)
         else:
-            text = {"json": to_json, "csv": to_csv, "md": to_markdown}[fmt](comp)
+            text = {"json": to_json, "csv": to_csv, "md": to_markdown, "latex": to_latex}[fmt](comp)
             typer.echo(text, nl=False)
             if fmt == "csv":
                 for line in notes(comp):
