@@ -2,6 +2,7 @@
 as the user meets it on the command line."""
 
 import json
+from datetime import datetime, timezone
 import textwrap
 from pathlib import Path
 
@@ -133,3 +134,33 @@ def test_version_flags_and_generator_options_are_where_a_user_looks():
     assert "--json" in help_text and "<bool>" not in help_text
     options = invoke("data", "synth", "--help-options")   # no output path needed to ask for the options
     assert options.exit_code == 0 and "n_samples (int, default 3000)" in options.stdout
+
+
+def test_ls_shows_age_epochs_and_score_sorted_and_filtered(preset, tmp_path):
+    runs = tmp_path / "runs"
+    for name, epochs in (("short", 1), ("longer", 2)):
+        assert invoke("run", preset, "--runs-dir", runs, "--name", name, "--set", f"train.epochs={epochs}").exit_code == 0
+    rows = json.loads(invoke("ls", "--runs-dir", runs, "--json").stdout)
+    assert [(r["name"], r["epochs"], r["selected"]["metric"]) for r in rows] == \
+        [("longer", 2, "val/acc/fused"), ("short", 1, "val/acc/fused")]
+    table = runner.invoke(app, ["ls", "--runs-dir", str(runs)], env={"COLUMNS": "80"}).stdout
+    header = next(line for line in table.splitlines() if line.startswith("id"))
+    assert header.split() == ["id", "name", "state", "age", "epochs", "best", "val"]
+    assert all(len(line) <= 80 for line in table.splitlines())
+    longer = next(line for line in table.splitlines() if " longer " in line)
+    assert " 2/2 " in longer and f"{rows[0]['selected']['value']:.4f}" in longer and "finished" in longer
+    by_score = json.loads(invoke("ls", "--runs-dir", runs, "--json", "--sort", "score").stdout)
+    values = [r["selected"]["value"] for r in by_score]
+    assert values == sorted(values, reverse=True)
+    only = invoke("ls", "--runs-dir", runs, "--filter", "name=lon*")
+    assert " longer " in only.stdout and " short " not in only.stdout and "1 of 2 runs" in only.stdout
+    bad = invoke("ls", "--runs-dir", runs, "--filter", "colour=red")
+    assert bad.exit_code == 2 and "'colour'" in bad.output
+
+
+def test_ages_read_as_a_person_would():
+    from mmbal_cli.commands.ls import age
+    now = 1_800_000_000.0
+    stamp = lambda seconds: datetime.fromtimestamp(now - seconds, timezone.utc).isoformat()   # noqa: E731
+    assert [age(stamp(s), now) for s in (5, 125, 7300, 3 * 86400, 30 * 86400)] == ["5s", "2m", "2h", "3d", "4w"]
+    assert age("not a date", now) == "?"

@@ -317,6 +317,8 @@ class RunInfo:
     epoch: float | int | None
     step: int | None
     error: str | None = None
+    epochs: int | None = None          # the epochs the run is planned to train
+    selected: dict | None = None       # summary.json's "selected": {metric, value, epoch, step}
 
 
 def _text(value: Any) -> str | None:
@@ -354,16 +356,25 @@ def _read_meta(path: Path) -> tuple[dict, str | None]:
         return {}, f"{RUN_JSON} unreadable: {e}"
 
 
-def _summary_problem(path: Path, finished: bool) -> str | None:
-    """An unreadable ``summary.json``, or a missing one although the run finished (it has none
-    before its first checkpoint)."""
+def _read_summary(path: Path, finished: bool) -> tuple[dict, str | None]:
+    """``summary.json`` and its problem: unreadable, or missing although the run finished (it has
+    none before its first checkpoint)."""
     try:
-        read_json(RunPaths(path).summary)
+        return read_json(RunPaths(path).summary), None
     except FileNotFoundError:
-        return f"{SUMMARY_JSON} is missing although the run finished" if finished else None
+        return {}, (f"{SUMMARY_JSON} is missing although the run finished" if finished else None)
     except (OSError, ValueError) as e:
-        return f"{SUMMARY_JSON} unreadable: {e}"
-    return None
+        return {}, f"{SUMMARY_JSON} unreadable: {e}"
+
+
+def _selected(summary: dict) -> dict | None:
+    sel = summary.get("selected") if isinstance(summary, dict) else None
+    ok = isinstance(sel, dict) and isinstance(sel.get("metric"), str) and isinstance(sel.get("value"), (int, float))
+    return {k: sel.get(k) for k in ("metric", "value", "epoch", "step")} if ok else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def run_info(path: str | os.PathLike) -> RunInfo:
@@ -372,7 +383,7 @@ def run_info(path: str | os.PathLike) -> RunInfo:
     meta, meta_error = _read_meta(path)
     status = read_status(path)
     status_error = status.get("reason") if status["effective_state"] == "unknown" else None
-    summary_error = _summary_problem(path, finished=status["effective_state"] == "finished")
+    summary, summary_error = _read_summary(path, finished=status["effective_state"] == "finished")
     error = "; ".join(e for e in (meta_error, status_error, summary_error) if e) or None
     method, dataset = _method_and_dataset(path, meta)
     step, epoch = status.get("step"), status.get("epoch")
@@ -385,8 +396,10 @@ def run_info(path: str | os.PathLike) -> RunInfo:
         dataset=dataset,
         state="damaged" if error else status["effective_state"],
         epoch=epoch if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else None,
-        step=step if isinstance(step, int) and not isinstance(step, bool) else None,
+        step=_count(step),
         error=error,
+        epochs=_count(status.get("epochs")) if _count(status.get("epochs")) is not None else _count(summary.get("epochs")),
+        selected=_selected(summary),
     )
 
 

@@ -1,42 +1,143 @@
-"""``mmbal ls``: the runs in the runs directory, as a table or JSON."""
+"""``mmbal ls``: the runs in the runs directory (name, state, age, epochs, the selected validation score),
+sorted and filtered, as a table that fits 80 columns or as JSON."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
-from typing import Annotated
+import time
+from datetime import datetime
+from typing import Annotated, Optional
 
 import typer
 
 from ..options import RunsDirOpt
 from ..output import fail, out_console
 
+SORTS = ("created", "name", "state", "score")
+FILTER_FIELDS = ("name", "method", "dataset", "state", "id")
+
+
+def age(created: str, now: float | None = None) -> str:
+    """``created`` (ISO 8601) as an age: ``45s``, ``12m``, ``5h``, ``3d``, ``7w``; ``?`` if unreadable."""
+    try:
+        then = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return "?"
+    if then.tzinfo is None:
+        then = then.astimezone()
+    seconds = max(0.0, (now if now is not None else time.time()) - then.timestamp())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit == "w" else 1):
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def score_text(selected: dict | None) -> str:
+    """The selected checkpoint's validation score: ``0.9725``, with the metric when it is not the usual
+    fused accuracy (``f1/fused 0.9100``)."""
+    if not selected:
+        return "-"
+    metric = str(selected["metric"])
+    short = metric.removeprefix("val/")
+    return f"{selected['value']:.4f}" if metric == "val/acc/fused" else f"{short} {selected['value']:.4f}"
+
+
+def epochs_text(run) -> str:
+    done = "" if run.epoch is None else f"{run.epoch:g}" if isinstance(run.epoch, float) else str(run.epoch)
+    if run.epochs is None:
+        return done or "-"
+    return f"{done or 0}/{run.epochs}"
+
+
+def _parse_filters(items: list[str]) -> list[tuple[str, str]]:
+    from engine.errors import UsageError
+    from engine.registry import did_you_mean
+    filters = []
+    for item in items:
+        field, sep, pattern = item.partition("=")
+        if not sep:
+            field, pattern = "name", item
+        field = field.strip()
+        if field not in FILTER_FIELDS:
+            raise UsageError(f"--filter: '{field}' is not a field to filter on{did_you_mean(field, FILTER_FIELDS)}; "
+                             f"use FIELD=PATTERN with FIELD one of {', '.join(FILTER_FIELDS)} (PATTERN may use * "
+                             f"and ?), or a plain pattern for the name")
+        filters.append((field, pattern.strip()))
+    return filters
+
+
+def _matches(run, filters: list[tuple[str, str]]) -> bool:
+    values = {"name": run.name, "method": run.method or "", "dataset": run.dataset or "", "state": run.state,
+              "id": run.run_id}
+    for field, pattern in filters:
+        wanted = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
+        if not fnmatch.fnmatchcase(values[field].lower(), wanted.lower()):
+            return False
+    return True
+
+
+def _sorted(runs: list, key: str) -> list:
+    if key == "name":
+        return sorted(runs, key=lambda r: (r.name, r.path.name))
+    if key == "state":
+        return sorted(runs, key=lambda r: r.state)
+    if key == "score":   # best first (the selection metric's direction), runs without one last
+        def score(r):
+            if not r.selected:
+                return (1, 0.0)
+            lower_is_better = "/loss/" in f"/{r.selected['metric']}/"
+            value = float(r.selected["value"])
+            return (0, value if lower_is_better else -value)
+        return sorted(runs, key=score)
+    return runs   # created: newest first, as listed
+
 
 def register(app: typer.Typer) -> None:
     @app.command("ls", rich_help_panel="Runs")
     def ls(runs_dir: RunsDirOpt = None,
+           sort: Annotated[str, typer.Option("--sort", help="created (newest first) | name | state | score "
+                                                            "(best selected validation score first)")] = "created",
+           filters: Annotated[Optional[list[str]], typer.Option(
+               "--filter", help="Only runs whose FIELD matches PATTERN: name, method, dataset, state or id "
+                                "(state=finished, method=ogm*; a plain PATTERN matches the name; repeatable).",
+               show_default=False)] = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
-        """The runs in the runs directory, newest first, with their state."""
+        """The runs: name, state, age, epochs done of planned, and the selected validation score."""
         from rich.table import Table
 
-        from engine.errors import UsageError
+        from engine.errors import MmbalError, UsageError
+        from engine.registry import did_you_mean
         from engine.store import default_runs_dir, list_runs, usable_runs_dir
         try:
+            if sort not in SORTS:
+                raise UsageError(f"--sort: '{sort}' is not one of {', '.join(SORTS)}{did_you_mean(sort, SORTS)}")
+            wanted = _parse_filters(list(filters or []))
             root = usable_runs_dir(default_runs_dir(runs_dir))
-        except UsageError as exc:
+        except MmbalError as exc:
             fail(exc)
-        runs = list_runs(root)
+        every = list_runs(root)
+        runs = _sorted([r for r in every if _matches(r, wanted)], sort)
         if as_json:
             print(json.dumps([{**vars(r), "path": str(r.path)} for r in runs], indent=2))
             return
         if not runs:
-            out_console.print(f"no runs in {root}")
+            hint = f" ({len(every)} without the filter)" if every else \
+                "; start one with `mmbal run presets/quickstart.toml`"
+            out_console.print(f"no runs in {root}{hint}", markup=False, highlight=False)
             return
-        table = Table(title=str(root), title_justify="left")
-        for col in ("id", "name", "method", "dataset", "state", "epoch", "step", "created"):
-            table.add_column(col)
+        table = Table(title=str(root), title_justify="left", pad_edge=False, box=None, header_style="bold")
+        table.add_column("id", no_wrap=True)
+        table.add_column("name", overflow="fold", ratio=1)
+        table.add_column("state", overflow="fold", max_width=40)
+        table.add_column("age", justify="right", no_wrap=True)
+        table.add_column("epochs", justify="right", no_wrap=True)
+        table.add_column("best val", justify="right", no_wrap=True)
+        now = time.time()
         for r in runs:
             state = r.state if not r.error else f"{r.state} ({r.error})"
-            table.add_row(r.run_id or "?", r.name or r.path.name, r.method or "", r.dataset or "", state,
-                          str(r.epoch if r.epoch is not None else ""), str(r.step if r.step is not None else ""),
-                          (r.created or "").replace("T", " ")[:19])
+            table.add_row(r.run_id or "?", r.name or r.path.name, state, age(r.created, now), epochs_text(r),
+                          score_text(r.selected))
         out_console.print(table)
+        if len(runs) < len(every):
+            out_console.print(f"{len(runs)} of {len(every)} runs", style="dim")
