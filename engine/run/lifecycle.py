@@ -32,6 +32,7 @@ from ..store.layout import runs_named
 from ..store.names import check_run_name, run_name_problem, shown
 from ..store.write_errors import creation_failed, failed_write
 from ..train.device import describe_device
+from ..train.early_stop import EarlyStop
 from ..train.trainer import Interrupted, Trainer
 from .failures import LiveRun, stop_quietly, training_write_failure, write_failures
 from .parts import build_parts, load_run_data, placement, training_device
@@ -154,6 +155,12 @@ def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, r
             if state["position"]["batch"] == 0 and done >= cfg.train.epochs and recorded_finished(run_dir):
                 raise ResumeRefused(f"{run_dir} has already trained {done} of train.epochs = {cfg.train.epochs}; "
                                     f"to train longer pass --set train.epochs=N with N > {done}")
+            early = EarlyStop(cfg.train.early_stop, cfg.train.early_stop_min_delta)
+            early.load_state_dict(state.get("early_stop"))
+            if state["position"]["batch"] == 0 and early.stopped_after(done - 1) and recorded_finished(run_dir):
+                raise ResumeRefused(f"{run_dir} stopped early after epoch {done}: {early.reason(cfg.train.select_metric)}; "
+                                    f"to train on pass --set train.early_stop=0 or a patience above "
+                                    f"{done - 1 - early.epoch}")
             if done > cfg.train.epochs:
                 raise ResumeRefused(f"train.epochs = {cfg.train.epochs} is below the {done} epochs already trained")
             best = best_checkpoint(run_dir, dev, state, warnings)

@@ -29,6 +29,9 @@ class TrainConfig:
         "auto", help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     device: str = opt("auto", help="auto | cpu | cuda | cuda:N")
     select_metric: str = opt("val/acc/fused", help="validation metric that selects the best checkpoint")
+    early_stop: int = opt(0, ge=0, help="stop when select_metric has not improved for this many epochs (0: off); "
+                                        "the selected checkpoint is tested as at the planned end")
+    early_stop_min_delta: float = opt(0.0, ge=0, help="early stopping: an improvement must exceed this")
     log_every: int = opt(25, ge=1, help="training steps between metric records (host syncs)")
     drop_last: bool = opt(False, help="drop the last incomplete training batch")
     threads: int = opt(0, ge=0, le=1024, help="CPU threads for torch (0: torch's default)")

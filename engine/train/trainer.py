@@ -47,6 +47,7 @@ from .metrics import SplitScorer, to_host
 from .nested import train_nested
 from .nonfinite import NonFiniteGuard
 from .optim import build_optimizer, lr_factor, match_parameter_layout, prime_momentum_buffers, set_lr
+from .early_stop import EarlyStop
 from .position import Position, Selection
 
 
@@ -90,6 +91,7 @@ class Trainer:
         self.guard = NonFiniteGuard(cfg.on_nonfinite, self.optimizer, device)
         self.pos = Position()
         self.best = Selection()
+        self.early = EarlyStop(self.cfg.early_stop, self.cfg.early_stop_min_delta, self.cfg.select_mode)
         self.interval = RunningSums(device)
         self.stop_requested = False
         self.n_train = data.split_size("train")
@@ -123,10 +125,15 @@ class Trainer:
     def fit(self) -> dict:
         """Train from the current position to ``cfg.epochs``; returns the final host metrics."""
         self.model.train()
-        while self.pos.epoch < self.cfg.epochs and self.method.end_reason is None:
+        while self.pos.epoch < self.cfg.epochs and self.method.end_reason is None and not self.stopped_early:
             self.train_epoch_steps()
             self.end_epoch()
         return self.finish()
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether early stopping (``train.early_stop``) ended training after the last finished epoch."""
+        return self.pos.batch == 0 and self.early.stopped_after(self.pos.epoch - 1)
 
     def train_epoch_steps(self) -> None:
         """The optimiser steps of the current epoch from the current batch on (no evaluation)."""
@@ -302,7 +309,8 @@ class Trainer:
         epoch = self.pos.epoch
         val = self.evaluate("val") if self.data.split_size("val") else {}
         value = val.get(self.cfg.select_metric)
-        improved = value is not None and self.best.improves(value, self.cfg.select_mode)
+        improved = (value is not None and self.method.selectable(epoch)
+                    and self.best.improves(value, self.cfg.select_mode))
         selected = self._snapshot() if improved else None
         events = self.method.on_epoch_end(epoch, self.model, val)
         values = {**val, **self._host(self.method.epoch_values())}
@@ -310,6 +318,10 @@ class Trainer:
         self._record_events(events, epoch)
         if self.method.end_reason is not None:
             self.recorder.event("method_end", self.pos.step, epoch=epoch, reason=self.method.end_reason)
+        self.early.observe(epoch, value)
+        if self.early.stopped_after(epoch) and epoch + 1 < self.cfg.epochs:
+            self.recorder.event("early_stop", self.pos.step, epoch=epoch,
+                                reason=self.early.reason(self.cfg.select_metric))
         self.pos.epoch += 1
         self.pos.batch = 0
         if selected is not None:
@@ -392,6 +404,7 @@ class Trainer:
             "best": {"value": self.best.value, "epoch": self.best.epoch, "step": self.best.step,
                      "metrics": self.best.metrics},
             "method_end": self.method.end_reason,
+            "early_stop": self.early.state_dict(),
             "plan": None if self.plan is None else self.plan.state_dict(),
             "rng": capture_rng(),
             **({"device_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
@@ -422,6 +435,7 @@ class Trainer:
         if "monitors" in state:
             self.monitors.load_state_dict(state["monitors"])
         self.method.end_reason = state.get("method_end")
+        self.early.load_state_dict(state.get("early_stop"))
         plan = state.get("plan")
         self.plan = None if plan is None else EpochPlan.from_state(plan, self.device)
         p = state["position"]
