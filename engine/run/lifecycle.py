@@ -29,6 +29,7 @@ from ..store import (CONFIG_JSON, PRESET_TOML, RUN_JSON, Heartbeat, MetricsWrite
                      read_json, read_metrics, resolve_run, usable_runs_dir)
 from ..store.jsonl import WINDOW_BYTES
 from ..store.layout import runs_named
+from ..store.meta import read_meta
 from ..store.names import check_run_name, run_name_problem, shown
 from ..store.write_errors import creation_failed, failed_write
 from ..train.device import describe_device
@@ -148,6 +149,11 @@ def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, r
             raise ResumeRefused(f"resume of {run_dir} refused: these locked keys would change "
                                 f"(start a new run with `mmbal run` instead):\n  " + "\n  ".join(diffs))
         dev = training_device(cfg, preset)
+        collected = read_meta(run_dir).get("gc")
+        if isinstance(collected, dict) and collected.get("removed"):
+            raise ResumeRefused(f"resume of {run_dir} refused: `mmbal gc` removed its resume checkpoints on "
+                                f"{collected.get('at', '?')} ({', '.join(collected['removed'])}); its results and "
+                                f"best.pt remain; start a new run with `mmbal run` to train again")
         state, warnings, damaged = newest_good_checkpoint(paths, dev)
         best = None
         if state is not None:

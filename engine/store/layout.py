@@ -28,6 +28,7 @@ from engine.errors import RunNotFound, UsageError
 from engine.faults import fault_point
 from engine.registry import did_you_mean
 from engine.store.atomic import fsync_dir, naming, read_json
+from engine.store.meta import read_meta
 from engine.store.paths import RUN_JSON, STATUS_JSON, SUMMARY_JSON, RunPaths
 from engine.store.status import read_status, write_status
 
@@ -319,6 +320,7 @@ class RunInfo:
     error: str | None = None
     epochs: int | None = None          # the epochs the run is planned to train
     selected: dict | None = None       # summary.json's "selected": {metric, value, epoch, step}
+    tags: tuple[str, ...] = ()         # meta.json's tags (`mmbal tag`)
 
 
 def _text(value: Any) -> str | None:
@@ -400,6 +402,7 @@ def run_info(path: str | os.PathLike) -> RunInfo:
         error=error,
         epochs=_count(status.get("epochs")) if _count(status.get("epochs")) is not None else _count(summary.get("epochs")),
         selected=_selected(summary),
+        tags=tuple(read_meta(path)["tags"]),
     )
 
 

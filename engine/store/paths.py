@@ -25,6 +25,7 @@ CONFIG_JSON = "config.json"
 METRICS_JSONL = "metrics.jsonl"
 STATUS_JSON = "status.json"
 SUMMARY_JSON = "summary.json"
+META_JSON = "meta.json"   # the user's tags and notes, and what `mmbal gc` removed (never written by training)
 LOCK_FILE = ".lock"
 CHECKPOINTS_DIR = "checkpoints"
 KEPT_DIR = "kept"
@@ -94,6 +95,11 @@ class RunPaths:
     def summary(self) -> Path:
         """Results, replaced at each checkpoint and at the end (:mod:`engine.store.runs`)."""
         return self.root / SUMMARY_JSON
+
+    @property
+    def meta(self) -> Path:
+        """Tags and notes the user gave the run, and checkpoints ``mmbal gc`` removed (:mod:`engine.store.meta`)."""
+        return self.root / META_JSON
 
     @property
     def lock(self) -> Path:

@@ -12,15 +12,18 @@
 | ``compare`` | ``compare`` |
 | ``sweep`` | ``sweep`` |
 | ``watch`` | ``watch`` |
+| ``show`` | ``show`` |
+| ``tags`` | ``tag``, ``note`` |
+| ``clean`` | ``rm``, ``gc`` |
 
 A command's body imports the engine (and torch) when it runs, so ``mmbal --help`` stays fast; a
 user's error is raised as :class:`engine.errors.MmbalError` and turned into its message and exit
 code by :func:`mmbal_cli.output.fail`.
 """
 
-from . import bench, compare, data, ls, methods, run, sweep, watch
+from . import bench, clean, compare, data, ls, methods, run, show, sweep, tags, watch
 
-COMMANDS = (run, ls, methods, data, bench, compare, sweep, watch)
+COMMANDS = (run, ls, show, tags, clean, methods, data, bench, compare, sweep, watch)
 
 
 def register_all(app) -> None:

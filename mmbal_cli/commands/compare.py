@@ -24,12 +24,25 @@ def _group_by(value: str | None, sweep: str | None, baseline: str | None) -> lis
     return None if keys in ([], ["none"]) else keys
 
 
-def _records(runs_dir, refs: list[str], sweep: str | None):
+def _tagged(runs_dir, tags: list[str]) -> list[str]:
+    """The directories of the runs carrying every tag in ``tags`` (``mmbal tag``)."""
+    from engine.errors import RunNotFound
+    from engine.store import run_dirs
+    from engine.store.meta import read_meta
+    found = [str(p) for p in run_dirs(runs_dir) if set(tags) <= set(read_meta(p)["tags"])]
+    if not found:
+        raise RunNotFound(f"--tag: no run in {runs_dir} is tagged {' and '.join(tags)} (`mmbal tag RUN TAG` tags "
+                          f"one; `mmbal ls` lists tags)")
+    return found
+
+
+def _records(runs_dir, refs: list[str], sweep: str | None, tags: list[str] = ()):
     from engine.analysis.load import load_runs, load_sweep
     from engine.errors import UsageError
+    refs = list(refs) + (_tagged(runs_dir, list(tags)) if tags else [])
     if not refs and not sweep:
-        raise UsageError("give the runs to compare (ids, id prefixes, names, directories or 'latest') or "
-                         "--sweep NAME; `mmbal ls` lists the runs")
+        raise UsageError("give the runs to compare (ids, id prefixes, names, directories or 'latest'), "
+                         "--sweep NAME or --tag TAG; `mmbal ls` lists the runs")
     records = load_sweep(runs_dir, sweep) if sweep else []
     seen = {r.path for r in records if r.path is not None}
     return records + [r for r in load_runs(runs_dir, refs) if r.path not in seen]
@@ -125,6 +138,9 @@ def register(app: typer.Typer) -> None:
         plot: Annotated[Optional[Path], typer.Option(
             "--plot", help="Also draw accuracy curves and final per-modality accuracy bars to FILE.png|svg|pdf "
                            "(needs matplotlib: pip install 'mmbal\\[plot]').", show_default=False)] = None,
+        tags: Annotated[Optional[list[str]], typer.Option(
+            "--tag", help="Also compare the runs tagged TAG (`mmbal tag`); repeated: runs with every tag.",
+            show_default=False)] = None,
         columns: Annotated[str, typer.Option(
             "--columns", help="Table columns: auto (those that fit the terminal, the most telling first), all, "
                               "or headers, comma-separated (method,seeds,acc,acc:b,imbalance).")] = "auto",
@@ -143,7 +159,7 @@ def register(app: typer.Typer) -> None:
                 from engine.analysis.plot import check_plot_target
                 check_plot_target(plot)
             root = default_runs_dir(runs_dir)
-            records = _records(root, list(runs or []), sweep)
+            records = _records(root, list(runs or []), sweep, _split(tags))
             comp = build_comparison(records, group_by=_group_by(group_by, sweep, baseline),
                                     metrics=_split(metrics) or None, sort=sort, baseline=baseline,
                                     all_config=all_config)

@@ -15,7 +15,7 @@ from ..options import RunsDirOpt
 from ..output import fail, out_console
 
 SORTS = ("created", "name", "state", "score")
-FILTER_FIELDS = ("name", "method", "dataset", "state", "id")
+FILTER_FIELDS = ("name", "method", "dataset", "state", "id", "tag")
 
 
 def age(created: str, now: float | None = None) -> str:
@@ -68,11 +68,11 @@ def _parse_filters(items: list[str]) -> list[tuple[str, str]]:
 
 
 def _matches(run, filters: list[tuple[str, str]]) -> bool:
-    values = {"name": run.name, "method": run.method or "", "dataset": run.dataset or "", "state": run.state,
-              "id": run.run_id}
+    values = {"name": [run.name], "method": [run.method or ""], "dataset": [run.dataset or ""],
+              "state": [run.state], "id": [run.run_id], "tag": list(run.tags)}
     for field, pattern in filters:
-        wanted = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
-        if not fnmatch.fnmatchcase(values[field].lower(), wanted.lower()):
+        wanted = pattern if any(ch in pattern for ch in "*?[") or field == "tag" else f"*{pattern}*"
+        if not any(fnmatch.fnmatchcase(v.lower(), wanted.lower()) for v in values[field]):
             return False
     return True
 
@@ -99,12 +99,14 @@ def register(app: typer.Typer) -> None:
            sort: Annotated[str, typer.Option("--sort", help="created (newest first) | name | state | score "
                                                             "(best selected validation score first)")] = "created",
            filters: Annotated[Optional[list[str]], typer.Option(
-               "--filter", help="Only runs whose FIELD matches PATTERN: name, method, dataset, state or id "
-                                "(state=finished, method=ogm*; a plain PATTERN matches the name; repeatable).",
+               "--filter", help="Only runs whose FIELD matches PATTERN: name, method, dataset, state, id or tag "
+                                "(state=finished, method=ogm*, tag=paper; a plain PATTERN matches the name; "
+                                "repeatable).",
                show_default=False)] = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
         """The runs: name, state, age, epochs done of planned, and the selected validation score."""
         from rich.table import Table
+        from rich.text import Text
 
         from engine.errors import MmbalError, UsageError
         from engine.registry import did_you_mean
@@ -136,7 +138,8 @@ def register(app: typer.Typer) -> None:
         now = time.time()
         for r in runs:
             state = r.state if not r.error else f"{r.state} ({r.error})"
-            table.add_row(r.run_id or "?", r.name or r.path.name, state, age(r.created, now), epochs_text(r),
+            name = (r.name or r.path.name) + (f" [{', '.join(r.tags)}]" if r.tags else "")
+            table.add_row(r.run_id or "?", Text(name), Text(state), age(r.created, now), epochs_text(r),
                           score_text(r.selected))
         out_console.print(table)
         if len(runs) < len(every):
