@@ -27,3 +27,6 @@ from . import opm  # noqa: E402,F401
 from . import agm  # noqa: E402,F401
 from . import cggm  # noqa: E402,F401
 from . import pmr  # noqa: E402,F401
+from . import mla  # noqa: E402,F401
+from . import dimml  # noqa: E402,F401
+from . import reconboost  # noqa: E402,F401
