@@ -164,3 +164,23 @@ def test_ages_read_as_a_person_would():
     stamp = lambda seconds: datetime.fromtimestamp(now - seconds, timezone.utc).isoformat()   # noqa: E731
     assert [age(stamp(s), now) for s in (5, 125, 7300, 3 * 86400, 30 * 86400)] == ["5s", "2m", "2h", "3d", "4w"]
     assert age("not a date", now) == "?"
+
+
+def test_watch_waits_for_the_run_being_started_not_an_older_one(preset, tmp_path):
+    import threading
+
+    from engine.run import start_run
+    from engine.store.starting import announce_start
+    from mmbal_cli.commands.watch import _just_started
+    runs = tmp_path / "runs"
+    assert invoke("run", preset, "--runs-dir", runs, "--name", "race").exit_code == 0   # an older run named race
+    old = next(runs.glob("*_race_*"))
+    found = {}
+    with announce_start(runs, "race"):   # as `mmbal run --name race` does first, before its data are read
+        watcher = threading.Thread(target=lambda: found.update(run=_just_started(runs, "race")))
+        watcher.start()
+        new = start_run(preset, runs_dir=runs, name="race").run_dir
+    watcher.join(timeout=60)
+    assert found["run"] == new != old
+    assert not (runs / ".starting").exists() or not any((runs / ".starting").iterdir())
+    assert _just_started(runs, "race") is None   # nothing starting now: the usual lookup

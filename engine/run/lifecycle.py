@@ -14,6 +14,7 @@ of a new run is being made leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import socket
 import time
@@ -30,6 +31,7 @@ from ..store import (CONFIG_JSON, PRESET_TOML, RUN_JSON, Heartbeat, MetricsWrite
 from ..store.jsonl import WINDOW_BYTES
 from ..store.layout import runs_named
 from ..store.meta import read_meta
+from ..store.starting import announce_start
 from ..store.names import check_run_name, run_name_problem, shown
 from ..store.write_errors import creation_failed, failed_write
 from ..train.device import describe_device
@@ -69,10 +71,18 @@ def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Pat
     overrides = command_line_paths(list(overrides)) + ([f'train.device="{device}"'] if device else [])
     runs_dir = usable_runs_dir(default_runs_dir(runs_dir))
     cfg, preset_text = load_preset(preset, overrides)
+    run_name = _run_name(name, cfg, preset)
+    starting = announce_start(runs_dir, run_name) if collectives.is_main() else contextlib.nullcontext(lambda: None)
+    with starting as started:
+        return _start(preset, cfg, preset_text, overrides, runs_dir, run_name, device, reporter, on_created, started)
+
+
+def _start(preset, cfg: RunConfig, preset_text: str, overrides: list[str], runs_dir: Path, run_name: str,
+           device: str | None, reporter, on_created, started) -> RunResult:
+    """The rest of :func:`start_run`, while the start is announced (``started()`` withdraws it)."""
     dev = training_device(cfg, f"--device {device}" if device else str(preset))
     data = load_run_data(cfg, dev, str(preset))
     run_id = new_run_id()
-    run_name = _run_name(name, cfg, preset)
     run_info = {
         "schema": 1, "run_id": run_id, "name": run_name, "created": now(), "method": cfg.method_name,
         "dataset": data.name, "preset": str(Path(preset).resolve()), "overrides": overrides,
@@ -95,6 +105,7 @@ def start_run(preset: str | Path, overrides: list[str] = (), runs_dir: str | Pat
             if error is None:
                 raise
             raise creation_failed(error, runs_dir, str(preset)) from None
+        started()
         if on_created:
             on_created(run_dir, run_id, run_info)
         _warn_same_name(runs_dir, run_dir, run_name, run_id, reporter)

@@ -40,8 +40,9 @@ def register(app: typer.Typer) -> None:
         if tui:
             from ..tui.launch import build_run_argv, run_with_dashboard
             raise typer.Exit(run_with_dashboard(build_run_argv(preset, set_ or [], name, device), runs_dir))
-        _train_here(lambda reporter, main: start_run(preset, set_ or [], runs_dir, name=name, device=device,
-                                                     reporter=reporter, on_created=_announce if main else None))
+        with _starting(runs_dir, name):
+            _train_here(lambda reporter, main: start_run(preset, set_ or [], runs_dir, name=name, device=device,
+                                                         reporter=reporter, on_created=_announce if main else None))
 
     @app.command(rich_help_panel="Training")
     def resume(run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix, name, directory or 'latest'.")],
@@ -60,6 +61,20 @@ def register(app: typer.Typer) -> None:
         _train_here(lambda reporter, main: resume_run(
             run_ref, set_ or [], runs_dir, reporter=reporter,
             on_found=lambda d, info: print(f"resuming {info['run_id']}  {d}", flush=True)))
+
+
+def _starting(runs_dir, name: str | None):
+    """Announce the start in the runs directory at once, before torch is imported and the data read
+    (seconds), so that `mmbal watch` started right after waits for this run (start_run then names it)."""
+    import contextlib
+
+    from engine.errors import MmbalError
+    from engine.store.layout import default_runs_dir
+    from engine.store.starting import announce_start
+    try:
+        return announce_start(default_runs_dir(runs_dir), name)
+    except MmbalError:
+        return contextlib.nullcontext()
 
 
 def _announce(run_dir, run_id, info) -> None:

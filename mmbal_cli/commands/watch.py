@@ -15,6 +15,23 @@ from ..options import RunsDirOpt
 from ..output import err_console, fail, out_console
 
 
+def _just_started(root, run_ref: str):
+    """A run that `mmbal run` is starting under this reference (its data still loading): wait for its
+    directory and return it, rather than attaching to an older run of that name or the previous latest."""
+    from engine.store.layout import runs_named
+    from engine.store.starting import being_started, wait_until_started
+    info = being_started(root, run_ref)
+    if info is None:
+        return None
+    what = f"run '{info['name']}'" if info.get("name") else "the run"
+    err_console.print(f"waiting for {what} that process {info['pid']} is starting...", highlight=False)
+    wait_until_started(root, info)
+    if run_ref == "latest":
+        return None   # the new run is now the latest (or, if its start failed, the previous one)
+    named = runs_named(root, run_ref)
+    return named[0] if named else None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("watch", rich_help_panel="Runs")
     def watch(
@@ -36,7 +53,7 @@ def register(app: typer.Typer) -> None:
 
         root = default_runs_dir(runs_dir)
         try:
-            run_dir = resolve_run(root, run_ref)
+            run_dir = _just_started(root, run_ref) or resolve_run(root, run_ref)
         except RunNotFound as exc:
             fail(exc)
         if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):
