@@ -59,6 +59,7 @@ EXERCISE: dict[str, dict[str, Any]] = {
     "opm": {"warmup_epochs": 0},
     "mses": {"patience": 0},
     "mikd": {"stage1_epochs": 1, "kd_epochs": 1},
+    "valuation": {"warmup_epochs": 1},
     "dimml": {"detached_epochs": 2, "duc_start": 1},
     "reconboost": {"epochs_per_stage": 1, "correct_epoch": 1},   # boost a, rectify, boost b (with the GA term)
 }

@@ -33,6 +33,9 @@ OPTIONS = {
     "ogm_ge": {"alpha": 0.5},
     "aug": {"hidden": 16, "check_every": 1, "max_heads": 2},
     "mcr": {"n_permutations": 4, "contrastive_weight": 0.5, "bottleneck_weight": 0.5, "game_weight": 0.5},
+    # a re-sampled epoch has more steps than 2, and its last batch may be odd (padded by the ranks): the two
+    # epochs here are its warm-up (the per-epoch valuation and its broadcast still run)
+    "valuation": {"warmup_epochs": 2},
 }
 METHODS = {m: method_table(m, OPTIONS.get(m)) for m in REGISTRY.names()}   # method -> its [method] table
 
