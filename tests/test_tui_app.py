@@ -37,9 +37,12 @@ def test_keyboard_navigation_between_tabs_and_axes():
         await pilot.press("1", "x")
         await shows(pilot, app, "  epoch  ")
         assert app.dashboard.x_axis == "epoch" and "epoch" in app.export_text().splitlines()[-2]
+        assert "val accuracy (s: show train)" in app.export_text()
         await pilot.press("s")
         await pilot.pause(0.05)
         assert app.dashboard.split == "train"
+        await shows(pilot, app, "train accuracy (s: show val)")
+        assert "test acc" in app.export_text().splitlines()[2]   # a finished run: its test scores in the header
 
     drive(scenario, AUG, FIXTURES, size=(120, 40))
 

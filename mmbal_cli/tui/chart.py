@@ -81,8 +81,9 @@ def data_ranges(series: Sequence[Series], y_bounds: tuple[float, float] | None =
     if not xs:
         return None
     x0, x1 = min(xs), max(xs)
-    if x1 <= x0:
-        x0, x1 = x0 - 0.5, x1 + 0.5
+    if x1 <= x0:   # one x value: whole steps or epochs either side of it, not 24.50 .. 25.50
+        pad = 1.0 if float(x0).is_integer() else 0.5
+        x0, x1 = x0 - pad, x1 + pad
     y0, y1 = _finite_range(ys)
     if y_bounds is not None:
         if min(ys) >= y_bounds[0]:

@@ -65,7 +65,9 @@ def tab_chart(index: MetricIndex, kind: str, modalities: list[str], x_axis: str,
         split = split or default_accuracy_split(index)
         keys = [f"{split}/acc/fused"] + [f"{split}/acc/{m}" for m in modalities]
         series = line_series(index, keys, split, x_axis, modalities, label=lambda k: k.rsplit("/", 1)[-1])
-        return ChartData(series, [], x_axis, f"no {split} accuracy logged yet", y_bounds=(0.0, 1.0))
+        other = "train" if split == "val" else "val"
+        return ChartData(series, [], x_axis, f"no {split} accuracy logged yet", y_bounds=(0.0, 1.0),
+                         caption=f"{split} accuracy (s: show {other})")
     if kind == "loss":
         keys = ["train/loss/method", "val/loss/fused"] + [f"val/loss/{m}" for m in modalities]
         return ChartData(line_series(index, keys, None, x_axis, modalities), [], x_axis, "no loss logged yet")

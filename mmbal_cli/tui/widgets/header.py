@@ -1,4 +1,5 @@
-"""The run header: identity, state, epoch and step with a progress bar, elapsed time and time left."""
+"""The run header: identity, state, epoch and step with a progress bar, elapsed time and time left;
+once the run has them, the test accuracies of its selected checkpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import ProgressBar, Static
 
 from ..model import RunModel
-from ..text import identity_text, position_text, times_text
+from ..text import identity_text, position_text, test_text, times_text
 
 
 class RunHeader(Vertical):
@@ -17,6 +18,7 @@ class RunHeader(Vertical):
     RunHeader { height: auto; }
     RunHeader #identity { height: 1; }
     RunHeader #position-line { height: 1; }
+    RunHeader #test { height: 1; }
     RunHeader #position { width: auto; }
     RunHeader #times { width: auto; margin-left: 2; }
     RunHeader ProgressBar { width: 1fr; margin-left: 2; }
@@ -30,11 +32,16 @@ class RunHeader(Vertical):
             yield Static(id="position")
             yield ProgressBar(total=1.0, show_eta=False, id="progress")
             yield Static(id="times")
+        yield Static(id="test")
 
     def show(self, model: RunModel) -> None:
         self.query_one("#identity", Static).update(identity_text(model))
         self.query_one("#position", Static).update(position_text(model))
         self.query_one("#times", Static).update(times_text(model))
+        test = test_text(model)   # a finished run's test scores of the selected checkpoint
+        line = self.query_one("#test", Static)
+        line.update(test if test is not None else "")
+        line.display = test is not None
         bar = self.query_one(ProgressBar)
         progress = model.progress
         bar.set_class(progress is None, "-unknown")
