@@ -185,12 +185,19 @@ def assert_modalities_above_chance(kit: Kit, margin: float) -> None:
                      f"{ {k: round(v, 3) for k, v in val.items() if k.startswith('val/acc/')} })")
 
 
+# Options for the learning check below where a method's paper defaults are not meant for 420 training rows:
+# G-Blending's paper rule w ~ G / O^2 on the ~34 rows it holds out hands a super-epoch to whichever branch's
+# noisy O is nearest 0 (engine/methods/gblending.py); its sampling-variance option is the small-data form.
+SMALL_DATA = {"gblending": {"sampling_variance": True}}
+
+
 @pytest.mark.parametrize("method, fusion", BY_FUSION)
 def test_every_trained_modality_learns_with_every_fusion_on_synthetic_data(method, fusion, one_thread):
     """600 rows (420 train, 90 val), 3 classes, 8 epochs of 14 steps, each method with its paper's optimiser:
     each modality's head reaches about 0.55-0.75 (joint, every fusion: 0.62-0.77); the margin of 0.1 over
     chance is two standard errors of a 90-row accuracy at chance."""
-    kit = Kit.build(method, modalities=TWO, fusion=fusion, epochs=8, data=synthetic_table(TWO, n_samples=600))
+    kit = Kit.build(method, SMALL_DATA.get(method), modalities=TWO, fusion=fusion, epochs=8,
+                    data=synthetic_table(TWO, n_samples=600))
     assert_modalities_above_chance(kit, margin=0.1)
 
 

@@ -29,5 +29,7 @@ from . import cggm  # noqa: E402,F401
 from . import pmr  # noqa: E402,F401
 from . import valuation  # noqa: E402,F401
 from . import mla  # noqa: E402,F401
+from . import gblending  # noqa: E402,F401
 from . import dimml  # noqa: E402,F401
+from . import greedy  # noqa: E402,F401
 from . import reconboost  # noqa: E402,F401
