@@ -34,16 +34,47 @@ def one_thread():
 SLOW = os.environ.get("MMBAL_SLOW", "") not in ("", "0")
 
 
+# The modules whose tests are each many short runs (every method through resume, kill, processes), which
+# take most of the suite's time as the methods grow: marked ``long``, left out of a plain ``pytest`` and
+# run by ``pytest --full`` (the README's test command, what .ci/run runs).
+LONG_MODULES = {"test_method_registry", "test_kill_resume", "test_ddp", "test_long_runs", "test_host_sync",
+                "test_disk_faults", "test_tui_live", "test_tui_launch", "test_training_real_data"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", help="mmbal: also run the long tests (marked 'long'), as CI does")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a test of minutes (real data, every method x fusion); skipped unless "
                                        "MMBAL_SLOW=1")
+    config.addinivalue_line("markers", "long: part of the full suite (pytest --full, CI), not of a plain pytest")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``slow`` run only with MMBAL_SLOW=1 (the default suite must stay short on 2 cores)."""
+    """Tests marked ``slow`` run only with MMBAL_SLOW=1; tests of :data:`LONG_MODULES` (marked ``long``)
+    only with ``--full`` (a plain ``pytest`` is the quick subset)."""
+    full = config.getoption("--full")
+    named = {Path(arg.split("::")[0]).resolve() for arg in config.args}   # a file named on the command line runs
+    kept, left = [], []
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in LONG_MODULES:
+            item.add_marker(pytest.mark.long)
+        (kept if full or "long" not in item.keywords or Path(item.path).resolve() in named else left).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
+        config._mmbal_long_left = len(left)
     if SLOW:
         return
     skip = pytest.mark.skip(reason="slow: set MMBAL_SLOW=1 to run it")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    left = getattr(config, "_mmbal_long_left", 0)
+    if left:
+        terminalreporter.write_line(f"mmbal: {left} long tests left out (the quick subset); `pytest --full` runs "
+                                    f"the whole suite, as CI does")
