@@ -72,6 +72,14 @@ def _terminal_width(stream) -> int | None:
         return None
 
 
+def test_head(summary: dict) -> str:
+    """``test (epoch 7, selected on val)``, or, when no epoch was selected (no validation split, or a
+    method whose selectable epochs had not begun), ``test (last epoch, none selected on val)``."""
+    epoch = (summary.get("selected") or {}).get("epoch", -1)
+    return f"test (epoch {epoch + 1}, selected on val)" if epoch is not None and epoch >= 0 else \
+        "test (last epoch, none selected on val)"
+
+
 class PlainReporter:
     """Plain lines (for logs, nohup, CI, pipes). Results (one line of validation scores per epoch, the
     test scores at the end) go to stdout, so ``mmbal run ... | tee train.log`` keeps them; what the
@@ -114,7 +122,7 @@ class PlainReporter:
     def end(self, summary):
         test = summary.get("test", {})
         if test:
-            head = f"test (epoch {summary['selected']['epoch'] + 1}, selected on val)"
+            head = test_head(summary)
             fields = [f for f in result_fields(test, "test", self.modalities) if not f.startswith("loss ")]
             self.result(fit_lines(head, fields, width=_terminal_width(self.out)))
 
@@ -171,7 +179,7 @@ class RichReporter(PlainReporter):
         self.bar.stop()
         test = summary.get("test", {})
         if test:
-            head = f"test (epoch {summary['selected']['epoch'] + 1}, selected on val)"
+            head = test_head(summary)
             fields = [f for f in result_fields(test, "test", self.modalities) if not f.startswith("loss ")]
             self.result(fit_lines(head, fields, width=self.bar.console.width))
 

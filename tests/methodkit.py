@@ -61,6 +61,8 @@ EXERCISE: dict[str, dict[str, Any]] = {
     "mikd": {"stage1_epochs": 1, "kd_epochs": 1},
     "valuation": {"warmup_epochs": 1},
     "dimml": {"detached_epochs": 2, "duc_start": 1},
+    "umt": {"teacher_epochs": 1},
+    "relearning": {"reinit_epoch": 1},
     # estimates before epochs 0 and 2 (after a resume); the suites' 300 synthetic rows leave ~34 held out, where
     # the paper's 1 / O_k^2 hands a super-epoch to whichever branch's noisy O_k is nearest 0 (the docstring)
     "gblending": {"super_epoch": 2, "estimate_epochs": 1, "sampling_variance": True},

@@ -148,7 +148,7 @@ class Trainer:
         for x, y, ids, masks in batches.iterate(self.pos.batch):
             self._stop_if_requested(agree=self.pos.step % self.cfg.log_every == 0)
             self.train_one(x, y, ids, masks)
-            logged = self._flush_interval() if self.pos.step % self.cfg.log_every == 0 else None
+            logged = self._flush_interval() if self.logs_after(self.pos.step) else None
             self.recorder.progress(self.pos, self._n_batches, logged)
         self._flush_interval()
 
@@ -159,7 +159,7 @@ class Trainer:
         batch, n = self.pos.batch, self._n_batches
         # the schedule's position: epochs done + the fraction of this one (planned epochs differ in length)
         self._lr = set_lr(self.optimizer, lr_factor(self.cfg, self.pos.epoch * n + batch, n))
-        self._log_now = (self.pos.step + 1) % self.cfg.log_every == 0 or batch == n - 1
+        self._log_now = self.logs_after(self.pos.step + 1) or batch == n - 1
         sync_module_state(self.model, self.method.modules, buffers_only=True)  # rank 0's BatchNorm statistics
         result = self.method.train_step(x, y, self._step_context(batch, ids, masks))
         fault_point(self.fault_site)
@@ -168,6 +168,13 @@ class Trainer:
         self.pos.step += 1
         self.pos.batch = batch + 1
         return result
+
+    def logs_after(self, step: int) -> bool:
+        """Whether the logging interval is flushed after optimiser step ``step`` (1-based): every
+        ``train.log_every`` steps, and at the run's first steps 1, 2, 4, 8, ... below it, so that the
+        first values (loss, accuracy) show within seconds even when an interval takes minutes."""
+        every = self.cfg.log_every
+        return step % every == 0 or (0 < step < every and step & (step - 1) == 0)
 
     def _stop_if_requested(self, agree: bool) -> None:
         """A stop request (SIGINT/SIGTERM) ends training here, after a checkpoint."""
@@ -318,7 +325,7 @@ class Trainer:
         self._record_events(events, epoch)
         if self.method.end_reason is not None:
             self.recorder.event("method_end", self.pos.step, epoch=epoch, reason=self.method.end_reason)
-        self.early.observe(epoch, value)
+        self.early.observe(epoch, value if self.method.selectable(epoch) else None)  # patience from a selectable epoch
         if self.early.stopped_after(epoch) and epoch + 1 < self.cfg.epochs:
             self.recorder.event("early_stop", self.pos.step, epoch=epoch,
                                 reason=self.early.reason(self.cfg.select_metric))
