@@ -1,8 +1,10 @@
 """A comparison of run records: rows, config columns, cells, and the test against a baseline.
 
 * **Rows**: one per run, or one per group (``group_by`` config keys; ``method`` means
-  ``method.name``) with the mean, the sample standard deviation (n - 1) and the number of runs
-  over the group's *finished* runs; the others are listed in ``excluded`` with their reason.
+  ``method.name``, and for a ``--grid`` sweep's members the method and the keys the grid varies,
+  ``sweep.json``'s ``group_by``, while ``method.name`` is the method alone) with the mean, the
+  sample standard deviation (n - 1) and the number of runs over the group's *finished* runs; the
+  others are listed in ``excluded`` with their reason.
 * **Config columns**: only keys whose values differ between the rows (all of them with
   ``all_config``). A method's own options (``method.<x>``) count as differing only between rows
   of the same method. In a group a key that varies reads ``mixed`` (runs recorded before an
@@ -271,6 +273,9 @@ def build_comparison(records: list[RunRecord], group_by: list[str] | None = None
     warnings: list[str] = []
     if baseline and not group_by:
         group_by = ["method"]
+    if group_by == ["method"]:   # a grid sweep's members: the method and the grid's keys
+        group_by = ["method", *(k for k in dict.fromkeys(k for r in records for k in r.sweep_group_by)
+                                if GROUP_ALIASES.get(k, k) != "method.name")]
     columns = [column_of(k) for k in select_metric_keys(records, metrics, warnings)]
     excluded: list[RunRecord] = []
     if group_by:

@@ -18,7 +18,7 @@ from ..config_text import flatten
 from ..errors import MmbalError, RunNotFound
 from ..store import (CONFIG_JSON, STATUS_JSON, SUMMARY_JSON, RunPaths, read_json, read_run_json, read_status,
                       read_summary, resolve_run)
-from ..sweep.record import sweep_members
+from ..sweep.record import sweep_group_by, sweep_members
 
 COST_KEYS = ("time_per_epoch_s", "peak_memory_bytes")
 SPLITS = ("train/", "val/", "test/")
@@ -45,6 +45,7 @@ class RunRecord:
     summary: dict | None = None
     modalities: list[str] = field(default_factory=list)
     epoch: Any = None
+    sweep_group_by: tuple[str, ...] = ()  # a sweep member: how its sweep groups by default (sweep.json)
 
     @property
     def finished(self) -> bool:
@@ -147,12 +148,17 @@ def load_runs(runs_dir: str | os.PathLike, refs: list[str]) -> list[RunRecord]:
 
 
 def load_sweep(runs_dir: str | os.PathLike, name: str) -> list[RunRecord]:
-    """The members of sweep ``name``; members never started are records in state ``not started``."""
+    """The members of sweep ``name``; members never started are records in state ``not started``
+    (their config: method, seed and grid values). Each carries the sweep's default grouping."""
     records = []
     for member, path in sweep_members(runs_dir, name):
         if path is None:
-            config = {"method.name": member.get("method"), "seed": member.get("seed")}
+            grid = member.get("grid") if isinstance(member.get("grid"), dict) else {}
+            config = {"method.name": member.get("method"), "seed": member.get("seed"), **flatten(grid)}
             records.append(RunRecord(None, "", str(member.get("run_name")), "not started", config=config))
         else:
             records.append(load_run(path))
+    group_by = tuple(sweep_group_by(runs_dir, name))
+    for record in records:
+        record.sweep_group_by = group_by
     return records

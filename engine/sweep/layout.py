@@ -2,7 +2,8 @@
 
 ``<runs-dir>/sweeps/<sweep>/sweep.json`` holds the plan and the members' attempts, ``logs/`` one
 log per member (the member process's output, appended per attempt). Member ``(m, s)`` is the
-ordinary run named ``<sweep>-<m>-s<s>`` in ``<runs-dir>``.
+ordinary run named ``<sweep>-<m>-s<s>`` in ``<runs-dir>``; in a ``--grid`` sweep its grid values
+come before the seed: ``<sweep>-<m>-lr=0.0003-fusion=gated-s<s>`` (see :mod:`engine.sweep.grid`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def member_log(home: Path, run_name: str) -> Path:
     return home / LOGS_DIR / f"{run_name}.log"
 
 
-def member_run_name(sweep: str, method: str, seed: int) -> str:
-    return f"{sweep}-{method}-s{seed}"
+def member_run_name(sweep: str, method: str, seed: int, grid: tuple[str, ...] = ()) -> str:
+    """``grid``: the member's ``key=value`` parts, in the order of the ``--grid`` options."""
+    return "-".join((sweep, method, *grid, f"s{seed}"))
 
 
 def check_sweep_name(name: str) -> str:

@@ -1,6 +1,9 @@
-"""The members of a sweep: methods x seeds, seed-major, each with its overrides and validated config.
+"""The members of a sweep: methods x seeds (x ``--grid`` values), seed-major, each with its overrides
+and validated config.
 
-Every method of seed 0 comes first, so a partial sweep already pairs methods on the same seeds.
+Every member of seed 0 comes first, so a partial sweep already pairs methods on the same seeds;
+within a seed, each combination of the grid's values has every method in turn (a key scoped by a
+method, ``--grid ogm_ge.alpha=...``, multiplies only that method's members).
 ``--set KEY=VALUE`` applies to every member, except keys scoped by a method name
 (``--set unimodal.modality=a`` is ``method.modality=a`` for the ``unimodal`` members only). Each
 member gets ``--set seed=S`` and ``--set method={name = "m", ...}``, a TOML inline table that
@@ -16,25 +19,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config_text import toml_value
+from itertools import product
+
+from ..config_text import flatten, toml_value
 from ..errors import PresetError, UsageError
 from ..registry import did_you_mean
+from .grid import Axis, problem_source, with_sources
 from .layout import member_run_name
 
 
 @dataclass(frozen=True)
 class Member:
-    """One (method, seed) of a sweep: its run name, the overrides it runs with and its config."""
+    """One (method, seed[, grid values]) of a sweep: its run name, the overrides it runs with and its config.
+
+    ``grid``: ``(--grid key, value)`` pairs; ``labels``: how each reads in the run name (``lr=0.0003``).
+    """
 
     method: str
     seed: int
     run_name: str
     overrides: tuple[str, ...]
     config: dict = field(compare=False, repr=False)
+    grid: tuple[tuple[str, Any], ...] = ()
+    labels: tuple[str, ...] = ()
+    config_grid: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def key(self) -> str:
-        return f"{self.method} s{self.seed}"
+        return " ".join((self.method, *self.labels, f"s{self.seed}"))
 
 
 def parse_methods(text: str) -> list[str]:
@@ -112,26 +124,54 @@ def member_overrides(general: list[str], seed: int, table: dict[str, Any]) -> tu
     return (*general, f"seed={seed}", f"method={toml_value(table)}")
 
 
+def grid_points(grid: list[Axis], methods: list[str]) -> list[tuple[str, list[tuple[Axis, int]]]]:
+    """The members of one seed: (method, [(axis, value index), ...] in ``--grid`` order), each
+    combination of the keys of every member with every method in turn (a scoped key: its method's)."""
+    order = {axis.key: i for i, axis in enumerate(grid)}
+    common = [a for a in grid if a.method is None]
+    out = []
+    for point in product(*(range(len(a.values)) for a in common)):
+        for method in methods:
+            own = [a for a in grid if a.method == method]
+            for own_point in product(*(range(len(a.values)) for a in own)):
+                chosen = [*zip(common, point), *zip(own, own_point)]
+                out.append((method, sorted(chosen, key=lambda c: order[c[0].key])))
+    return out
+
+
 def build_members(preset: Path, name: str, methods: list[str], seeds: list[int], general: list[str],
-                  scoped: dict[str, dict[str, Any]], device: str | None) -> list[Member]:
-    """Every member, seed-major, with its config validated; all problems raised as one PresetError."""
-    from ..config import load_preset, read_toml
+                  scoped: dict[str, dict[str, Any]], device: str | None, grid: list[Axis] = ()) -> list[Member]:
+    """Every member, seed-major, with its config validated; all problems raised as one PresetError
+    (a problem with a ``--grid`` key once, naming the values that cause it)."""
+    from ..config import command_line_paths, load_preset, read_toml
 
     raw = read_toml(preset)
     preset_method = raw.get("method", {}) if isinstance(raw.get("method", {}), dict) else {}
     device_override = [f'train.device="{device}"'] if device else []
-    members, problems = [], []
+    members: list[Member] = []
+    found: dict[str, dict[str, list[int]]] = {}   # problem -> {grid key: the indices of the values causing it}
     for seed in seeds:
-        for method in methods:
-            overrides = member_overrides(general, seed, method_table(preset_method, method, scoped.get(method, {})))
+        for method, chosen in grid_points(list(grid), methods):
+            own = {a.option: a.values[i] for a, i in chosen if a.method}
+            table = method_table(preset_method, method, {**scoped.get(method, {}), **own})
+            items = command_line_paths([a.item(i) for a, i in chosen if not a.method])
+            overrides = member_overrides([*general, *items], seed, table)
             try:
                 cfg, _ = load_preset(preset, [*overrides, *device_override])
             except PresetError as exc:
-                problems.extend(p for p in _scoped_problems(exc.problems, method) if p not in problems)
+                for p in _scoped_problems(exc.problems, method):
+                    sources, source = found.setdefault(p, {}), problem_source(p, chosen)
+                    if source is not None and source[1] not in sources.setdefault(source[0].key, []):
+                        sources[source[0].key].append(source[1])
                 continue
-            members.append(Member(method, seed, member_run_name(name, method, seed), overrides, cfg.to_dict()))
-    if problems:
-        raise PresetError(f"{preset} (sweep '{name}')", problems)
+            labels = tuple(a.name_part(i) for a, i in chosen)
+            config = cfg.to_dict()
+            config_grid = {k: v for a, _ in chosen for k, v in flatten(config).items()
+                           if k == a.config_key or k.startswith(a.config_key + ".")}
+            members.append(Member(method, seed, member_run_name(name, method, seed, labels), overrides, config,
+                                  tuple((a.key, a.values[i]) for a, i in chosen), labels, config_grid))
+    if found:
+        raise PresetError(f"{preset} (sweep '{name}')", with_sources(found, list(grid)))
     return members
 
 

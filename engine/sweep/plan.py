@@ -7,13 +7,14 @@ user picks another ``--name``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from ..store import RunPaths, read_json, slugify
 from .attempts import Task, config_differences, decide, read_attempt, runs_by_name
+from .grid import Axis, parse_grid
 from .layout import check_sweep_name
 from .members import build_members, split_overrides
 
@@ -29,6 +30,7 @@ class Plan:
     method_options: dict[str, dict[str, Any]]
     device: str | None
     tasks: list[Task]
+    grid: list[Axis] = field(default_factory=list)
 
     def todo(self) -> list[Task]:
         return [t for t in self.tasks if t.action in ("start", "resume")]
@@ -38,11 +40,13 @@ class Plan:
 
 
 def plan_sweep(preset: str | os.PathLike, runs_dir: str | os.PathLike, methods: list[str], seeds: list[int],
-               sets: list[str] = (), name: str | None = None, device: str | None = None) -> Plan:
-    """Validate every member and decide what to do about each.
+               sets: list[str] = (), name: str | None = None, device: str | None = None,
+               grid: list[str] = ()) -> Plan:
+    """Validate every member (methods x seeds x every combination of the ``--grid`` items' values)
+    and decide what to do about each.
 
     Raises :class:`UsageError` (exit 2) when a finished member's config differs from this
-    invocation's, and :class:`PresetError` for any invalid member config.
+    invocation's or a ``--grid`` item is malformed, and :class:`PresetError` for any invalid member config.
     """
     from ..config import command_line_paths, load_preset
 
@@ -50,11 +54,12 @@ def plan_sweep(preset: str | os.PathLike, runs_dir: str | os.PathLike, methods: 
     sets = command_line_paths(list(sets))
     runs_dir = Path(runs_dir).expanduser().resolve()
     general, scoped = split_overrides(list(sets), methods)
+    axes = parse_grid(list(grid), methods, list(sets))
     if name is None:
         cfg, _ = load_preset(preset, general)
         name = slugify(cfg.name)
     check_sweep_name(name)
-    members = build_members(preset, name, methods, seeds, general, scoped, device)
+    members = build_members(preset, name, methods, seeds, general, scoped, device, axes)
     existing = runs_by_name(runs_dir)
     tasks, conflicts = [], []
     for member in members:
@@ -70,4 +75,4 @@ def plan_sweep(preset: str | os.PathLike, runs_dir: str | os.PathLike, methods: 
         raise UsageError(f"sweep '{name}' in {runs_dir} already has finished runs with a different configuration, "
                          f"so they cannot be part of this sweep: " + " | ".join(conflicts)
                          + f". Give this sweep another name with --name (e.g. --name {name}-2).")
-    return Plan(name, preset, runs_dir, methods, seeds, general, scoped, device, tasks)
+    return Plan(name, preset, runs_dir, methods, seeds, general, scoped, device, tasks, axes)

@@ -1,13 +1,16 @@
 """What a sweep writes and reads: ``sweep.json``.
 
-It holds the plan (preset, overrides, methods, seeds, method options) and one entry per member
-with its run name and the run ids of its attempts; re-running a sweep keeps the members and
-attempts already recorded and adds new ones. It is written atomically. ``mmbal compare --sweep``
-reads it through :func:`sweep_members`.
+It holds the plan (preset, overrides, methods, seeds, method options, the ``--grid`` keys with
+their values) and one entry per member with its run name, its grid values (as config keys) and the
+run ids of its attempts; re-running a sweep keeps the members and attempts already recorded and
+adds new ones (a member is known by its run name). ``group_by`` is how ``mmbal compare --sweep``
+groups the members by default: the method and the config keys the grid varies. It is written
+atomically. ``mmbal compare --sweep`` reads it through :func:`sweep_members` and :func:`sweep_group_by`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,19 +35,38 @@ def now() -> str:
 
 def sweep_record(plan: Plan, previous: dict | None) -> dict:
     """The content of ``sweep.json`` for ``plan``, keeping the members and attempts already recorded."""
-    old_members = {(m["method"], m["seed"]): m for m in (previous or {}).get("members", [])}
-    members = [dict(m) for m in (previous or {}).get("members", [])]
+    previous = previous or {}
+    members = [dict(m) for m in previous.get("members", [])]
+    known = {m.get("run_name") for m in members}
     for task in plan.tasks:
         m = task.member
-        if (m.method, m.seed) not in old_members:
-            members.append({"method": m.method, "seed": m.seed, "run_name": m.run_name, "attempts": []})
+        if m.run_name not in known:
+            entry = {"method": m.method, "seed": m.seed, "run_name": m.run_name}
+            if m.grid:
+                entry["grid"] = m.config_grid
+            members.append({**entry, "attempts": []})
+    grid = {k: list(v) for k, v in (previous.get("grid") or {}).items()}
+    for axis in plan.grid:
+        grid[axis.key] = _union(grid.get(axis.key, []), list(axis.values))
     return {
         "schema": SWEEP_SCHEMA, "name": plan.name, "preset": str(plan.preset),
-        "created": (previous or {}).get("created", now()), "updated": now(),
-        "methods": _union((previous or {}).get("methods", []), plan.methods),
-        "seeds": _union((previous or {}).get("seeds", []), plan.seeds),
-        "overrides": plan.overrides, "method_options": plan.method_options, "members": members,
+        "created": previous.get("created", now()), "updated": now(),
+        "methods": _union(previous.get("methods", []), plan.methods),
+        "seeds": _union(previous.get("seeds", []), plan.seeds),
+        "overrides": plan.overrides, "method_options": plan.method_options, "grid": grid,
+        "group_by": _union(previous.get("group_by", ["method"]), ["method", *_varied_keys(plan)]),
+        "members": members,
     }
+
+
+def _varied_keys(plan: Plan) -> list[str]:
+    """The config keys the grid sets (of a table value, those that differ between members)."""
+    exact = {axis.config_key for axis in plan.grid}
+    grids = [t.member.config_grid for t in plan.tasks]
+    keys: list[str] = []
+    for g in grids:
+        keys += [k for k in g if k not in keys]
+    return [k for k in keys if k in exact or len({json.dumps(g.get(k), sort_keys=True) for g in grids}) > 1]
 
 
 def _union(old: list, new: list) -> list:
@@ -54,7 +76,7 @@ def _union(old: list, new: list) -> list:
 def add_attempt(record: dict, member: Member, run_id: str) -> None:
     """Record ``run_id`` as the newest attempt of ``member`` in ``record`` (in place)."""
     for entry in record["members"]:
-        if entry["method"] == member.method and entry["seed"] == member.seed:
+        if entry.get("run_name") == member.run_name:
             if run_id not in entry["attempts"]:
                 entry["attempts"].append(run_id)
             entry["run_id"] = run_id
@@ -104,3 +126,9 @@ def sweep_members(runs_dir: str | os.PathLike, name: str) -> list[tuple[dict, Pa
     record = read_sweep(runs_dir, name)
     existing = runs_by_name(Path(runs_dir))
     return [(m, choose_attempt(existing.get(str(m.get("run_name")), []))) for m in record["members"]]
+
+
+def sweep_group_by(runs_dir: str | os.PathLike, name: str) -> list[str]:
+    """How compare groups sweep ``name`` by default: ``method`` and the config keys its grid varies."""
+    keys = read_sweep(runs_dir, name).get("group_by")
+    return [str(k) for k in keys] if isinstance(keys, list) and keys else ["method"]

@@ -1,4 +1,5 @@
-"""``mmbal sweep``: one ordinary run per (method, seed), N at a time; running it again resumes the sweep."""
+"""``mmbal sweep``: one ordinary run per (method, seed[, ``--grid`` values]), N at a time; running it again
+resumes the sweep."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ class _Progress:
 def _print_plan(plan, jobs: int, verbose: bool) -> None:
     n_m, n_s = len(plan.methods), len(plan.seeds)
     counts = ", ".join(f"{plan.count(a)} {ACTION_TEXT[a]}" for a in ACTION_TEXT if plan.count(a))
-    _say(f"sweep {plan.name}: {n_m} method{'s' * (n_m != 1)} x {n_s} seed{'s' * (n_s != 1)} = "
+    grid = "".join(f" x {a.key} ({len(a.values)}{', ' + a.method + ' only' if a.method else ''})"
+                   for a in plan.grid)
+    _say(f"sweep {plan.name}: {n_m} method{'s' * (n_m != 1)} x {n_s} seed{'s' * (n_s != 1)}{grid} = "
          f"{len(plan.tasks)} runs ({counts}); {jobs} at a time")
     _say(f"  runs in {plan.runs_dir}, sweep record and logs in {plan.runs_dir / 'sweeps' / plan.name}")
     for task in plan.tasks:
@@ -70,8 +73,10 @@ def _print_plan(plan, jobs: int, verbose: bool) -> None:
 
 
 def _compare_hint(plan) -> str:
-    base = "joint" if "joint" in plan.methods else plan.methods[0]
     where = f" --runs-dir {plan.runs_dir}" if plan.runs_dir else ""
+    if plan.grid:   # rows are method x grid values: no one method row to be the baseline
+        return f"mmbal compare --sweep {plan.name}{where}"
+    base = "joint" if "joint" in plan.methods else plan.methods[0]
     return f"mmbal compare --sweep {plan.name}{where} --baseline {base}"
 
 
@@ -88,9 +93,14 @@ def register(app: typer.Typer) -> None:
             "--set", "-s", help="Override a preset key for every run: --set train.epochs=3; scope a method's "
                                 "option by its name: --set unimodal.modality=audio (repeatable).",
             show_default=False)] = None,
+        grid: Annotated[Optional[list[str]], typer.Option(
+            "--grid", "-g", help="Also sweep a preset key over values, read like --set values: --grid "
+                                 "train.lr=1e-3,3e-4 (repeatable: every combination x methods x seeds; commas "
+                                 "inside [...] stay in a value; scope a method's option: --grid ogm_ge.alpha=0.1,0.5).",
+            show_default=False)] = None,
         jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time on this machine.")] = 1,
         name: Annotated[Optional[str], typer.Option(
-            "--name", help="Sweep name; runs are named NAME-METHOD-sSEED (default: the preset's name).",
+            "--name", help="Sweep name; runs are named NAME-METHOD[-KEY=VALUE...]-sSEED (default: the preset's name).",
             show_default=False)] = None,
         device: Annotated[Optional[str], typer.Option(
             help="auto | cpu | cuda | cuda:N for every run (overrides train.device).", show_default=False)] = None,
@@ -98,7 +108,8 @@ def register(app: typer.Typer) -> None:
             "--dry-run", help="Print what would run, skip and resume, and the commands; start nothing.")] = False,
         runs_dir: RunsDirOpt = None,
     ) -> None:
-        """One run per method x seed, N at a time; finished runs are skipped, so running it again resumes it."""
+        """One run per method x seed (x --grid values), N at a time; finished runs are skipped, so running it
+        again resumes it."""
         from engine.errors import MmbalError, UsageError
         from engine.store import default_runs_dir
         from engine.sweep.members import parse_methods, parse_seeds
@@ -109,7 +120,7 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"--jobs: expected at least 1, got {jobs}")
             method_list, seed_list = _defaults(preset, methods, seeds, parse_methods, parse_seeds)
             plan = plan_sweep(preset, default_runs_dir(runs_dir), method_list, seed_list, set_ or [],
-                              name=name, device=device)
+                              name=name, device=device, grid=grid or [])
         except MmbalError as exc:
             fail(exc)
         except KeyboardInterrupt:
@@ -147,10 +158,10 @@ def _quote(arg: str) -> str:
 def _finish(plan, result) -> None:
     from engine.sweep.record import sweep_members
     members = sweep_members(plan.runs_dir, plan.name)
-    wanted = {(t.member.method, t.member.seed) for t in plan.tasks}
+    wanted = {t.member.run_name for t in plan.tasks}
     from engine.store import read_status
     states = [read_status(path)["effective_state"] if path else "not started"
-              for m, path in members if (m.get("method"), m.get("seed")) in wanted]
+              for m, path in members if m.get("run_name") in wanted]
     done = states.count("finished")
     _say(f"sweep {plan.name}: {done} of {len(states)} runs finished")
     if result.interrupted:
