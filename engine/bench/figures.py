@@ -21,7 +21,7 @@ from ..errors import UsageError
 from ..methods import METHODS
 from ..run import build_parts
 from ..train.device import describe_device, resolve_device
-from .loops import engine_epochs, hand_epochs, reference_epochs, timed
+from .loops import engine_epochs, hand_epochs, reference_epochs, timed, whole_epochs
 
 
 @dataclass
@@ -71,22 +71,37 @@ def _method_overrides(name: str, cfg: RunConfig) -> list[str]:
     return [f'method.modality="{cfg.modalities[0]}"'] if "modality" in fields else []
 
 
+def paired_ratio(fn: Callable[[], None], baseline: Callable[[], None], device, repeats: int) -> dict[str, float]:
+    """``fn``'s time over ``baseline``'s, measured side by side: each repeat times one call of each,
+    in alternating order, and gives one ratio; the median, min and max of the ratios, and the median
+    time of ``fn``. Drifts of a shared machine's speed then cancel in each pair."""
+    ratios, times = [], []
+    for i in range(repeats):
+        order = (fn, baseline) if i % 2 == 0 else (baseline, fn)
+        t = {id(f): timed(f, device) for f in order}
+        ratios.append(t[id(fn)] / t[id(baseline)])
+        times.append(t[id(fn)])
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+            "epoch_s": statistics.median(times)}
+
+
 def method_figures(preset: str, base: list[str], device, data, repeats: int, methods: list[str]) -> list[dict]:
-    """Each method's median epoch time (ratio to joint) and peak memory."""
+    """Each method's time of a whole epoch (steps, validation and its epoch hooks) as a ratio to
+    joint's, measured side by side (:func:`paired_ratio`), and its peak memory."""
     rows = []
+    base_cfg = load_preset(preset, base)[0]
+    joint = whole_epochs(load_preset(preset, base + ['method.name="joint"'])[0], device, data)
     for name in methods:
-        cfg, _ = load_preset(preset, base + [f'method.name="{name}"'] + _method_overrides(name, load_preset(preset, base)[0]))
+        cfg, _ = load_preset(preset, base + [f'method.name="{name}"'] + _method_overrides(name, base_cfg))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         before = _peak_rss()
-        epoch = engine_epochs(cfg, device, data)
-        t = median_epochs({name: epoch}, device, repeats)[name]
+        epoch = whole_epochs(cfg, device, data)
+        ratio = paired_ratio(epoch, joint, device, repeats)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else max(_peak_rss() - before, 0)
-        rows.append({"method": name, "epoch_s": round(t, 4), "peak_memory_bytes": int(peak),
-                     "algorithmic_cost": METHODS.entry(name).info.cost})
-    joint = next((r["epoch_s"] for r in rows if r["method"] == "joint"), None)
-    for r in rows:
-        r["ratio_to_joint"] = round(r["epoch_s"] / joint, 3) if joint else None
+        rows.append({"method": name, "epoch_s": round(ratio["epoch_s"], 4), "peak_memory_bytes": int(peak),
+                     "algorithmic_cost": METHODS.entry(name).info.cost, "ratio_to_joint": round(ratio["median"], 3),
+                     "ratio_min": round(ratio["min"], 3), "ratio_max": round(ratio["max"], 3)})
     return rows
 
 

@@ -65,6 +65,20 @@ def engine_epochs(cfg: RunConfig, device, data, warmup: list | None = None) -> C
     return epoch
 
 
+def whole_epochs(cfg: RunConfig, device, data) -> Callable[[], None]:
+    """One whole epoch of a run per call, as ``mmbal run`` trains it: the optimiser steps, then the
+    end of the epoch (validation, selection, the method's epoch hooks such as a stage switch or a
+    re-estimate, the checkpoint state); after one warm-up epoch. What methods cost per epoch."""
+    _, model, method = build_parts(cfg, device, data)
+    trainer = Trainer(cfg.train, data, model, method, device, cfg.seed, DiscardingRecorder())
+
+    def epoch():
+        trainer.train_epoch_steps()
+        trainer.end_epoch()
+    epoch()
+    return epoch
+
+
 def hand_epochs(cfg: RunConfig, device, data) -> Callable[[], None]:
     """What a careful user writes by hand: forward, fused CE, backward, step. Nothing else."""
     _, model, _ = build_parts(cfg, device, data)

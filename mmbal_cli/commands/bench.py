@@ -68,8 +68,8 @@ def _print(result, console) -> None:
                   + (f"; speed-up over the reference-style loop: [bold]{d['speedup_vs_reference']:.2f}x[/]"
                      if d["speedup_vs_reference"] else ""))
     if d["methods"]:
-        m = Table("method", "epoch (s)", "x joint", "peak memory", "algorithmic cost (per step)")
+        m = Table("method", "epoch (s)", "x joint (min-max)", "peak memory", "algorithmic cost (per step)")
         for r in d["methods"]:
-            m.add_row(r["method"], f"{r['epoch_s']:.4f}", f"{r['ratio_to_joint']:.2f}" if r["ratio_to_joint"] else "-",
+            m.add_row(r["method"], f"{r['epoch_s']:.4f}", f"{r['ratio_to_joint']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})",
                       f"{r['peak_memory_bytes'] / 2**20:,.1f} MiB", r["algorithmic_cost"])
         console.print(m)
