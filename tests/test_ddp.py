@@ -222,7 +222,7 @@ def test_run_with_two_processes_then_resume_with_one(tmp_path):
     runs = tmp_path / "runs"
     done = _mmbal("run", str(preset), "--runs-dir", str(runs), "--nproc", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("run ") == 1 and done.stderr.count("epoch 2/2") == 1  # rank 0 alone prints
+    assert done.stdout.count("run ") == 1 and done.stdout.count("epoch 2/2  val") == 1  # rank 0 alone prints (results on stdout)
     (run_dir,) = runs.iterdir()                      # one run directory, made by rank 0
     files = sorted(p.name for p in run_dir.iterdir() if p.name != ".lock")
     assert files == ["checkpoints", "config.json", "metrics.jsonl", "preset.toml", "run.json", "status.json",

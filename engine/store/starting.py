@@ -30,13 +30,16 @@ def _folder(runs_dir: str | os.PathLike) -> Path:
 def announce_start(runs_dir: str | os.PathLike, name: str | None) -> Iterator[Callable[[], None]]:
     """Announce a run named ``name`` (None: not known yet) starting in ``runs_dir`` while the block runs; the block calls the
     function it is given once the run directory exists, to withdraw the announcement early. It never
-    fails the run (a runs directory that cannot take the file only loses the announcement), and folders
-    it made are removed again when they are left empty (a refused start leaves nothing behind)."""
+    fails the run (a runs directory that cannot take the file only loses the announcement); a runs
+    directory that does not exist yet is not created (no older run can be mistaken for this one there),
+    and the ``.starting`` folder is removed again when left empty (a refused start leaves nothing behind)."""
     folder = _folder(runs_dir)
-    made = [p for p in (Path(runs_dir), folder) if not p.exists()]
+    made = [folder] if not folder.exists() else []
     path: Path | None = folder / f"{os.getpid()}.json"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not Path(runs_dir).is_dir():   # a first run: there is no older run to mistake for it
+            raise FileNotFoundError(runs_dir)
+        folder.mkdir(exist_ok=True)
         atomic_write_json(path, {"name": name, "pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.time()})
     except OSError:
