@@ -25,11 +25,13 @@ def _just_started(root, run_ref: str):
         return None
     what = f"run '{info['name']}'" if info.get("name") else "the run"
     err_console.print(f"waiting for {what} that process {info['pid']} is starting...", highlight=False)
+    before = set(runs_named(root, run_ref)) if run_ref != "latest" else set()
     wait_until_started(root, info)
     if run_ref == "latest":
         return None   # the new run is now the latest (or, if its start failed, the previous one)
     named = runs_named(root, run_ref)
-    return named[0] if named else None
+    new = [p for p in named if p not in before]   # not by name order: two runs may start in one second
+    return (new or named or [None])[0]
 
 
 def register(app: typer.Typer) -> None:
