@@ -22,3 +22,23 @@ def test_paired_ratio_alternates_and_takes_per_pair_ratios(monkeypatch):
     assert calls == ["method", "joint", "joint", "method", "method", "joint", "joint", "method", "method", "joint"]
     assert result["median"] == result["min"] == result["max"] == 2.0
     assert result["epoch_s"] == 20.0
+
+
+def test_a_busy_machine_is_one_whose_load_exceeds_half_its_cores_and_the_benchmark():
+    assert [figures.busy(load, 2) for load in (0.3, 1.9, 2.1, 20.0)] == [False, False, True, True]
+    assert [figures.busy(load, 16) for load in (8.9, 9.1)] == [False, True]
+    assert not figures.busy(50.0, 0)   # unknown core count: no claim
+
+
+def test_bench_says_what_it_times_as_it_goes(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmbal_cli.app import app
+    res = CliRunner().invoke(app, ["bench", "--methods", "joint,ogm", "--repeats", "1", "--no-reference", "--json",
+                                   "--set", "data.synthetic.n_samples=300"])
+    assert res.exit_code == 0, res.output
+    assert "timing the loops (engine, hand), 1 epochs each" in res.stderr
+    assert "[1/2] joint against joint" in res.stderr and "[2/2] ogm against joint" in res.stderr
+    import json
+    figures_ = json.loads(res.stdout)
+    assert len(figures_["load_average"]) == 2 and figures_["busy"] in (True, False)

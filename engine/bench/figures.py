@@ -9,6 +9,7 @@ report the median epoch.
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable
@@ -38,6 +39,13 @@ class BenchResult:
     methods: list[dict] = field(default_factory=list)
     compiled_epoch_s: float | None = None     # the engine with train.compile = true
     compile_warmup_s: float | None = None     # its first epoch, compilation included
+    load_average: list[float] = field(default_factory=list)   # 1-minute load average before and after
+    cores: int = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the machine was busy around the measurement (see :func:`busy`)."""
+        return any(busy(load, self.cores) for load in self.load_average)
 
     @property
     def overhead(self) -> float:
@@ -53,7 +61,21 @@ class BenchResult:
         d["speedup_vs_reference"] = round(self.speedup_vs_reference, 2) if self.reference_epoch_s else None
         d["engine_samples_per_s"] = round(self.train_samples / self.engine_epoch_s, 1)
         d["hand_samples_per_s"] = round(self.train_samples / self.hand_epoch_s, 1)
+        d["busy"] = self.busy
         return d
+
+
+def busy(load: float, cores: int) -> bool:
+    """A 1-minute load average above half the cores (the benchmark itself adds about one): other work
+    then shares the cores, and times, even ratios, are not speed figures."""
+    return cores > 0 and load > max(cores / 2, 1.0) + 1.0
+
+
+def load_average() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return 0.0
 
 
 def median_epochs(contenders: dict[str, Callable[[], None]], device, repeats: int) -> dict[str, float]:
@@ -85,13 +107,15 @@ def paired_ratio(fn: Callable[[], None], baseline: Callable[[], None], device, r
             "epoch_s": statistics.median(times)}
 
 
-def method_figures(preset: str, base: list[str], device, data, repeats: int, methods: list[str]) -> list[dict]:
+def method_figures(preset: str, base: list[str], device, data, repeats: int, methods: list[str],
+                   progress: Callable[[str], None] = lambda _: None) -> list[dict]:
     """Each method's time of a whole epoch (steps, validation and its epoch hooks) as a ratio to
     joint's, measured side by side (:func:`paired_ratio`), and its peak memory."""
     rows = []
     base_cfg = load_preset(preset, base)[0]
     joint = whole_epochs(load_preset(preset, base + ['method.name="joint"'])[0], device, data)
-    for name in methods:
+    for i, name in enumerate(methods, 1):
+        progress(f"[{i}/{len(methods)}] {name} against joint, {repeats} epochs each")
         cfg, _ = load_preset(preset, base + [f'method.name="{name}"'] + _method_overrides(name, base_cfg))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -111,9 +135,12 @@ def _peak_rss() -> int:
 
 
 def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, reference: bool = True,
-              methods: list[str] | None = None, compile: bool = False) -> BenchResult:
+              methods: list[str] | None = None, compile: bool = False,
+              progress: Callable[[str], None] = lambda _: None) -> BenchResult:
     """All figures for one preset (``methods=None``: every registered method; ``[]``: none);
-    ``compile``: also the engine with ``train.compile`` on (every other contender runs eager)."""
+    ``compile``: also the engine with ``train.compile`` on (every other contender runs eager);
+    ``progress`` is told what is being timed as it goes."""
+    loads = [load_average()]
     base = list(overrides)
     cfg, _ = load_preset(preset, base)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
@@ -130,13 +157,16 @@ def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, referenc
     if compile:
         compiled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=True))
         contenders["compiled"] = engine_epochs(compiled, device, data, warmup)
+    progress(f"timing the loops ({', '.join(contenders)}), {repeats} epochs each")
     times = median_epochs(contenders, device, repeats)
     names = METHODS.names() if methods is None else methods
-    rows = method_figures(preset, base, device, data, repeats, names) if names else []
+    rows = method_figures(preset, base, device, data, repeats, names, progress) if names else []
+    loads.append(load_average())
     return BenchResult(preset=str(preset), device=describe_device(device), torch=torch.__version__,
                        threads=torch.get_num_threads(), train_samples=int(data.splits["train"].numel()),
                        batch_size=cfg.train.batch_size, engine_epoch_s=round(times["engine"], 4),
                        hand_epoch_s=round(times["hand"], 4),
                        reference_epoch_s=round(times["reference"], 4) if reference else None, methods=rows,
                        compiled_epoch_s=round(times["compiled"], 4) if compile else None,
-                       compile_warmup_s=round(warmup[0], 2) if warmup else None)
+                       compile_warmup_s=round(warmup[0], 2) if warmup else None,
+                       load_average=loads, cores=os.cpu_count() or 0)

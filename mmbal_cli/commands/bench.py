@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         from engine.methods import METHODS
         from engine.registry import did_you_mean
 
-        from ..output import fail, out_console, print_error
+        from ..output import err_console, fail, out_console, print_error
         overrides = list(set_ or []) + ([f'train.device="{device}"'] if device else [])
         names = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
         for name in names or []:
@@ -37,9 +37,15 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2)
         try:
             result = run_bench(str(preset or DEFAULT_PRESET), overrides, repeats=repeats, reference=reference,
-                               methods=names, compile=compile_)
+                               methods=names, compile=compile_,
+                               progress=lambda text: err_console.print(text, markup=False, highlight=False))
         except MmbalError as exc:
             fail(exc)
+        if result.busy:
+            err_console.print(f"warning: the machine was busy (1-minute load average {result.load_average[0]:g} before, "
+                              f"{result.load_average[-1]:g} after, on {result.cores} cores): other work shared the "
+                              f"cores, so these times and ratios are not speed figures; rerun on a quiet machine",
+                              markup=False, highlight=False, soft_wrap=True)
         if as_json:
             print(json.dumps(result.to_dict(), indent=2))
             return
