@@ -76,7 +76,6 @@ import torch
 import torch.nn.functional as F
 
 from ..collectives import all_reduce_sum
-from ..errors import PresetError
 from ..monitor.shapley import coalition_masks, shapley_matrix
 from ..schema import opt
 from . import METHODS
@@ -186,9 +185,7 @@ class AGM(Method):
     def __init__(self, cfg: AGMConfig, ctx):
         super().__init__(cfg, ctx)
         n = len(ctx.modalities)
-        if n < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances modalities against each other and needs "
-                                         f"at least two; this run has {n} ({', '.join(ctx.modalities)})"])
+        self.require_modalities("balances modalities against each other")
         self.keep = partial_coalitions(n, ctx.device)
         self.matrix = response_matrix(n, ctx.device)
         self.ref_scores = torch.zeros(n, device=ctx.device)   # running means of s_m

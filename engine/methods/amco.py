@@ -90,7 +90,6 @@ import torch
 import torch.nn.functional as F
 
 from ..collectives import all_reduce_sum
-from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
 from . import METHODS
@@ -168,10 +167,7 @@ class AMCo(Method):
 
     def __init__(self, cfg: AMCoConfig, ctx):
         super().__init__(cfg, ctx)
-        if len(ctx.modalities) < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances modalities against each other and needs "
-                                         f"at least two; this run has {len(ctx.modalities)} "
-                                         f"({', '.join(ctx.modalities)})"])
+        self.require_modalities("balances modalities against each other")
         self.dependent = torch.zeros(len(ctx.modalities), dtype=torch.bool, device=ctx.device)
         self.generator: torch.Generator | None = None
 

@@ -83,7 +83,6 @@ import torch
 import torch.nn.functional as F
 
 from ..collectives import gather_rows
-from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
 from . import METHODS
@@ -232,10 +231,7 @@ class ARM(Method):
 
     def __init__(self, cfg: ARMConfig, ctx):
         super().__init__(cfg, ctx)
-        if len(ctx.modalities) < 2:
-            raise PresetError("method", [f"method.name: {self.name} weighs modalities against each other and needs "
-                                         f"at least two; this run has {len(ctx.modalities)} "
-                                         f"({', '.join(ctx.modalities)})"])
+        self.require_modalities("weighs modalities against each other")
         n = len(ctx.modalities)
         self.coef_sum = torch.zeros(n, dtype=torch.float64, device=ctx.device)   # this epoch's applied coefs
         self.coef_count = torch.zeros((), dtype=torch.float64, device=ctx.device)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.plan import EpochPlan
+from ..errors import PresetError
 from ..models import ModelOutput, MultimodalModel
 from .info import MethodInfo, expand
 
@@ -142,6 +143,15 @@ class Method:
         self.ctx = ctx
         self.modules = nn.ModuleDict()  # the method's own trainable modules (saved and optimised)
         self.end_reason: str | None = None
+
+    def require_modalities(self, what: str) -> None:
+        """Refuse (a preset error, exit 2) a run with fewer than two modalities, saying what the method
+        does with them (``"balances modalities against each other"``). Presets are refused earlier by
+        :mod:`engine.config`; this guards methods built another way (tests, the Python API)."""
+        mods = self.ctx.modalities
+        if len(mods) < 2:
+            raise PresetError("method", [f"method.name: {self.name} {what} and needs at least two; this run has "
+                                         f"{len(mods)} ({', '.join(mods)})"])
 
     @property
     def trained_modalities(self) -> list[str]:

@@ -83,7 +83,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..collectives import all_reduce_sum
-from ..errors import PresetError
 from ..schema import opt
 from . import METHODS
 from .base import Method, StepResult
@@ -193,10 +192,7 @@ class CGGM(Method):
 
     def __init__(self, cfg: CGGMConfig, ctx):
         super().__init__(cfg, ctx)
-        if len(ctx.modalities) < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances modalities against each other and needs "
-                                         f"at least two; this run has {len(ctx.modalities)} "
-                                         f"({', '.join(ctx.modalities)})"])
+        self.require_modalities("balances modalities against each other")
         self.by_lr = cfg.modulate == "lr"
         self.previous = torch.zeros(len(ctx.modalities), device=ctx.device)   # eps_m of the previous step
 

@@ -64,7 +64,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..errors import PresetError
 from ..schema import opt
 from . import METHODS
 from .base import Method, StepResult
@@ -165,9 +164,7 @@ class CML(Method):
     def __init__(self, cfg: CMLConfig, ctx):
         super().__init__(cfg, ctx)
         n = len(ctx.modalities)
-        if n < 2:
-            raise PresetError("method", [f"method.name: {self.name} removes modalities from the input and needs at "
-                                         f"least two; this run has {n} ({', '.join(ctx.modalities)})"])
+        self.require_modalities("removes modalities from the input")
         self._one = torch.ones((), device=ctx.device)
 
     # -- one step -------------------------------------------------------------------------------------

@@ -211,9 +211,7 @@ class DIMML(Method):
     def __init__(self, cfg: DIMMLConfig, ctx):
         super().__init__(cfg, ctx)
         mods = list(ctx.modalities)
-        if len(mods) < 2:
-            raise PresetError("method", [f"method.name: dimml transfers knowledge between modalities and needs at "
-                                         f"least two; this run has {len(mods)} ({', '.join(mods)})"])
+        self.require_modalities("transfers knowledge between modalities")
         self.stages = Stages([Stage(DETACHED, cfg.detached_epochs), Stage(FUSION)])
         self.pairs = ordered_pairs(len(mods))
         self.effective: torch.Tensor | None = None   # (M, D) bool, once selected

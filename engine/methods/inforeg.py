@@ -163,9 +163,7 @@ class InfoReg(Method):
     def __init__(self, cfg: InfoRegConfig, ctx):
         super().__init__(cfg, ctx)
         mods, device = ctx.modalities, ctx.device
-        if len(mods) < 2:
-            raise PresetError("method", [f"method.name: inforeg slows the leading modality down against the others "
-                                         f"and needs at least two; this run has {len(mods)} ({', '.join(mods)})"])
+        self.require_modalities("slows the leading modality down against the others")
         if cfg.strength and len(cfg.strength) != len(mods):
             raise PresetError("method", [f"method.strength: {len(cfg.strength)} values for {len(mods)} modalities "
                                          f"({', '.join(mods)}); give one per modality, or none for "

@@ -56,7 +56,6 @@ import torch
 import torch.nn.functional as F
 
 from ..collectives import all_reduce_sum
-from ..errors import PresetError
 from ..schema import opt
 from . import METHODS
 from .base import Method
@@ -149,9 +148,7 @@ class MBSD(Method):
     def __init__(self, cfg: MBSDConfig, ctx):
         super().__init__(cfg, ctx)
         n = len(ctx.modalities)
-        if n < 2:
-            raise PresetError("method", [f"method.name: {self.name} distils between modalities and needs at least "
-                                         f"two; this run has {n} ({', '.join(ctx.modalities)})"])
+        self.require_modalities("distils between modalities")
         self.first, self.second = pair_index(n, ctx.device)
 
     def loss(self, out, y, step):

@@ -301,9 +301,7 @@ class MCR(Method):
     def __init__(self, cfg: MCRConfig, ctx):
         super().__init__(cfg, ctx)
         mods = list(ctx.modalities)
-        if len(mods) < 2:
-            raise PresetError("method", [f"method.name: mcr regularises the competition between modalities and "
-                                         f"needs at least two; this run has {len(mods)} ({', '.join(mods)})"])
+        self.require_modalities("regularises the competition between modalities")
         self.sets = permuted_sets(mods, cfg.permuted_sets)
         self.blocks = game_blocks(mods, self.sets, cfg.game)
         g, c = gradient_scales(mods, self.sets, self.blocks)

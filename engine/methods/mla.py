@@ -160,9 +160,7 @@ class MLA(Method):
     def __init__(self, cfg: MLAConfig, ctx):
         super().__init__(cfg, ctx)
         mods = list(ctx.modalities)
-        if len(mods) < 2:
-            raise PresetError("method", [f"method.name: mla alternates between modalities through a shared head "
-                                         f"and needs at least two; this run has {len(mods)} ({', '.join(mods)})"])
+        self.require_modalities("alternates between modalities through a shared head")
         given = list(cfg.fusion_weights)
         if given and (len(given) != len(mods) or sum(given) <= 0):
             why = (f"{len(given)} weights for {len(mods)} modalities ({', '.join(mods)})"

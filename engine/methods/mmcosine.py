@@ -50,7 +50,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..collectives import all_reduce_sum
-from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
 from . import METHODS
@@ -104,10 +103,7 @@ class MMCosine(Method):
 
     def __init__(self, cfg: MMCosineConfig, ctx):
         super().__init__(cfg, ctx)
-        if len(ctx.modalities) < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances modalities against each other and needs "
-                                         f"at least two; this run has {len(ctx.modalities)} "
-                                         f"({', '.join(ctx.modalities)})"])
+        self.require_modalities("balances modalities against each other")
         self._scale = torch.full((), float(cfg.scale), device=ctx.device)
 
     def setup(self, model):

@@ -177,9 +177,7 @@ class MSES(Method):
     def __init__(self, cfg: MSESConfig, ctx):
         super().__init__(cfg, ctx)
         mods = ctx.modalities
-        if len(mods) < 2:
-            raise PresetError("method", [f"method.name: mses stops modalities separately inside a multimodal model "
-                                         f"and needs at least two; this run has {len(mods)} ({', '.join(mods)})"])
+        self.require_modalities("stops modalities separately inside a multimodal model")
         if ctx.data is not None and ctx.data.split_size("val") == 0:
             raise PresetError("method", ["method.name: mses stops each modality on its validation metric, and this "
                                          "dataset has no validation rows; give it a validation split"])

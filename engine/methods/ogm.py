@@ -77,7 +77,6 @@ import torch
 import torch.nn.functional as F
 
 from ..collectives import all_reduce_sum
-from ..errors import PresetError
 from ..schema import opt
 from . import METHODS
 from .base import Method
@@ -171,10 +170,7 @@ class OGM(Method):
 
     def __init__(self, cfg: OGMConfig, ctx):
         super().__init__(cfg, ctx)
-        if len(ctx.modalities) < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances modalities against each other and needs "
-                                         f"at least two; this run has {len(ctx.modalities)} "
-                                         f"({', '.join(ctx.modalities)})"])
+        self.require_modalities("balances modalities against each other")
         self.generator: torch.Generator | None = None
         self.by_lr = cfg.modulate == "lr"
         self._ones = torch.ones(len(ctx.modalities), device=ctx.device)

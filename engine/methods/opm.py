@@ -74,7 +74,6 @@ import torch
 import torch.nn.functional as F
 
 from ..collectives import all_reduce_sum, rank, world_size
-from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
 from . import METHODS
@@ -146,10 +145,7 @@ class OPM(Method):
 
     def __init__(self, cfg: OPMConfig, ctx):
         super().__init__(cfg, ctx)
-        if len(ctx.modalities) < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances modalities against each other and needs "
-                                         f"at least two; this run has {len(ctx.modalities)} "
-                                         f"({', '.join(ctx.modalities)})"])
+        self.require_modalities("balances modalities against each other")
         self.generator: torch.Generator | None = None
         self._ones = torch.ones(len(ctx.modalities), device=ctx.device)
 

@@ -66,7 +66,6 @@ import torch
 import torch.nn.functional as F
 
 from ..collectives import all_reduce_sum, broadcast_tensors
-from ..errors import PresetError
 from ..schema import opt
 from . import METHODS
 from .base import Method
@@ -150,10 +149,7 @@ class PMR(Method):
 
     def __init__(self, cfg: PMRConfig, ctx):
         super().__init__(cfg, ctx)
-        if len(ctx.modalities) < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances modalities against each other and needs "
-                                         f"at least two; this run has {len(ctx.modalities)} "
-                                         f"({', '.join(ctx.modalities)})"])
+        self.require_modalities("balances modalities against each other")
         self.prototypes: dict[str, torch.Tensor] = {}   # modality -> (C, d_m), no gradient
         self.present = torch.zeros(ctx.n_classes, dtype=torch.bool, device=ctx.device)
         self.epoch_of_prototypes = -1   # the epoch whose start computed them (a resume does not redo it)

@@ -104,7 +104,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import PresetError
 from ..models import ModelOutput
 from ..schema import opt
 from . import METHODS
@@ -229,9 +228,7 @@ class ReconBoost(Method):
     def __init__(self, cfg: ReconBoostConfig, ctx):
         super().__init__(cfg, ctx)
         self.mods = list(ctx.modalities)
-        if len(self.mods) < 2:
-            raise PresetError("method", [f"method.name: reconboost alternates between modalities and needs at least "
-                                         f"two; this run has {len(self.mods)} ({', '.join(self.mods)})"])
+        self.require_modalities("alternates between modalities")
         dev = ctx.device
         self._one, self._zero = torch.ones((), device=dev), torch.zeros((), device=dev)
         self._phase_value = {k: torch.full((), float(i), device=dev) for i, k in enumerate(PHASES)}

@@ -221,9 +221,7 @@ class Relearning(Method):
     def __init__(self, cfg: RelearningConfig, ctx):
         super().__init__(cfg, ctx)
         mods = ctx.modalities
-        if len(mods) < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances the modalities of a multimodal model "
-                                         f"and needs at least two; this run has {len(mods)} ({', '.join(mods)})"])
+        self.require_modalities("balances the modalities of a multimodal model")
         if ctx.data is not None and ctx.data.split_size("val") == 0:
             raise PresetError("method", ["method.name: relearning diagnoses each modality by the purity gap between "
                                          "the training and the validation split, and this dataset has no "

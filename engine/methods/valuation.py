@@ -78,7 +78,6 @@ import torch.nn.functional as F
 
 from ..collectives import broadcast_tensors
 from ..data.plan import EpochPlan, resident_only
-from ..errors import PresetError
 from ..monitor.shapley import coalition_masks, shapley_matrix
 from ..schema import opt
 from . import METHODS
@@ -190,9 +189,7 @@ class Valuation(Method):
     def __init__(self, cfg: ValuationConfig, ctx):
         super().__init__(cfg, ctx)
         n = len(ctx.modalities)
-        if n < 2:
-            raise PresetError("method", [f"method.name: {self.name} balances modalities against each other and needs "
-                                         f"at least two; this run has {n} ({', '.join(ctx.modalities)})"])
+        self.require_modalities("balances modalities against each other")
         if ctx.data is not None and _streamed(ctx.data):
             raise resident_only(getattr(ctx.data, "source", "the data"),
                                 "an epoch plan (valuation re-samples the training rows)")
