@@ -3,30 +3,16 @@ as the user meets it on the command line."""
 
 import json
 from datetime import datetime, timezone
-import textwrap
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from mmbal_cli.app import app
+from runtools import tiny_preset
 
 runner = CliRunner()
 
-PRESET = """
-name = "first"
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 240
-n_classes = 3
-dims = [6, 6]
-[method]
-name = "joint"
-[train]
-epochs = 1
-batch_size = 32
-"""
 
 
 @pytest.fixture()
@@ -34,7 +20,7 @@ def preset(tmp_path):
     folder = tmp_path / "presets"
     folder.mkdir()
     p = folder / "first.toml"
-    p.write_text(textwrap.dedent(PRESET))
+    p.write_text(tiny_preset(name="first", epochs=1))
     return p
 
 

@@ -1,30 +1,16 @@
 """Looking after runs once they exist: ``show``, ``tag`` / ``note`` (meta.json), ``rm`` and ``gc``."""
 
 import json
-import textwrap
 
 import pytest
 from typer.testing import CliRunner
 
 from engine.store import RunLock, RunPaths
 from mmbal_cli.app import app
+from runtools import tiny_preset
 
 runner = CliRunner()
 
-PRESET = """
-name = "keep"
-[data]
-source = "synthetic"
-[data.synthetic]
-n_samples = 200
-n_classes = 3
-dims = [6, 6]
-[method]
-name = "joint"
-[train]
-epochs = 1
-batch_size = 32
-"""
 
 
 def invoke(runs, *args, stdin=None):
@@ -35,7 +21,7 @@ def invoke(runs, *args, stdin=None):
 def two_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("keep")
     preset = folder / "keep.toml"
-    preset.write_text(textwrap.dedent(PRESET))
+    preset.write_text(tiny_preset(name="keep", epochs=1))
     runs = folder / "runs"
     for name in ("first", "second"):
         assert invoke(runs, "run", preset, "--name", name).exit_code == 0
