@@ -274,6 +274,22 @@ class Kit:
         self.model.train()
         return t.train_one(x, y, ids)
 
+    def step_grads(self, x: dict[str, torch.Tensor], y: torch.Tensor,
+                   epoch: int | None = None) -> tuple[StepResult, dict[str, torch.Tensor]]:
+        """:meth:`step`, and the gradients the optimiser applied in it (by parameter name, captured just
+        before the optimiser's step)."""
+        grads: dict[str, torch.Tensor] = {}
+        optimizer_step = self.method.optimizer_step
+
+        def capture(step):
+            grads.update({n: p.grad.clone() for n, p in self.params().items() if p.grad is not None})
+            step.step_optimizer()
+        self.method.optimizer_step = capture
+        try:
+            return self.step(x, y, epoch=epoch), grads
+        finally:
+            self.method.optimizer_step = optimizer_step
+
     def fit(self) -> dict[str, float]:
         """The trainer's whole loop (``Trainer.fit``); the steps' live values are kept in ``self.lives``
         and each epoch's ``Method.epoch_values()`` in ``self.epoch_values``. Returns the test metrics."""

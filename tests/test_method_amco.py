@@ -91,16 +91,6 @@ def test_the_ratio_rule_compares_each_share_with_the_mean_of_the_others():
 
 
 # -- a training step ----------------------------------------------------------------------------------
-def grads_of_one_step(kit, x, y, epoch=0):
-    grads = {}
-
-    def capture(step):
-        grads.update({n: p.grad.clone() for n, p in kit.params().items() if p.grad is not None})
-        step.step_optimizer()
-    kit.method.optimizer_step = capture
-    return kit.step(x, y, epoch=epoch), grads
-
-
 def test_three_modalities_a_fully_masked_dependent_modality_learns_nothing_and_the_flags_move_on():
     kit = Kit.build("amco", {"horizon_epochs": 1.0, "eps": 0.3}, modalities=THREE, dropout=0.0)
     x, y = kit.batch(24)
@@ -110,7 +100,7 @@ def test_three_modalities_a_fully_masked_dependent_modality_learns_nothing_and_t
     fused, logits = kit.model.head(masked)
     expected = F.cross_entropy(fused, y) + sum(F.cross_entropy(logits[m], y) for m in THREE)
     shares = dependence_shares([logits[m] for m in THREE]) / 24
-    result, grads = grads_of_one_step(kit, x, y, epoch=1)      # l = 1 >= eps: p = 1, all of a's units masked
+    result, grads = kit.step_grads(x, y, epoch=1)      # l = 1 >= eps: p = 1, all of a's units masked
     assert result.live["method/mask_ratio"].item() == 1.0
     assert result.loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert result.live["method/dependent_a"].item() == 1.0 and result.live["method/dependent_b"].item() == 0.0

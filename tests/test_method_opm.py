@@ -53,17 +53,6 @@ def test_masks_keep_with_probability_one_minus_q_and_rescale_by_the_dropped_feat
 
 
 # -- a training step ----------------------------------------------------------------------------------
-def grads_of_one_step(kit, x, y, epoch=0):
-    """The step's result and the gradients the optimiser would apply (captured before its step)."""
-    grads = {}
-
-    def capture(step):
-        grads.update({n: p.grad.clone() for n, p in kit.params().items() if p.grad is not None})
-        step.step_optimizer()
-    kit.method.optimizer_step = capture
-    return kit.step(x, y, epoch=epoch), grads
-
-
 def test_a_dropped_dominant_feature_sends_no_gradient_to_its_encoder():
     kit = Kit.build("opm", {**ALWAYS, "q_base": 1.0, "lam": 0.0}, dropout=0.0)  # q = 1: always dropped
     x, y = kit.batch(24)
@@ -73,7 +62,7 @@ def test_a_dropped_dominant_feature_sends_no_gradient_to_its_encoder():
     theta = 8 * 1.0 / 16                                                  # both features of width 8
     expected = F.cross_entropy(kit.model.head({lead: out.features[lead] * 0,
                                                weak: out.features[weak] / (1 - theta)})[0], y)
-    result, grads = grads_of_one_step(kit, x, y)
+    result, grads = kit.step_grads(x, y)
     assert result.loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert result.live[f"method/q/{lead}"].item() == 1.0 and result.live[f"method/dropped/{lead}"].item() == 1.0
     assert result.live[f"coef/{lead}"].item() == 0.0 and result.live[f"coef/{weak}"].item() == 1.0
