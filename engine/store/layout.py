@@ -178,8 +178,11 @@ def run_dirs(runs_dir: str | os.PathLike) -> list[Path]:
 
 
 def runs_named(runs_dir: str | os.PathLike, name: str) -> list[Path]:
-    """The run directories in ``runs_dir`` whose run is named ``name``, newest first."""
-    return [p for p in run_dirs(runs_dir) if _name_of(p) == name]
+    """The run directories in ``runs_dir`` whose run is named ``name``, newest first. Only directories
+    whose name carries ``name``'s slug have their ``run.json`` read (a start checks this, in a runs
+    directory that may hold thousands of runs)."""
+    slug = slugify(name)
+    return [p for p in run_dirs(runs_dir) if _slug_of(p) == slug and _name_of(p) == name]
 
 
 def _id_of(path: Path) -> str:

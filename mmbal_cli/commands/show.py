@@ -22,7 +22,6 @@ def human_size(n: int) -> str:
 def describe_run(run_dir) -> dict:
     """What ``show`` prints, as plain data (also its ``--json``)."""
     from engine.store import RunPaths, read_json, read_status
-    from engine.store.cleanup import tree_size
     from engine.store.meta import read_meta
 
     paths = RunPaths(run_dir)
@@ -32,13 +31,16 @@ def describe_run(run_dir) -> dict:
             return read_json(path)
         except (OSError, ValueError):
             return {}
-    files = []
-    for p in sorted(paths.root.rglob("*")):
-        if p.is_file() and not p.name.startswith("."):
-            files.append({"path": paths.relative(p), "bytes": p.stat().st_size})
+    files, total = [], 0
+    for p in sorted(paths.root.rglob("*")):   # one walk: the files shown, and the total with hidden ones
+        if p.is_file() and not p.is_symlink():
+            size = p.stat().st_size
+            total += size
+            if not p.name.startswith("."):
+                files.append({"path": paths.relative(p), "bytes": size})
     return {"path": str(paths.root), "run": load(paths.run_json), "status": read_status(run_dir),
             "config": load(paths.config_json), "summary": load(paths.summary), "meta": read_meta(run_dir),
-            "files": files, "bytes": tree_size(paths.root)}
+            "files": files, "bytes": total}
 
 
 def _flat(prefix: str, node, out: list[tuple[str, str]]) -> None:
