@@ -27,5 +27,8 @@ COMMANDS = (run, ls, show, tags, clean, methods, data, bench, compare, sweep, wa
 
 
 def register_all(app) -> None:
+    from ..examples import add_examples
+
     for module in COMMANDS:
         module.register(app)
+    add_examples(app)
