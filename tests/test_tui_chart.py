@@ -138,3 +138,31 @@ def test_caption_goes_above_the_legend_in_two_lines_only_when_the_chart_is_tall(
     short = render_chart(data, width=40, height=8)
     assert len(short) == 8 and short[0].plain.endswith("…") and short[1].plain.startswith("■ score/a")
     assert render_chart(data, width=40, height=5)[0].plain.startswith("■ score/a")  # no room: legend only
+
+
+def _flat_series_rows(patterns):
+    """Three flat series far apart: which plot cells each one's row has drawn."""
+    series = [Series(name, [(x, y) for x in range(50)]) for name, y in (("a", 0.9), ("b", 0.5), ("c", 0.1))]
+    lines = render_chart(ChartData(series=series, y_bounds=(0.0, 1.0)), 60, 16, with_legend=False,
+                         patterns=patterns)
+    rows = _plot_rows(lines[:-2], lines[0].plain.index("┤"))
+    drawn = [[ord(ch) in BRAILLE for ch in row] for row in rows]
+    return [row for row in drawn if any(row)]
+
+
+def test_without_colour_the_lines_differ_in_pattern_not_only_in_shade(monkeypatch):
+    solid, dashed, dotted = _flat_series_rows(patterns=True)
+    assert all(solid)
+    gaps = [i for i, on in enumerate(dashed) if not on]
+    assert gaps and len(gaps) < len(dashed) / 2          # dashes: mostly drawn, with gaps
+    assert sum(dotted) < sum(dashed) < len(solid)          # dots: sparser still
+    assert all(all(row) for row in _flat_series_rows(patterns=False))
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert _flat_series_rows(patterns=None)[1] == dashed   # NO_COLOR turns the patterns on by default
+
+
+def test_without_colour_the_legend_draws_each_line_pattern():
+    series = [Series(name, [(0, 0.5)]) for name in ("fused", "audio", "video")]
+    keys = [entry.split()[0] for entry in legend(series, 80, patterns=True)[0].plain.split("  ")]
+    assert keys == ["━━", "╍╍", "┈┈"]
+    assert legend(series, 80)[0].plain.startswith("■ fused")

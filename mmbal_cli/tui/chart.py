@@ -8,11 +8,16 @@ log) breaks the line. Event markers go on the x axis (and, for the important one
 vertical rule through empty cells); the legend names each line with its latest value, so the
 chart stays readable without colour (``NO_COLOR``). An optional caption above the legend says what
 the plotted quantity means (a method's ``score/<m>``, for one).
+
+Without colour (``NO_COLOR`` set, https://no-color.org) the lines differ in pattern as well: the
+first solid, the next dashed, dotted and dash-dotted (:data:`PATTERNS`), each legend entry drawn
+with its line's pattern, so three series are not three shades of grey.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -24,6 +29,8 @@ from .formatting import fmt_number
 Point = tuple[float, float | None]
 
 PALETTE = ("#4ec9b0", "#e5c07b", "#61afef", "#e06c75", "#c678dd", "#98c379", "#d19a66", "#56b6c2")
+# (legend sample, which pixel columns of a period are drawn): solid, dashed, dotted, dash-dot
+PATTERNS = (("━━", None), ("╍╍", (6, {0, 1, 2, 3})), ("┈┈", (4, {0})), ("━╸", (8, {0, 1, 2, 3, 5})))
 _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))  # [row in cell][column in cell]
 
 
@@ -95,16 +102,25 @@ def data_ranges(series: Sequence[Series], y_bounds: tuple[float, float] | None =
     return (x0, x1), (y0, y1)
 
 
+def monochrome() -> bool:
+    """Whether the user asked for no colour (``NO_COLOR`` present and not empty, as no-color.org says)."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
 class _Canvas:
-    """Braille dots per cell plus the style of the series that drew last in each cell."""
+    """Braille dots per cell plus the style of the series that drew last in each cell; ``pattern``
+    (period, drawn columns) leaves out the pixel columns of a dashed or dotted line."""
 
     def __init__(self, width: int, height: int):
         self.width, self.height = width, height
         self.bits = [[0] * width for _ in range(height)]
         self.styles: list[list[str]] = [[""] * width for _ in range(height)]
+        self.pattern: tuple[int, set[int]] | None = None
 
     def dot(self, px: int, py: int, style: str) -> None:
         cx, cy = px >> 1, py >> 2
+        if self.pattern is not None and px % self.pattern[0] not in self.pattern[1]:
+            return
         if 0 <= cx < self.width and 0 <= cy < self.height:
             self.bits[cy][cx] |= _DOTS[py & 3][px & 1]
             self.styles[cy][cx] = style
@@ -167,11 +183,15 @@ def _draw_series(canvas: _Canvas, points: list[Point], style: str, to_px, to_py)
         previous = (px, last)
 
 
-def legend(series: Sequence[Series], width: int, marks: Sequence[tuple[str, str]] = ()) -> list[Text]:
-    """Lines of ``■ name value`` entries (then ``R resume``-style marker keys), wrapped to ``width``."""
+def legend(series: Sequence[Series], width: int, marks: Sequence[tuple[str, str]] = (),
+           patterns: bool = False) -> list[Text]:
+    """Lines of ``■ name value`` entries (``━━ name``, ``╍╍ name``... with ``patterns``), then
+    ``R resume``-style marker keys, wrapped to ``width``."""
     lines: list[Text] = []
     line = Text()
-    entries = [Text.assemble(("■ ", s.style), (s.name, "bold"), f" {fmt_number(s.last_value())}") for s in series]
+    keys = [PATTERNS[i % len(PATTERNS)][0] if patterns else "■" for i in range(len(series))]
+    entries = [Text.assemble((f"{key} ", s.style), (s.name, "bold"), f" {fmt_number(s.last_value())}")
+               for key, s in zip(keys, series)]
     entries += [Text.assemble((symbol, "bold"), (f" {meaning}", "dim")) for symbol, meaning in marks]
     for entry in entries:
         if line.cell_len and line.cell_len + 2 + entry.cell_len > width:
@@ -196,15 +216,19 @@ def caption_lines(caption: str, width: int, max_lines: int) -> list[Text]:
     return [Text(line, style="italic") for line in lines]
 
 
-def render_chart(data: ChartData, width: int, height: int, with_legend: bool = True) -> list[Text]:
+def render_chart(data: ChartData, width: int, height: int, with_legend: bool = True,
+                 patterns: bool | None = None) -> list[Text]:
     """The chart as ``height`` lines of at most ``width`` cells (caption, legend, plot, axis, x
-    labels); the caption takes two lines when the chart has ten or more, else one."""
+    labels); the caption takes two lines when the chart has ten or more, else one. ``patterns``
+    (default: :func:`monochrome`) draws the lines solid, dashed, dotted... as well as in colour."""
     width, height = max(width, 12), max(height, 4)
+    patterns = monochrome() if patterns is None else patterns
     ranges = data_ranges(data.series, data.y_bounds)
     if ranges is None:
         return ([Text(data.empty_message, style="dim")] + [Text()] * height)[:height]
     top = caption_lines(data.caption, width, 2 if height >= 10 else 1) if with_legend and height >= 6 else []
-    top += legend(data.series, width, data.marker_legend)[: max(height - 4 - len(top), 0)] if with_legend else []
+    top += legend(data.series, width, data.marker_legend, patterns)[: max(height - 4 - len(top), 0)] \
+        if with_legend else []
     (x0, x1), (y0, y1) = ranges
     labels = [fmt_number(y1), fmt_number((y0 + y1) / 2), fmt_number(y0)]
     label_w = max(len(t) for t in labels)
@@ -219,7 +243,8 @@ def render_chart(data: ChartData, width: int, height: int, with_legend: bool = T
     def to_py(y: float) -> int:
         return min(ph - 1, max(0, round((y1 - y) / (y1 - y0) * (ph - 1))))
 
-    for s in data.series:
+    for i, s in enumerate(data.series):
+        canvas.pattern = PATTERNS[i % len(PATTERNS)][1] if patterns else None
         _draw_series(canvas, s.points, s.style, to_px, to_py)
     inside = [m for m in data.markers if x0 <= m.x <= x1]
     axis = _axis_row(inside, plot_w, lambda x: to_px(x) >> 1)
