@@ -26,6 +26,7 @@ def test_once_prints_the_dashboard_content_as_plain_text():
     assert "test acc  fused 0.901 audio 0.842 image 0.663" in out
     assert "R resume" in out and "step 80  head_added  modality=image, heads=2" in out
     assert "\x1b[" not in out  # no escape codes when not on a terminal
+    assert out.count("accuracy by step") == 1 and "(s: show" not in out  # one title, no key a snapshot lacks
 
 
 def test_default_run_is_the_latest():

@@ -87,6 +87,7 @@ def render_snapshot(model: RunModel, width: int = 100) -> Group:
         parts.append(Text())
         split = model.accuracy_split()
         parts.append(Text(f"{split} accuracy by step", style="bold"))
+        chart.caption = ""  # the dashboard's caption names its `s` key, which a snapshot does not have
         parts.extend(render_chart(chart, min(width, 100), CHART_HEIGHT))
     events = _events(model)
     if events is not None:
