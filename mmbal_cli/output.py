@@ -65,7 +65,8 @@ def fit_lines(head: str, fields: list[str], tail: str = "", width: int | None = 
     return lines + [line]
 
 
-def _terminal_width(stream) -> int | None:
+def terminal_width(stream) -> int | None:
+    """The columns of the terminal ``stream`` writes to; None when it is a pipe or a file (no wrapping in logs)."""
     try:
         return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else None
     except (OSError, ValueError, AttributeError):
@@ -117,14 +118,14 @@ class PlainReporter:
     def epoch(self, epoch, epochs, values):
         elapsed = time.perf_counter() - self.t0
         self.result(fit_lines(f"epoch {epoch}/{epochs}  val", result_fields(values, "val", self.modalities),
-                              f"({elapsed:.1f}s)", _terminal_width(self.out)))
+                              f"({elapsed:.1f}s)", terminal_width(self.out)))
 
     def end(self, summary):
         test = summary.get("test", {})
         if test:
             head = test_head(summary)
             fields = [f for f in result_fields(test, "test", self.modalities) if not f.startswith("loss ")]
-            self.result(fit_lines(head, fields, width=_terminal_width(self.out)))
+            self.result(fit_lines(head, fields, width=terminal_width(self.out)))
 
 
 class RichReporter(PlainReporter):

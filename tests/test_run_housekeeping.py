@@ -83,3 +83,16 @@ def test_rm_deletes_runs_but_not_a_running_one(tmp_path, two_runs):
     gone = invoke(runs, "rm", "first", "second", "--yes")
     assert gone.exit_code == 0 and "freed" in gone.stdout
     assert [p.name for p in runs.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_show_wraps_the_method_and_test_lines_between_values_at_80_columns(two_runs, monkeypatch):
+    import mmbal_cli.commands.show as show
+    monkeypatch.setattr(show, "terminal_width", lambda stream: 80)
+    lines = invoke(two_runs, "show", "second").stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines[1:8])   # the first line is the run directory
+    test = next(i for i, line in enumerate(lines) if line.startswith("test "))
+    assert lines[test].startswith("test      acc/fused ") and lines[test + 1].startswith("          imbalance ")
+    method = next(i for i, line in enumerate(lines) if line.startswith("method "))
+    assert lines[method + 1].startswith("          ") and "segments 1" in lines[method + 1]
+    monkeypatch.setattr(show, "terminal_width", lambda stream: None)   # into a pipe: one line each
+    assert any(line.startswith("test ") and "imbalance" in line for line in invoke(two_runs, "show", "second").stdout.splitlines())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
 
 from ..options import RunsDirOpt
-from ..output import fail, out_console
+from ..output import fail, fit_lines, out_console, terminal_width
 
 
 def human_size(n: int) -> str:
@@ -73,8 +74,12 @@ def register(app: typer.Typer) -> None:
         state = status.get("effective_state", "?") + (f" ({status['reason']})" if status.get("reason") else "")
         say(f"state     {state}, epoch {status.get('epoch', '?')} of {status.get('epochs', '?')}, "
             f"step {status.get('step', '?')}")
-        say(f"method    {run.get('method', '?')} on {run.get('dataset', '?')} ({', '.join(run.get('modalities', []))}), "
-            f"device {run.get('device', '?')}, created {run.get('created', '?')}, segments {run.get('segments', 1)}")
+        columns = terminal_width(sys.stdout)  # None into a pipe: no wrapping in logs
+        for line in fit_lines("method  ", [
+                f"{run.get('method', '?')} on {run.get('dataset', '?')} ({', '.join(run.get('modalities', []))})",
+                f"device {run.get('device', '?')}", f"created {run.get('created', '?')}",
+                f"segments {run.get('segments', 1)}"], width=columns):
+            say(line)
         if meta["tags"]:
             say(f"tags      {', '.join(meta['tags'])}")
         for note in meta["notes"]:
@@ -86,8 +91,9 @@ def register(app: typer.Typer) -> None:
         test = summary.get("test") or {}
         if test:
             shown = [k for k in test if k.startswith("test/acc/")] + ["test/f1/fused", "imbalance"]
-            say("test      " + "  ".join(f"{k.removeprefix('test/')} {test[k]:.4f}" for k in shown
-                                         if isinstance(test.get(k), (int, float))))
+            items = [f"{k.removeprefix('test/')} {test[k]:.4f}" for k in shown if isinstance(test.get(k), (int, float))]
+            for line in fit_lines("test    ", items, width=columns):
+                say(line)
         if meta.get("gc"):
             say(f"gc        {', '.join(meta['gc'].get('removed', []))} removed {meta['gc'].get('at', '')}")
         say()
