@@ -170,3 +170,27 @@ def test_watch_waits_for_the_run_being_started_not_an_older_one(preset, tmp_path
     assert found["run"] == new != old
     assert not (runs / ".starting").exists() or not any((runs / ".starting").iterdir())
     assert _just_started(runs, "race") is None   # nothing starting now: the usual lookup
+
+
+def test_watch_of_a_name_not_announced_yet_waits_a_moment_for_it(preset, tmp_path):
+    """`mmbal run --name late & sleep 2; mmbal watch late --once` on a busy machine: the run announces
+    itself only after the watch looked (Python's start takes seconds under load)."""
+    import threading
+    import time
+
+    from engine.run import start_run
+    from engine.store.starting import announce_start
+    runs = tmp_path / "runs"
+    assert invoke("run", preset, "--runs-dir", runs, "--name", "other").exit_code == 0
+
+    def late_start():
+        time.sleep(1.0)
+        with announce_start(runs, "late"):
+            start_run(preset, runs_dir=runs, name="late")
+    starter = threading.Thread(target=late_start)
+    starter.start()
+    watched = invoke("watch", "late", "--once", "--runs-dir", runs)
+    starter.join(timeout=120)
+    assert watched.exit_code == 0, watched.output
+    said = " ".join(watched.output.split())   # the notice is wrapped at the terminal's width
+    assert "waiting up to 5 s" in said and "late " in said.split("·")[0] and "other" not in said

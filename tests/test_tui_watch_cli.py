@@ -41,9 +41,11 @@ def test_without_a_terminal_watch_prints_a_snapshot():
     assert "printing one snapshot" in result.output and "nutrimouse-joint" in result.output
 
 
-def test_unknown_run_exits_3_with_the_message(tmp_path):
+def test_unknown_run_exits_3_with_the_message(tmp_path, monkeypatch):
+    import mmbal_cli.commands.watch as watch_command
+    monkeypatch.setattr(watch_command, "START_GRACE_S", 0.3)
     result = watch("nosuchrun", "--once")
-    assert result.exit_code == 3
+    assert result.exit_code == 3 and "waiting up to" in result.output   # a name: it waited for a start first
     assert "no run 'nosuchrun'" in result.output and "mmbal ls" in result.output
     result = watch("--once", "--runs-dir", tmp_path / "empty")
     assert result.exit_code == 3 and "names nothing" in result.output

@@ -97,3 +97,15 @@ def wait_until_started(runs_dir: str | os.PathLike, info: dict, timeout: float =
             return False
         time.sleep(poll)
     return True
+
+
+def wait_for_announcement(runs_dir: str | os.PathLike, ref: str, timeout: float, poll: float = 0.1) -> dict | None:
+    """The announcement of a run named ``ref`` once one appears within ``timeout`` seconds, else None:
+    a ``mmbal run --name ref`` started a moment ago on a busy machine may not have announced itself
+    yet (under a load of 10 on two cores, its Python start takes about two seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = being_started(runs_dir, ref)
+        if info is not None or time.monotonic() >= deadline:
+            return info
+        time.sleep(poll)

@@ -7,6 +7,7 @@ disturbing training. Textual is imported only when the dashboard is actually sho
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,12 +16,21 @@ from ..options import RunsDirOpt
 from ..output import err_console, fail, out_console
 
 
-def _just_started(root, run_ref: str):
+# How long `watch NAME` waits for a run of that name to be announced when there is none yet.
+START_GRACE_S = 5.0
+
+
+def _just_started(root, run_ref: str, grace: float = 0.0):
     """A run that `mmbal run` is starting under this reference (its data still loading): wait for its
-    directory and return it, rather than attaching to an older run of that name or the previous latest."""
+    directory and return it, rather than attaching to an older run of that name or the previous latest.
+    ``grace``: seconds to wait for the announcement itself (a name that matches no run yet)."""
     from engine.store.layout import runs_named
-    from engine.store.starting import being_started, wait_until_started
+    from engine.store.starting import being_started, wait_for_announcement, wait_until_started
     info = being_started(root, run_ref)
+    if info is None and grace > 0:
+        err_console.print(f"no run '{run_ref}' in {root} yet; waiting up to {grace:.0f} s in case `mmbal run` "
+                          "is starting it...", highlight=False)
+        info = wait_for_announcement(root, run_ref, grace)
     if info is None:
         return None
     what = f"run '{info['name']}'" if info.get("name") else "the run"
@@ -57,7 +67,13 @@ def register(app: typer.Typer) -> None:
         try:
             run_dir = _just_started(root, run_ref) or resolve_run(root, run_ref)
         except RunNotFound as exc:
-            fail(exc)
+            from engine.store.names import run_name_problem
+            if run_ref == "latest" or "/" in run_ref or run_name_problem(run_ref) or Path(run_ref).exists():
+                fail(exc)
+            try:   # a run started a moment ago on a busy machine may not have announced itself yet
+                run_dir = _just_started(root, run_ref, grace=START_GRACE_S) or resolve_run(root, run_ref)
+            except RunNotFound as again:
+                fail(again)
         if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):
             err_console.print("not a terminal: printing one snapshot (as with --once)", highlight=False)
             once = True
