@@ -31,6 +31,7 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Callable
 
 from engine.faults import fault_point
+from engine.store.links import no_follow_opener, refuse_link
 from engine.store.paths import temp_path_for
 
 _LOCKS_GUARD = threading.Lock()
@@ -101,12 +102,15 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[BinaryIO], None
     With ``keep_previous``, the old content of an existing ``path`` becomes ``keep_previous`` once the
     new content is on disk, just before the new file takes its place (see :func:`_keep_as`).
     ``site`` is the fault-injection site (default: the file name; see :mod:`engine.faults`).
+    A symbolic link at ``path`` is refused (:class:`~engine.store.links.LinkedFileRefused`, exit 3)
+    and the temporary file is opened without following links (:mod:`engine.store.links`).
     """
     path = Path(path)
     tmp = temp_path_for(path)
+    refuse_link(path)  # a link at ``path``: LinkedFileRefused, nothing written (engine.store.links)
     with _path_lock(path):
         try:
-            with open(tmp, "wb") as f:
+            with open(tmp, "wb", opener=no_follow_opener) as f:
                 writer(f)
                 fault_point(site or path.name, path)
                 f.flush()
@@ -200,7 +204,8 @@ def read_json(path: str | os.PathLike) -> dict:
     """The JSON object stored at ``path``.
 
     Raises ``FileNotFoundError`` when it is missing and ``ValueError`` naming the path when it
-    is not valid UTF-8 JSON or not an object.
+    is not valid UTF-8 JSON or not an object (also when it is nested too deeply to parse: such a
+    file is damaged, not a reason for a ``RecursionError``).
     """
     path = Path(path)
     raw = path.read_bytes()
@@ -210,6 +215,8 @@ def read_json(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON for mmbal (arrays or objects nested too deeply to read)") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a JSON object, found {type(obj).__name__}")
     return obj

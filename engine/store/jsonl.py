@@ -19,7 +19,8 @@ One object per line::
   Non-finite values are written as ``null`` and their keys listed in the record's ``nonfinite``
   (strict JSON: ``jq`` rejects bare ``NaN``).
 * Readers consume complete lines only, skip unparsable lines with a warning naming the line
-  (MLflow's lesson: one bad line must not hide a run) and never raise for content problems.
+  (MLflow's lesson: one bad line must not hide a run; a line nested too deeply for the parser is
+  one of them) and never raise for content problems.
 * Segments: a resume appends ``resume{from_step: S, seg: k}``; readers then drop ``metrics`` rows
   of earlier segments with ``step > S``, and their ``test`` rows whatever their step (a test row
   describes the end of training, which the resumed segment does again: a run killed after its test
@@ -42,6 +43,7 @@ from typing import Any
 
 from engine.faults import fault_point
 from engine.store.atomic import dumps_strict, naming, to_jsonable
+from engine.store.links import open_no_follow
 
 SCHEMA = 1
 _RESERVED = frozenset({"kind", "t", "step", "seg", "name", "nonfinite"})
@@ -101,7 +103,8 @@ class MetricsWriter:
 
     ``segment`` is the current resume segment (0 until :meth:`resume` is called); metrics and
     events are tagged with it unless ``seg`` is given. ``repaired_bytes`` is the size of the torn
-    tail removed on opening (0 normally). Thread-safe.
+    tail removed on opening (0 normally). Thread-safe. A symbolic link at ``path`` is refused
+    (:class:`~engine.store.links.LinkedFileRefused`), never opened.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -110,7 +113,8 @@ class MetricsWriter:
         self._lock = threading.Lock()
         self._torn_from: int | None = None  # where a failed append that could not be cut back began
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            # never through a link: its target's last line would be cut and records appended to it
+            self._fd: int | None = open_no_follow(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise naming(exc, self.path)
         try:
@@ -317,6 +321,9 @@ class _LineParser:
             record = json.loads(line)
         except ValueError:
             self._warn("not valid JSON, skipped")
+            return None
+        except RecursionError:
+            self._warn("arrays or objects nested too deeply to read, skipped")
             return None
         problem = _record_problem(record)
         if problem is not None:

@@ -28,6 +28,7 @@ from engine.errors import RunNotFound, UsageError
 from engine.faults import fault_point
 from engine.registry import did_you_mean
 from engine.store.atomic import fsync_dir, naming, read_json
+from engine.store.links import no_follow_opener
 from engine.store.meta import read_meta
 from engine.store.paths import RUN_JSON, STATUS_JSON, SUMMARY_JSON, RunPaths
 from engine.store.status import read_status, write_status
@@ -99,7 +100,7 @@ def _write_synced(path: Path, data: bytes | str, final: Path) -> None:
         raise TypeError(f"content of run file '{path.name}' must be bytes, got {type(data).__name__}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
+        with open(path, "wb", opener=no_follow_opener) as f:
             fault_point(path.name, final, partial=lambda: f.write(payload[: len(payload) // 2]))
             f.write(payload)
             f.flush()
@@ -309,7 +310,8 @@ def _not_found(ref: str, dirs: list[Path], runs_dir: Path) -> RunNotFound:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One line of ``mmbal ls``; ``state`` is the effective state, or ``"damaged"`` with ``error``."""
+    """One line of ``mmbal ls``; ``state`` is the effective state, or ``"damaged"`` with ``error`` (a heartbeat
+    from a clock ahead of this host's is ``"unknown"`` with ``error`` saying so: nothing is damaged)."""
 
     path: Path
     run_id: str
@@ -390,6 +392,7 @@ def run_info(path: str | os.PathLike) -> RunInfo:
     status_error = status.get("reason") if status["effective_state"] == "unknown" else None
     summary, summary_error = _read_summary(path, finished=status["effective_state"] == "finished")
     error = "; ".join(e for e in (meta_error, status_error, summary_error) if e) or None
+    damaged = bool(meta_error or summary_error or (status_error and "clock_ahead" not in status))
     method, dataset = _method_and_dataset(path, meta)
     step, epoch = status.get("step"), status.get("epoch")
     return RunInfo(
@@ -399,7 +402,7 @@ def run_info(path: str | os.PathLike) -> RunInfo:
         created=str(meta.get("created") or _created_of(path)),
         method=method,
         dataset=dataset,
-        state="damaged" if error else status["effective_state"],
+        state="damaged" if damaged else status["effective_state"],  # a clock ahead damages nothing: "unknown"
         epoch=epoch if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else None,
         step=_count(step),
         error=error,

@@ -37,7 +37,7 @@ from engine.store.paths import LOCK_FILE, RunPaths
 def _read_holder(fd: int) -> dict:
     try:
         info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):   # a damaged lock file says nothing about its holder
         return {}
     return info if isinstance(info, dict) else {}
 

@@ -70,7 +70,7 @@ def starting_runs(runs_dir: str | os.PathLike) -> list[dict]:
     for entry in entries:
         try:
             info = json.loads(entry.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
             continue

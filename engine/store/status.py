@@ -5,6 +5,10 @@ thread refreshes its timestamp every ``interval`` seconds. Readers never trust a
 ``"running"`` on its own: :func:`read_status` adds ``effective_state``, which is ``"running"``
 only while the heartbeat is fresh (younger than 3 intervals) and the writing process still exists
 (checked when it ran on this host). This avoids Aim's runs stuck "In Progress" after a crash.
+A heartbeat more than :data:`FUTURE_TOLERANCE` (5 minutes) in the future says nothing about
+liveness (the writer's clock differs from this host's, or the run was copied from a machine whose
+clock runs ahead): it gives ``"unknown"`` with a reason saying so and ``clock_ahead`` (seconds),
+instead of ``"running"`` for as long as the clocks differ.
 The fields and states are listed in ``docs/run-directory.md``.
 """
 
@@ -23,6 +27,7 @@ from engine.store.paths import STATUS_JSON, RunPaths
 
 HEARTBEAT_INTERVAL = 5.0
 STALE_AFTER_INTERVALS = 3
+FUTURE_TOLERANCE = 300.0  # seconds a heartbeat may be ahead of this host's clock (NTP-synced hosts differ by far less)
 FINAL_STATES = ("finished", "failed", "interrupted")
 
 _STATUS_LOCK = threading.Lock()
@@ -101,10 +106,30 @@ def _liveness(status: dict[str, Any], now: float) -> tuple[str, str | None]:
     if same_host and isinstance(pid, int) and not pid_alive(pid):
         return "failed", f"process {pid} is gone"
     age = now - status["heartbeat"]
+    if age < -FUTURE_TOLERANCE:
+        return "unknown", _clock_ahead_reason(-age, pid, host, same_host)
     if age < STALE_AFTER_INTERVALS * interval:
         return state, None
     where = "this host" if same_host else f"host {host}"
     return "stale", f"last heartbeat {age:.0f} s ago (process {pid} on {where})"
+
+
+def _clock_ahead_reason(ahead: float, pid: Any, host: Any, same_host: bool) -> str:
+    """Why a heartbeat from the future cannot tell whether the run is alive."""
+    writer = f"process {pid} on this host" if same_host else f"process {pid} on host {host}"
+    return (f"the last heartbeat is {_duration(ahead)} in the future ({writer}): its clock differs from this "
+            f"host's, so whether the run is alive is unknown; `mmbal resume` continues it if it is not running")
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``3.5 h``, ``12 days``: a clock difference in words."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -114,7 +139,8 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     Otherwise (running, or any other live state the trainer writes) it is that state only while
     the heartbeat is younger than 3 x ``heartbeat_interval`` and the process is alive or on
     another host; a vanished process on this host gives ``"failed"``, an old heartbeat
-    ``"stale"``. A missing or unreadable file gives ``"unknown"``.
+    ``"stale"``, one more than :data:`FUTURE_TOLERANCE` in the future ``"unknown"`` (with
+    ``clock_ahead``, the seconds it is ahead). A missing or unreadable file gives ``"unknown"``.
     """
     path = RunPaths(run_dir).status
     try:
@@ -129,10 +155,13 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
         return {**status, "effective_state": status["state"]}
     if not _is_number(status.get("heartbeat")):
         return _unknown(f"{STATUS_JSON} has no valid 'heartbeat'", status)
-    effective, reason = _liveness(status, time.time())
+    now = time.time()
+    effective, reason = _liveness(status, now)
     out = {**status, "effective_state": effective}
     if reason is not None:
         out["reason"] = reason
+    if effective == "unknown":
+        out["clock_ahead"] = round(status["heartbeat"] - now, 1)
     return out
 
 
