@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config_text import toml_value
+from .config_text import MAX_NESTING, deep_nesting_in_text, too_deep_path, toml_value
 from .data import DataConfig
 from .data.parquet import ModalityInfo, column_type_problem, peek_schema
 from .errors import DataError, PresetError
@@ -44,6 +44,7 @@ from .train.config import TrainConfig
 
 TOP_KEYS = ("name", "seed", "data", "modalities", "model", "method", "train", "monitor")
 LOCKED = ("seed", "data", "modalities", "model", "method", "train.batch_size")
+BOM = "\ufeff"  # the UTF-8 byte-order mark some editors put at the start of a file
 UNLOCKED = ("data.memory_budget", "data.prefetch")  # inside locked tables, but they do not change the results
 ADDED_LATER = ("data.shuffle_window", "method.modulate")  # absent from older runs' config.json (they ran resident): not a change
 
@@ -97,10 +98,27 @@ def read_toml(path: Path) -> dict:
 
 
 def parse_toml(text: str, source: str) -> dict:
+    """The preset ``text`` parsed; a leading UTF-8 byte-order mark (as Windows editors write) is ignored.
+    Invalid TOML, and values nested deeper than :data:`MAX_NESTING` levels, are a :class:`PresetError`."""
+    text = text.removeprefix(BOM)
+    deep = deep_nesting_in_text(text)
+    if deep is not None:
+        raise PresetError(source, [_too_deep(deep[0] or "(a value)", f" (line {deep[1]})")])
     try:
-        return tomllib.loads(text)
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PresetError(source, [f"not valid TOML: {exc}"]) from None
+    except RecursionError:  # not expected past the scan above; still a preset problem, never a traceback
+        raise PresetError(source, [_too_deep("(a value)", "")]) from None
+    path = too_deep_path(raw)
+    if path is not None:
+        raise PresetError(source, [_too_deep(path, "")])
+    return raw
+
+
+def _too_deep(key: str, where: str) -> str:
+    return (f"{key}{where}: nested more than {MAX_NESTING} levels deep (tables, arrays and inline tables); a preset "
+            f"needs a few levels at most")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -110,11 +128,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", key):
         raise PresetError("--set", [f"'{item}': expected KEY=VALUE with a dotted key, e.g. train.epochs=3"])
     raw = raw.strip()
+    keys = key.split(".")
+    if len(keys) > MAX_NESTING or deep_nesting_in_text(f"v = {raw}", MAX_NESTING - len(keys)) is not None:
+        shown_key = key if len(key) <= 80 else f"{key[:60]}... ({len(keys)} levels)"
+        raise PresetError("--set", [_too_deep(shown_key, "")])
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return key.split("."), value
+    return keys, value
 
 
 # Keys whose values name files: a relative value typed on the command line means "from here", not "from the
@@ -146,6 +168,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise PresetError("--set", [f"'{item}': '{k}' is not a table"])
             node = node.setdefault(k, {})
         node[keys[-1]] = value
+    path = too_deep_path(out)  # each override is bounded; a deep one under a deep preset table is not
+    if path is not None:
+        raise PresetError("--set", [_too_deep(path, "")])
     return out
 
 

@@ -30,6 +30,7 @@ from ..store import (CONFIG_JSON, PRESET_TOML, RUN_JSON, Heartbeat, MetricsWrite
                      read_json, read_metrics, resolve_run, usable_runs_dir)
 from ..store.jsonl import WINDOW_BYTES
 from ..store.layout import runs_named
+from ..store.links import refuse_linked_run_files
 from ..store.meta import read_meta
 from ..store.starting import announce_start
 from ..store.names import check_run_name, run_name_problem, shown
@@ -149,6 +150,7 @@ def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, r
     paths = RunPaths(run_dir)
     preset = str(paths.preset_toml)
     with write_failures(run_dir, run_dir.name.rsplit("_", 1)[-1], None), RunLock(run_dir):
+        refuse_linked_run_files(run_dir)  # a link where a run file should be: exit 3, nothing written
         run_info = read_json(paths.run_json)
         old_config = read_json(paths.config_json)
         all_overrides = list(run_info.get("overrides", [])) + command_line_paths(list(overrides))
