@@ -120,8 +120,9 @@ def boosting_loss(head_logits: torch.Tensor, y: torch.Tensor, lambda_r: float) -
 
 
 def true_class_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """sigma(logits)_y per sample, (B,)."""
-    return F.softmax(logits.detach().float(), dim=-1).gather(-1, y[:, None]).squeeze(-1)
+    """sigma(logits)_y per sample: (B,) from (B, C) logits, or (M, B) from stacked (M, B, C)."""
+    p = F.softmax(logits.detach().float(), dim=-1)
+    return p.gather(-1, y.expand(p.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
 def confidence_ratios(scores: dict[str, float]) -> dict[str, float]:
@@ -258,23 +259,29 @@ class AUG(Method):
         ``fc_out``: the other parameters have no gradient, and the optimisers skip them."""
         with step.autocast():
             features = step.model.encode(x)
-        logits, losses, live = {}, [], {}
-        for i, m in enumerate(self.ctx.modalities):
+        mods = self.ctx.modalities
+        logits, losses, residual = {}, [], []
+        for m in mods:
             with step.autocast():
                 heads = self.head_logits(m, features[m])
             loss, residual_weight = boosting_loss(heads.float(), y, self.cfg.lambda_r)
             logits[m] = heads.detach().sum(0)
-            conf = true_class_confidence(logits[m], y)
             step.backward(loss)
             step.step_optimizer()
-            self.conf_sum[i] += conf.sum().double()
             losses.append(loss.detach())
-            live.update({f"coef/{m}": self._coef[m], f"score/{m}": conf.mean(),
-                         f"method/loss_{m}": losses[-1], f"method/residual_weight_{m}": residual_weight.detach()})
+            residual.append(residual_weight.detach())
+        # the step's bookkeeping batched over the modalities: each modality's logits are those before its update
+        conf = true_class_confidence(torch.stack([logits[m] for m in mods]), y)   # (M, B)
+        self.conf_sum += conf.sum(1).double()
         self.count += int(y.shape[0])
+        losses_t, residual_t = torch.stack(losses), torch.stack(residual)
+        live = {}
+        for m, score, loss, weight in zip(mods, conf.mean(1).unbind(), losses_t.unbind(), residual_t.unbind()):
+            live.update({f"coef/{m}": self._coef[m], f"score/{m}": score, f"method/loss_{m}": loss,
+                         f"method/residual_weight_{m}": weight})
         out = ModelOutput(fused=self.fuse(logits), logits=logits,
                           features={m: z.detach() for m, z in features.items()})
-        return StepResult(torch.stack(losses).sum(), out, live)
+        return StepResult(losses_t.sum(), out, live)
 
     # -- adaptive classifier assignment ---------------------------------------------------------
     def global_scores(self) -> tuple[torch.Tensor, int]:

@@ -262,14 +262,12 @@ class Greedy(Method):
                 self.left = torch.where(opens, self._window, counted_down)
             else:
                 self.left = counted_down
-        live = {"method/d_bdr": d[0], "method/rebalancing": rebalancing.float()}
+        d_m = d.unbind()
+        live = {"method/d_bdr": d_m[0], "method/rebalancing": rebalancing.float()}
         if heads is not None:
             live["method/head_ce"] = heads.detach()
-        kept = (~hold).float()
-        for i, m in enumerate(mods):
-            live[f"coef/{m}"] = kept[i]
-            live[f"score/{m}"] = d[i]
-            live[f"method/bdr_{m}"] = bdr[i]
+        for m, kept, score, bdr_m in zip(mods, (~hold).float().unbind(), d_m, bdr.unbind()):
+            live.update({f"coef/{m}": kept, f"score/{m}": score, f"method/bdr_{m}": bdr_m})
         self.optimizer_step(step)
         return StepResult(loss.detach(), out, live)
 

@@ -147,6 +147,7 @@ from .. import collectives
 from ..errors import PresetError
 from ..models import ModelOutput
 from ..models.fusion import unimodal_heads
+from ..monitor.probe import mean_cross_entropies
 from ..schema import opt
 from . import METHODS
 from .base import Method
@@ -310,6 +311,9 @@ class MCR(Method):
         self.value_scale = torch.tensor(c, device=ctx.device)       # (n_sets,)
         rest = {m: tuple(o for o in mods if o != m) for m in mods}
         self.rest_index = {m: self.sets.index(rest[m]) for m in mods}
+        self._rest_rows = torch.tensor([self.rest_index[m] for m in mods], device=ctx.device)
+        self._zero = torch.zeros((), device=ctx.device)                      # constants of the live values
+        self._lambda = torch.full((), cfg.game_weight, device=ctx.device)
         self.separate_heads = True   # whether the logits[m] are not part of the fused logits (set in setup)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -362,16 +366,15 @@ class MCR(Method):
     def loss(self, out, y, step):
         mods = self.ctx.modalities
         ce_fused = F.cross_entropy(out.fused.float(), y)
-        ce = {m: F.cross_entropy(out.logits[m].float(), y) for m in mods}
-        live = {"method/ce_fused": ce_fused.detach(), **{f"method/ce_{m}": ce[m].detach() for m in mods}}
-        unimodal = torch.stack(list(ce.values())).sum()
-        zero = torch.zeros((), device=y.device)
+        ce = mean_cross_entropies([out.logits[m] for m in mods], y)
+        live = {"method/ce_fused": ce_fused.detach(),
+                **dict(zip((f"method/ce_{m}" for m in mods), ce.detach().unbind()))}
+        unimodal = ce.sum()
         if self.pretraining(step.epoch):
-            live.update({f"coef/{m}": zero for m in mods})
+            live.update({f"coef/{m}": self._zero for m in mods})
             return unimodal, live
         loss = ce_fused + self.unimodal_term(step.model, out, y, unimodal)
-        lam = torch.full((), self.cfg.game_weight, device=y.device)
-        live.update({f"coef/{m}": lam for m in mods})
+        live.update({f"coef/{m}": self._lambda for m in mods})
         features, fused, y_all = out.features, out.fused, y
         if collectives.is_distributed() and (self.cfg.game_weight > 0 or self.cfg.contrastive_weight > 0):
             features = {m: collectives.gather_rows(z) for m, z in out.features.items()}
@@ -430,11 +433,9 @@ class MCR(Method):
             # each modality's logit contribution (its head slice and bias share) carries g(m, S)
             rows = flat(self.stacked_features(features, perms, scaled=False))
             _, parts = functional_call(fusion, head_parameters(fusion, share), (rows,))
-            scales = self.feature_scale.to(perms.device)
-            routed = [with_gradient_scale(parts[m].view(n_sets, -1, parts[m].shape[-1]),
-                                          scales[:, i, None, None].to(parts[m].dtype))
-                      for i, m in enumerate(self.ctx.modalities)]
-            return torch.stack(routed).sum(0)
+            stacked = torch.stack([parts[m] for m in self.ctx.modalities]).unflatten(1, (n_sets, -1))
+            scales = self.feature_scale.to(perms.device).T[:, :, None, None].to(stacked.dtype)  # (M, n_sets, 1, 1)
+            return with_gradient_scale(stacked, scales).sum(0)
         stacked = self.stacked_features(features, perms)
         if self.cfg.game_head == "frozen" or all(c == 0 for c in self.set_coefficients):
             logits, _ = functional_call(fusion, head_parameters(fusion, 0.0), (flat(stacked),))
@@ -469,12 +470,12 @@ class MCR(Method):
         return GameResult(loss, j.detach(), acc, fused.detach(), n_sets * n * b)
 
     def game_live(self, game: GameResult, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        live = {f"method/J_{set_name(s)}": game.j_sets[i] for i, s in enumerate(self.sets)}
+        live = dict(zip((f"method/J_{set_name(s)}" for s in self.sets), game.j_sets.unbind()))
         live["method/mipd"] = game.loss.detach()
         acc = (game.reference.argmax(-1) == y).float().mean()
         safe = torch.where(acc > 0, acc, torch.ones_like(acc))
-        for m, i in self.rest_index.items():
-            live[f"score/{m}"] = torch.where(acc > 0, game.acc_sets[i] / safe, torch.ones_like(acc))
+        scores = torch.where(acc > 0, game.acc_sets.index_select(0, self._rest_rows) / safe, torch.ones_like(acc))
+        live.update(zip((f"score/{m}" for m in self.rest_index), scores.unbind()))
         return live
 
     # -- L_Con and L_CEB ------------------------------------------------------------------------

@@ -64,8 +64,9 @@ Deviations from the release code, on purpose:
 
 Live values per step (0-d device tensors): ``coef/<m>`` (k_m applied, 1 outside the window),
 ``score/<m>`` (s_m / batch size: the mean true-class confidence), ``method/ratio/<m>`` (rho_m).
-Cost vs ``joint``: one softmax over the per-modality logits and one in-place scaling per encoder
-gradient; ``ogm_ge`` adds one std and one normal draw per encoder parameter.
+Cost vs ``joint``: one softmax over the per-modality logits and one ``_foreach_mul_`` scaling every
+encoder gradient; ``ogm_ge`` adds one std per encoder parameter tensor, one normal draw for all of them
+and one ``_foreach_addcmul_`` (:func:`modulate_`).
 """
 
 from __future__ import annotations
@@ -132,16 +133,27 @@ def modulation_coefficients(rho: torch.Tensor, alpha: float, rule: str = "paper"
     return torch.where(rho > 1.0, 1.0 - torch.tanh(alpha * rho), torch.ones_like(rho))
 
 
-def modulate_(grads: list[torch.Tensor], k: torch.Tensor, noise_gate: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> None:
-    """In place: g <- k g (+ gate * N(0, std(g)^2) with std of g before scaling, when ``noise_gate`` is given)."""
+def modulate_(grads: list[torch.Tensor], k, noise_gate=None, generator: torch.Generator | None = None) -> None:
+    """In place: g <- k g (+ gate * N(0, std(g)^2) with std of g before scaling, when ``noise_gate`` is given).
+
+    ``k`` and ``noise_gate`` are one 0-d tensor for every gradient or a list of one 0-d tensor per gradient
+    (the modalities' coefficients for all encoders at once); ``k = None`` leaves the scale (noise only).
+    Batched: one std per tensor, then one ``_foreach_mul_`` for the scaling, one normal draw for every
+    element of every noisy gradient (in the gradients' order) and one ``_foreach_addcmul_`` adding it
+    times each std. The gradients share one dtype and device (a model's do)."""
     if not grads:
         return
-    noisy = [g for g in grads if g.numel() > 1] if noise_gate is not None else []
-    stds = [g.std() * noise_gate for g in noisy]
-    torch._foreach_mul_(grads, k)
-    for g, std in zip(noisy, stds):
-        g.add_(torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype) * std)
+    chosen = [i for i, g in enumerate(grads) if g.numel() > 1] if noise_gate is not None else []
+    noisy = [grads[i] for i in chosen]
+    if noisy:
+        gates = torch.stack([noise_gate[i] for i in chosen]) if isinstance(noise_gate, list) else noise_gate
+        stds = (torch.stack([g.std() for g in noisy]) * gates).unbind()
+    if k is not None:
+        torch._foreach_mul_(grads, k)
+    if noisy:
+        sizes = [g.numel() for g in noisy]
+        draw = torch.randn(sum(sizes), generator=generator, device=noisy[0].device, dtype=noisy[0].dtype)
+        torch._foreach_addcmul_(noisy, [d.view_as(g) for d, g in zip(draw.split(sizes), noisy)], list(stds))
 
 
 def in_window(epoch: int, start: int, end: int | None) -> bool:
@@ -208,17 +220,28 @@ class OGM(Method):
         k = self._ones
         if in_window(step.epoch, self.cfg.modulation_start, self.cfg.modulation_end):
             k = modulation_coefficients(rho, self.cfg.alpha, self.cfg.rule)
-            gates = self._noise_gates(rho)
-            for i, m in enumerate(mods):
-                grads = [p.grad for p in model.encoder_parameters(m) if p.grad is not None]
-                if self.by_lr:
-                    step.scale_lr(m, k[i])
-                modulate_(grads, self._ones[i] if self.by_lr else k[i], None if gates is None else gates[i],
-                          self.generator)
-        live = {f"coef/{m}": k[i] for i, m in enumerate(mods)}
-        live.update({f"score/{m}": s[i] / n for i, m in enumerate(mods)})
-        live.update({f"method/ratio/{m}": rho[i] for i, m in enumerate(mods)})
+            self._modulate(model, step, k, self._noise_gates(rho))
+        live = dict(zip((f"coef/{m}" for m in mods), k.unbind()))
+        live.update(zip((f"score/{m}" for m in mods), (s / n).unbind()))
+        live.update(zip((f"method/ratio/{m}" for m in mods), rho.unbind()))
         return live
+
+    def _modulate(self, model, step, k: torch.Tensor, gates: torch.Tensor | None) -> None:
+        """k_m on every encoder at once: learning rates (``by_lr``) or gradients, then the GE noise
+        (one :func:`modulate_` call over all encoders' gradients)."""
+        grads, scales, noise = [], [], []
+        k_m = k.unbind()
+        gate_m = None if gates is None else gates.unbind()
+        for i, m in enumerate(self.ctx.modalities):
+            if self.by_lr:
+                step.scale_lr(m, k_m[i])
+            own = [p.grad for p in model.encoder_parameters(m) if p.grad is not None]
+            grads += own
+            scales += [k_m[i]] * len(own)
+            noise += [] if gate_m is None else [gate_m[i]] * len(own)
+        if self.by_lr and gates is None:
+            return  # the gradients keep their scale: nothing to do
+        modulate_(grads, None if self.by_lr else scales, None if gates is None else noise, self.generator)
 
     def _noise_gates(self, rho: torch.Tensor) -> torch.Tensor | None:
         """Per modality, 1 where the GE noise is added and 0 where not (None: no noise at all)."""

@@ -42,7 +42,14 @@ class MonitorConfig:
     shapley_fill: Literal["zero", "mean"] = opt("zero", help="features given to absent modalities: zeros "
                                                              "(BalanceBenchmark) or the split's mean feature")
     shapley_max_modalities: int = opt(MAX_SHAPLEY_MODALITIES, ge=2, le=MAX_SHAPLEY_MODALITIES,
-                                      help="skip the Shapley values (2^M coalitions) above this many modalities")
+                                      help="exact Shapley values (2^M coalitions) up to this many modalities; "
+                                           "above, sampled (shapley_permutations) or skipped")
+    shapley_permutations: int = opt(0, ge=0, le=65536,
+                                    help="above shapley_max_modalities: estimate the Shapley values from this many "
+                                         "random orders of the modalities (error <= 2.72/sqrt(K) at 95%); 0 skips them")
+    eval_time_budget: float = opt(0.0, ge=0.0, help="seconds the evaluation-time monitors may take per evaluation: "
+                                                    "their rows shrink (never below 256) to fit, so their values "
+                                                    "depend on the machine's speed; 0: no limit (deterministic)")
     eval_max_samples: int = opt(4096, ge=16, help="evaluation rows scored by the probes and critics (an evenly "
                                                   "spaced subset when the split is larger)")
     eval_head_rows: int = opt(65536, ge=1024, help="rows the head runs on per evaluation over all permuted copies "

@@ -51,17 +51,27 @@ class PairCritics(nn.Module):
         self.nets = nn.ModuleDict({
             m: nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, n_partners * embed))
             for m, d in feature_dims.items()})
+        # where each pair's two embeddings sit among all modalities' embeddings side by side (not saved)
+        self.register_buffer("left_slots", self._slots(first=True), persistent=False)
+        self.register_buffer("right_slots", self._slots(first=False), persistent=False)
 
     def _slot(self, m: str, partner: str) -> int:
         partners = [o for o in self.modalities if o != m]
         return partners.index(partner)
 
+    def _slots(self, first: bool) -> torch.Tensor:
+        """(P,) column of each pair's left (``first``) or right embedding in :meth:`pair_embeddings`' concatenation."""
+        width = max(len(self.modalities) - 1, 1)
+        own = [(a, b) if first else (b, a) for a, b in self.pairs]
+        return torch.tensor([self.modalities.index(m) * width + self._slot(m, o) for m, o in own], dtype=torch.long)
+
     def pair_embeddings(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P, B, e) embeddings of the left and right modality of every pair."""
-        emb = {m: net(features[m].detach().float()).unflatten(-1, (-1, self.embed)) for m, net in self.nets.items()}
-        left = torch.stack([emb[a][:, self._slot(a, b)] for a, b in self.pairs])
-        right = torch.stack([emb[b][:, self._slot(b, a)] for a, b in self.pairs])
-        return left, right
+        """(P, B, e) embeddings of the left and right modality of every pair: one network call per modality,
+        then one gather per side for all pairs."""
+        emb = torch.cat([net(features[m].detach().float()).unflatten(-1, (-1, self.embed))
+                         for m, net in self.nets.items()], dim=1)          # (B, M * (M - 1), e)
+        left, right = emb.index_select(1, self.left_slots), emb.index_select(1, self.right_slots)
+        return left.transpose(0, 1), right.transpose(0, 1)
 
     def bounds(self, features: dict[str, torch.Tensor], chunk_rows: int = 4096) -> torch.Tensor:
         """(P,) symmetric InfoNCE bounds of every pair on the rows of ``features``."""

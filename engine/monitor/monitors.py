@@ -32,9 +32,11 @@ from .config import MonitorConfig
 from .gradnorm import encoder_grad_norms, grad_name
 from .infonce import PairCritics, modality_pairs, pair_name
 from .passes import HeadFn, head_passes, identity_rows
-from .permutation import conditional_information, replacement_rows
-from .probe import LinearProbes, entropy, information_bound, label_entropy
-from .shapley import coalition_index, coalition_masks, imbalance, shapley_matrix
+from .permutation import conditional_information, replacement_rows_all
+from .probe import LinearProbes, entropy, information_bound, information_bounds, label_entropy, mean_cross_entropies
+from .budget import EvalBudget
+from .shapley import (coalition_index, coalition_masks, imbalance, masks_of_codes, sampled_shapley_matrix,
+                      shapley_matrix)
 
 
 def mi_name(m: str) -> str:
@@ -113,10 +115,12 @@ class Monitors:
         self.use_mi = on and cfg.mi
         self.use_cmi = on and cfg.cmi
         self.use_pairs = on and cfg.pairwise and bool(self.pairs)
-        self.use_shapley = on and cfg.shapley and len(self.modalities) <= cfg.shapley_max_modalities
+        exact = len(self.modalities) <= cfg.shapley_max_modalities
+        self.use_shapley = on and cfg.shapley and (exact or cfg.shapley_permutations > 0)
         self.use_grad = on and cfg.grad
         # built once: a host-to-device copy at each evaluation would synchronise on CUDA
-        self.shapley_weights = shapley_matrix(len(self.modalities), self.device) if self.use_shapley else None
+        self.shapley_weights, self.coalitions = (self._shapley_plan(exact) if self.use_shapley else (None, None))
+        self.budget = EvalBudget(cfg.eval_time_budget, self.device)
         dims = {m: int(feature_dims[m]) for m in self.modalities}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -130,6 +134,16 @@ class Monitors:
         self.count = 0
         self.last: dict[str, torch.Tensor] = {}
         self.skipped_on_load: list[str] = []
+
+    def _shapley_plan(self, exact: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, masks): phi = W v over the coalitions of ``masks`` (C, M), the full coalition last; every
+        coalition when ``exact``, else those of ``shapley_permutations`` sampled orders (:mod:`.shapley`)."""
+        m = len(self.modalities)
+        if exact:
+            return shapley_matrix(m, self.device), coalition_masks(m, self.device)
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        codes, weights = sampled_shapley_matrix(m, self.cfg.shapley_permutations, generator)
+        return weights.to(self.device), masks_of_codes(codes, m).to(self.device)
 
     # -- names ----------------------------------------------------------------------------------
     def interval_names(self) -> list[str]:
@@ -160,28 +174,36 @@ class Monitors:
             return
         features = {m: out.features[m].detach() for m in self.modalities}
         y = y.detach()
-        values: list[torch.Tensor] = []   # in the order of interval_names()
+        values: list[torch.Tensor] = []   # blocks in the order of interval_names()
         losses: list[torch.Tensor] = []
         with torch.enable_grad(), _no_autocast(self.device):
-            if self.probes is not None:
-                ces = self.probes.cross_entropies(features, y)
-                for m in self.modalities:
-                    candidates = [ces[m].detach()]
-                    if m in out.logits:
-                        candidates.append(F.cross_entropy(out.logits[m].detach().float(), y))
-                    values.append(information_bound(self.prior_entropy, candidates))
-                losses.extend(ces.values())
+            if self.probes is not None:   # every modality at once: one batched cross-entropy per kind of q
+                probe_ce = mean_cross_entropies(list(self.probes(features).values()), y)
+                values.append(information_bounds(self.prior_entropy, probe_ce.detach(), self._own_ces(out, y)))
+                losses.append(probe_ce.sum())
             if self.critics is not None:
                 rows = min(self.cfg.critic_batch, y.shape[0])
                 bounds = self.critics.bounds({m: z[:rows] for m, z in features.items()})
-                values.extend(bounds.detach().double().clamp_min(0.0).unbind())
+                values.append(bounds.detach().double().clamp_min(0.0))
                 losses.append(-bounds.sum())
             self.optimizer.zero_grad(set_to_none=True)
-            torch.stack(losses).sum().backward()
+            (losses[0] if len(losses) == 1 else losses[0] + losses[1]).backward()
             self.optimizer.step()
-        stacked = torch.stack(values)
+        stacked = values[0] if len(values) == 1 else torch.cat(values)
         self.sums = stacked if self.sums is None else self.sums + stacked
         self.count += 1
+
+    def _own_ces(self, out: ModelOutput, y: torch.Tensor) -> torch.Tensor | None:
+        """(M,) cross-entropies of the modalities' own logits (+inf for a modality without its own logits,
+        so that its probe alone counts), None when no modality has them."""
+        own = [m for m in self.modalities if m in out.logits]
+        if not own:
+            return None
+        ces = mean_cross_entropies([out.logits[m].detach() for m in own], y)
+        if len(own) == len(self.modalities):
+            return ces
+        full = torch.full((len(self.modalities),), float("inf"), dtype=ces.dtype, device=ces.device)
+        return full.index_copy(0, torch.tensor([self.modalities.index(m) for m in own], device=ces.device), ces)
 
     def grad_norms(self, model: MultimodalModel) -> dict[str, torch.Tensor]:
         """``{"grad/<m>": 0-d tensor}``: the L2 norm of each encoder's current gradients (None = 0)."""
@@ -216,7 +238,8 @@ class Monitors:
             return {}
         split = _Rows({m: features[m] for m in self.modalities}, logits, fused, y)
         out: dict[str, torch.Tensor] = {}
-        scored = split.subset(self.cfg.eval_max_samples)
+        self.budget.start()
+        scored = split.subset(self.budget.rows(self.cfg.eval_max_samples, MIN_HEAD_SAMPLES))
         with _no_autocast(self.device):
             if self.probes is not None:
                 out.update(self._task_information(scored.features, scored.logits, scored.y))
@@ -225,14 +248,18 @@ class Monitors:
                 bounds = self.critics.bounds(scored.features, rows)
                 out.update({pair_name(a, b): bound for (a, b), bound in zip(self.pairs, bounds.clamp_min(0.0))})
         if self.use_cmi or self.use_shapley:
-            passes = split.subset(max(MIN_HEAD_SAMPLES, self.cfg.eval_head_rows // self._n_variants()))
+            limit = self.budget.rows(self.cfg.eval_head_rows // self._n_variants(), MIN_HEAD_SAMPLES)
+            passes = split.subset(max(MIN_HEAD_SAMPLES, limit))
             out.update(self._head_estimates(head_fn, passes.features, passes.fused, passes.y))
+        self.budget.stop()
         return {k: out[k] for k in self.eval_names()}
 
     def _n_variants(self) -> int:
-        """Head passes per evaluation row: K permuted copies per modality plus 2^M - 1 coalitions."""
+        """Head passes per evaluation row: K permuted copies per modality plus the coalitions but the full one
+        (2^M - 1 exact, fewer sampled)."""
         m = len(self.modalities)
-        return (m * self.cfg.cmi_permutations if self.use_cmi else 0) + (2 ** m - 1 if self.use_shapley else 0)
+        coalitions = self.coalitions.shape[0] - 1 if self.use_shapley else 0
+        return (m * self.cfg.cmi_permutations if self.use_cmi else 0) + coalitions
 
     def _task_information(self, features, logits, y) -> dict[str, torch.Tensor]:
         h_y = label_entropy(y, self.n_classes)
@@ -252,15 +279,16 @@ class Monitors:
         copies: list[int] = []
         if self.use_cmi:
             generator = torch.Generator(device=device).manual_seed(self.cfg.seed)
+            replacements = replacement_rows_all(features, self.cfg.cmi_permutations, self.cfg.cmi_conditional,
+                                                generator)
             for m in self.modalities:
-                replaced = replacement_rows(features, m, self.cfg.cmi_permutations, self.cfg.cmi_conditional,
-                                            generator)
+                replaced = replacements[m]
                 copies.append(replaced.shape[0])
                 for o in self.modalities:
                     index[o].append(replaced if o == m else identity_rows(replaced.shape[0], n, device))
         n_cmi = sum(copies)
         if self.use_shapley:
-            masks = coalition_masks(len(self.modalities), device)[:-1]  # the full coalition is ``fused``
+            masks = self.coalitions[:-1]  # the full coalition is ``fused``
             coalitions = coalition_index(masks, n, fill_row=n)
             for i, o in enumerate(self.modalities):
                 index[o].append(coalitions[:, i])

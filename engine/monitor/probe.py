@@ -55,6 +55,22 @@ def information_bound(h_y: torch.Tensor, cross_entropies: list[torch.Tensor]) ->
     return (h_y.double() - ce).clamp_min(0.0)
 
 
+def information_bounds(h_y: torch.Tensor, probe_ces: torch.Tensor, own_ces: torch.Tensor | None) -> torch.Tensor:
+    """(M,) :func:`information_bound` of every modality at once from (M,) cross-entropies of the probes and,
+    when given, of the modalities' own logits."""
+    ce = probe_ces.double() if own_ces is None else torch.minimum(probe_ces.double(), own_ces.double())
+    return (h_y.double() - ce).clamp_min(0.0)
+
+
+def mean_cross_entropies(logits: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """(M,) mean cross-entropy of each of M logit tensors (each (B, C)) against ``y``: one batched call when
+    they share a shape (the usual case), else one per tensor."""
+    if len({tuple(z.shape) for z in logits}) > 1:
+        return torch.stack([F.cross_entropy(z.float(), y) for z in logits])
+    rows = F.cross_entropy(torch.stack(logits).float().flatten(0, 1), y.repeat(len(logits)), reduction="none")
+    return rows.view(len(logits), -1).mean(1)
+
+
 class LinearProbes(nn.Module):
     """One linear classifier per modality on detached features, initialised to the class prior
     (``class_prior``: probabilities or counts per class)."""

@@ -26,7 +26,8 @@ class RunningSums:
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
         keys = tuple(values)
-        vec = torch.stack([v.detach().reshape(()) for v in values.values()]).double()
+        with torch.no_grad():  # one stack of the 0-d values, no per-value detach (the result needs no graph)
+            vec = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values.values()]).double()
         if keys != self._keys:
             self._fold()
             self._keys, self._vec = keys, vec
