@@ -226,8 +226,10 @@ def test_trainer_and_recorder_keep_no_per_step_or_per_epoch_lists(tmp_path, fast
         engine.run.lifecycle.start_run(preset, [], fast_tmp / f"runs{epochs}")
         sizes.append(_sizes(trainers[-1]))
     reached = {"trainer.recorder.latest", "trainer.recorder.heartbeat._fields", "trainer.interval.sums",
-               "trainer.monitors.last", "trainer.best.metrics"}
+               "trainer.monitors.last"}
     assert reached <= set(sizes[1]) and len(sizes[1]) > 15  # the walk reaches recorder, monitors, sums
+    # the selection's metrics, one dict shared by the trainer and the recorder's copy of best.pt's state
+    assert {"trainer.best.metrics", "trainer.recorder.best_state['metrics']"} & set(sizes[1])
     grown = {path: (sizes[0].get(path), n) for path, n in sizes[1].items() if n > sizes[0].get(path, 0)}
     assert grown == {}
 

@@ -15,7 +15,7 @@ import engine.data.parquet as parquet
 from engine.bench.loops import DiscardingRecorder
 from engine.config import load_preset
 from engine.data import DataConfig, StreamData, TensorData, load_data, write_dataset
-from engine.data.memory import Placement, choose_placement, resident_estimate
+from engine.data.memory import Placement, choose_placement, resident_estimate, resident_peak
 from engine.errors import DataError, PresetError
 from engine.run import NullReporter, build_parts, resume_run, start_run
 from engine.schema import build
@@ -26,6 +26,7 @@ from runtools import InterruptAt, tiny_preset
 N_FILES, ROWS_PER_FILE, GROUP = 3, 200, 40      # 15 row groups of 40 rows
 ROW_BYTES = 4 * 4 + 4 * 6 + 8 + 2 + 8           # a: (4,), b: (2, 3) float32, label, 2 presence flags, index
 ESTIMATE = N_FILES * ROWS_PER_FILE * ROW_BYTES   # 34_800
+PEAK = resident_peak(N_FILES * ROWS_PER_FILE, [(4,), (2, 3)], GROUP)   # of loading it resident: 221_840
 
 
 def write_parts(folder: Path, n_files=N_FILES, rows=ROWS_PER_FILE, group=GROUP, seed=0, nan_at=None) -> Path:
@@ -89,12 +90,13 @@ def reader_threads() -> list[threading.Thread]:
 
 def test_auto_streams_over_the_budget_and_keeps_resident_data_under_it(parts):
     assert resident_estimate(600, [(4,), (2, 3)]) == ESTIMATE
-    over = load(parts, memory_budget=ESTIMATE - 1, shuffle_window=2, prefetch=1)
+    assert PEAK == 221_840
+    over = load(parts, memory_budget=PEAK - 1, shuffle_window=2, prefetch=1)
     assert isinstance(over, StreamData)
-    assert over.placement == Placement("stream", ESTIMATE, ESTIMATE - 1, "auto")
-    under = load(parts, memory_budget=ESTIMATE)
+    assert over.placement == Placement("stream", PEAK, PEAK - 1, "auto", ESTIMATE)
+    under = load(parts, memory_budget=PEAK)
     assert isinstance(under, TensorData)
-    assert under.placement == Placement("resident", ESTIMATE, ESTIMATE, "auto")
+    assert under.placement == Placement("resident", PEAK, PEAK, "auto", ESTIMATE)
     cfg = data_cfg(parts, mode="stream")
     assert choose_placement(cfg, 10, 10 ** 9, "x").mode == "stream"             # explicit mode wins
     assert choose_placement(cfg, 10, 10 ** 9, "x", forced="resident").chosen_by == "run"
@@ -109,7 +111,8 @@ def test_resident_over_the_budget_is_refused_before_reading_features(parts, monk
         load(parts, mode="resident", memory_budget="1KiB")
     text = str(info.value)
     assert info.value.exit_code == 2
-    assert str(parts) in text and "34 KiB" in text and "34800 bytes" in text and "1 KiB" in text
+    assert str(parts) in text and "217 KiB" in text and f"{PEAK} bytes" in text and "34 KiB once loaded" in text
+    assert "1 KiB" in text
     assert 'data.mode = "stream"' in text and "larger data.memory_budget" in text
 
 
@@ -247,10 +250,10 @@ def test_an_abandoned_iterator_stops_its_reader_thread(parts):
 
 
 def preset_text(path: Path, epochs: int = 2) -> str:
-    """The Parquet dataset at ``path`` with a budget 1 byte under its resident estimate (so it streams),
+    """The Parquet dataset at ``path`` with a budget 1 byte under the peak of loading it resident (so it streams),
     windows of 2 row groups, two small MLPs (dropout in a), Adam; monitors off."""
     return tiny_preset(name="stream", seed=4, epochs=epochs, optimizer=None,
-                       data={"source": None, "synthetic": None, "path": str(path), "memory_budget": ESTIMATE - 1,
+                       data={"source": None, "synthetic": None, "path": str(path), "memory_budget": PEAK - 1,
                              "shuffle_window": 2, "prefetch": 1},
                        modalities={"b": {"dropout": None}}, monitor={"enabled": False}, train={"log_every": 4})
 
@@ -265,8 +268,8 @@ def test_interrupted_and_resumed_stream_run_is_bitwise_identical(parts, tmp_path
     runs = tmp_path / "runs"
     straight = start_run(preset, runs_dir=runs)
     info = json.loads((straight.run_dir / "run.json").read_text())
-    assert info["data_mode"] == {"mode": "stream", "estimate_bytes": ESTIMATE, "budget_bytes": ESTIMATE - 1,
-                                 "chosen_by": "auto"}
+    assert info["data_mode"] == {"mode": "stream", "estimate_bytes": PEAK, "budget_bytes": PEAK - 1,
+                                 "chosen_by": "auto", "resident_bytes": ESTIMATE}
     cut = start_run(preset, runs_dir=runs, reporter=InterruptAt(17))   # 420 train rows: 14 steps per epoch
     assert cut.state == "interrupted"
     assert not reader_threads()

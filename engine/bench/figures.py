@@ -41,6 +41,7 @@ class BenchResult:
     compile_warmup_s: float | None = None     # its first epoch, compilation included
     load_average: list[float] = field(default_factory=list)   # 1-minute load average before and after
     cores: int = 0
+    model_memory: dict | None = None   # the estimate of what training the model takes (engine.models.size)
 
     @property
     def busy(self) -> bool:
@@ -145,7 +146,8 @@ def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, referenc
     cfg, _ = load_preset(preset, base)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=False))
     device = resolve_device(cfg.train.device)
-    data, _, _ = build_parts(cfg, device)
+    data, model, _ = build_parts(cfg, device)   # refuses a model too large for the device
+    estimate = getattr(model, "memory_estimate", None)
     if not isinstance(data, TensorData):
         raise UsageError(f"{preset}: mmbal bench compares training loops on resident data, but this dataset is "
                          f"streamed from disk ({data.placement.describe()}); set data.mode = \"resident\" with a "
@@ -169,4 +171,5 @@ def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, referenc
                        reference_epoch_s=round(times["reference"], 4) if reference else None, methods=rows,
                        compiled_epoch_s=round(times["compiled"], 4) if compile else None,
                        compile_warmup_s=round(warmup[0], 2) if warmup else None,
-                       load_average=loads, cores=os.cpu_count() or 0)
+                       load_average=loads, cores=os.cpu_count() or 0,
+                       model_memory=estimate.to_dict() if estimate is not None else None)

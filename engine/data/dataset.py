@@ -24,7 +24,7 @@ import torch
 from ..errors import DataError
 from .batch import Batch, zero_dropped
 from .config import DataConfig
-from .memory import Placement, choose_placement, memory_budget, resident_estimate
+from .memory import Placement, choose_placement, generated_peak, memory_budget, resident_estimate, resident_peak
 from .parquet import ModalityInfo, RawDataset, file_row_counts, open_dataset, read_dataset
 from .plan import EpochPlan, check_rows
 from .split import SPLIT_NAMES, stratified_split
@@ -259,15 +259,16 @@ def load_data(cfg: DataConfig, modalities: dict[str, str] | None, seed: int, bas
     ``modalities``: modality name -> column name (synthetic: generated modality name), or None
     for all. A relative ``cfg.path`` is taken relative to ``base_dir`` (the preset's folder).
     ``mode`` ("resident" | "stream") overrides the choice of ``cfg.mode`` (a resumed run keeps the
-    mode it started with). The resident size is estimated from the metadata before any row is read.
+    mode it started with). The peak of loading it resident is estimated from the metadata before any row is read.
     """
     device = torch.device(device)
     budget = memory_budget(cfg, device)
     if cfg.source == "synthetic":
         s = cfg.synthetic
         dims = [(d,) for m, d in zip(s.modalities, s.dims) if modalities is None or m in modalities.values()]
-        estimate = max(resident_estimate(s.n_samples, dims), working_bytes(s))  # generating it takes more
-        placement = choose_placement(cfg, estimate, budget, "data.synthetic", mode)
+        estimate = generated_peak(s.n_samples, dims, working_bytes(s))
+        placement = choose_placement(cfg, estimate, budget, "data.synthetic", mode,
+                                     resident=resident_estimate(s.n_samples, dims))
         data = to_tensors(select_modalities(generate(s), modalities), cfg, seed, device)
         data.placement = placement
         return data
@@ -275,9 +276,10 @@ def load_data(cfg: DataConfig, modalities: dict[str, str] | None, seed: int, bas
     if not path.is_absolute():
         path = Path(os.path.normpath(Path(base_dir) / path))
     layout = open_dataset(path, columns=modalities, label_column=cfg.label_column)
-    n_rows = sum(sum(groups) for groups in file_row_counts(layout.files))
-    estimate = resident_estimate(n_rows, [info.shape for info in layout.modalities.values()])
-    placement = choose_placement(cfg, estimate, budget, str(path), mode)
+    groups = [n for file in file_row_counts(layout.files) for n in file]
+    shapes = [info.shape for info in layout.modalities.values()]
+    placement = choose_placement(cfg, resident_peak(sum(groups), shapes, max(groups, default=0)), budget, str(path),
+                                 mode, resident=resident_estimate(sum(groups), shapes))
     if placement.mode == "stream":
         from .stream import open_stream
         return open_stream(layout, cfg, seed, device, placement,

@@ -11,8 +11,15 @@ features:
   update; equal to :func:`~engine.data.dataset.fit_standardizer` within float rounding); it also
   checks every value, so bad data usually stops the run before training. With
   ``data.standardize = "none"`` this pass is skipped and a bad row group is found by the reader.
+* **Units.** A row group is the unit of reading and of the coarse shuffle; a row group larger than
+  :data:`SLICE_BYTES` (a file written with one huge group, such as pyarrow's default of 1,048,576
+  rows) is read as consecutive slices of :func:`slice_rows` rows, each a unit, so that what the
+  reader holds stays bounded whatever the file's row groups. The slices of one group are read in one
+  pass over it (``iter_batches`` on a buffered stream, which holds a page per column, not the
+  group), which is why they stay together, in order, in the epoch order. The slicing depends on the
+  data alone (not on the budget), so a resumed run sees the same units.
 * **Epoch order**, a function of (seed, epoch) over row ids alone: a seeded permutation of the
-  (file, row group) units, cut into windows of ``data.shuffle_window`` units; the train rows of
+  row groups (a sliced group's units in order), cut into windows of ``data.shuffle_window`` units; the train rows of
   each window are permuted together (seeded by seed, epoch, window). Batches are consecutive
   ``batch_size`` slices of that order, across window boundaries; a short last batch is dropped
   when ``drop_last``. ``iterate(start)`` finds the window holding batch ``start`` and decodes from
@@ -43,13 +50,16 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from ..errors import DataError
 from .batch import Batch
 from .config import DataConfig
 from .memory import Placement, format_bytes, row_bytes
-from .parquet import DatasetLayout, file_row_counts, read_index_columns, read_row_group_features
+from .parquet import (DatasetLayout, GroupRows, decode_features, file_row_counts, read_index_columns,
+                      read_row_group_features)
 from .plan import EpochPlan, resident_only
 from .split import SPLIT_NAMES
 
@@ -57,29 +67,92 @@ __all__ = ["StreamData", "StreamBatches", "open_stream", "stream_working_set"]
 
 STD_FLOOR = 1e-6
 _POLL_S = 0.1
+SLICE_BYTES = 8 * 2 ** 20      # a row group holding more (as resident rows) is read in slices
+READ_BUFFER = 2 ** 20          # the buffered stream a sliced read goes through (pages, not the whole group)
+UNIT_COPIES = 8                # copies of the largest unit held at once (see stream_working_set)
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One row group of one file: the unit of reading and of the coarse shuffle."""
+    """One row group of one file, or one slice of a large one: the unit of reading and of the coarse shuffle."""
 
     file: int
     group: int
     first_row: int   # its first row within the file
     start: int       # its first row in the whole dataset
     rows: int
+    offset: int = 0       # its first row within the row group
+    slice_rows: int = 0   # the group's slice length (0: the whole group is this unit)
+
+
+def slice_rows(layout: DatasetLayout) -> int:
+    """Rows of one slice: as many as :data:`SLICE_BYTES` holds (at least one)."""
+    return max(1, SLICE_BYTES // row_bytes([info.shape for info in layout.modalities.values()]))
 
 
 def _units(layout: DatasetLayout) -> list[Unit]:
-    units, start = [], 0
+    """The units of every file in order: its row groups, those above :func:`slice_rows` rows in slices."""
+    units, start, size = [], 0, slice_rows(layout)
     for f, groups in enumerate(file_row_counts(layout.files)):
         first = 0
         for g, n in enumerate(groups):
-            if n:
+            if n > size:
+                units += [Unit(f, g, first + k, start + k, min(size, n - k), k, size) for k in range(0, n, size)]
+            elif n:
                 units.append(Unit(f, g, first, start, n))
             first += n
             start += n
     return units
+
+
+def _group_units(units: list[Unit]) -> list[np.ndarray]:
+    """The indices of each row group's units, groups in dataset order."""
+    keys = [(u.file, u.group) for u in units]
+    firsts = [i for i in range(len(units)) if i == 0 or keys[i] != keys[i - 1]]
+    return [np.arange(a, b) for a, b in zip(firsts, firsts[1:] + [len(units)])]
+
+
+class UnitReader:
+    """Decodes units one after another: a whole row group at once, or the slices of a large one by
+    continuing one pass over it (reopened, and the slices before skipped, when asked out of order)."""
+
+    def __init__(self, layout: DatasetLayout):
+        self.layout = layout
+        self._file = None
+        self._batches = None
+        self._at: tuple[int, int, int] | None = None   # (file, group, offset) of the next slice of the pass
+
+    def read(self, u: Unit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``(values, present)`` of every modality of unit ``u``, checked."""
+        if not u.slice_rows:
+            return read_row_group_features(self.layout, u.file, u.group, u.first_row)
+        path = self.layout.files[u.file]
+        try:
+            if self._at != (u.file, u.group, u.offset):
+                self._start_pass(u)
+            batch = next(self._batches)
+        except (pa.ArrowException, OSError, StopIteration) as exc:
+            self.close()
+            raise DataError(f"{path}: row group {u.group}, rows {u.offset} to {u.offset + u.rows - 1} of it cannot "
+                            f"be read ({str(exc) or 'the row group ended early'})") from None
+        self._at = (u.file, u.group, u.offset + u.rows)
+        table = pa.Table.from_batches([batch])
+        rows = GroupRows(path, u.group, u.first_row)
+        return {name: decode_features(table, info, rows) for name, info in self.layout.modalities.items()}
+
+    def _start_pass(self, u: Unit) -> None:
+        self.close()
+        self._file = pq.ParquetFile(self.layout.files[u.file], buffer_size=READ_BUFFER, pre_buffer=False)
+        self._batches = self._file.iter_batches(batch_size=u.slice_rows, row_groups=[u.group],
+                                                columns=self.layout.feature_columns, use_threads=False)
+        for _ in range(u.offset // u.slice_rows):
+            next(self._batches)
+
+    def close(self) -> None:
+        """Close the file of the current pass, if any."""
+        if self._file is not None:
+            self._file.close()
+        self._file = self._batches = self._at = None
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -264,9 +337,13 @@ def streamed_stats(layout: DatasetLayout, units: list[Unit], codes: np.ndarray, 
     moments = {m: _Moments(modes[m] == "feature") for m in mods if modes[m] != "none"}
     if moments:
         def produce(put):
-            for u in units:
-                if not put((u, read_row_group_features(layout, u.file, u.group, u.first_row))):
-                    return
+            reader = UnitReader(layout)
+            try:
+                for u in units:
+                    if not put((u, reader.read(u))):
+                        return
+            finally:
+                reader.close()
         for u, decoded in Prefetcher(produce, depth, name="mmbal-stats"):
             train = codes[u.start:u.start + u.rows] == 0
             for m, acc in moments.items():
@@ -301,6 +378,7 @@ class StreamData:
         self.placement = placement
         self.pin = self._device.type == "cuda"
         self.set_stats(stats)
+        self._groups = _group_units(units)
         starts = np.array([u.start for u in units], np.int64)
         self._unit_counts = np.stack([np.add.reduceat((codes == c).astype(np.int64), starts) if len(units)
                                       else np.zeros(0, np.int64) for c in range(len(SPLIT_NAMES))])
@@ -362,8 +440,10 @@ class StreamData:
 
     # -- plans ----------------------------------------------------------------------------------
     def epoch_plan(self, seed: int, epoch: int) -> Plan:
-        """Train rows of ``epoch``: permuted units, cut into windows, rows permuted within each window."""
-        order = _rng(seed, epoch, 0).permutation(len(self.units))
+        """Train rows of ``epoch``: permuted row groups (a sliced group's units in order), cut into windows of
+        units, rows permuted within each window."""
+        groups = _rng(seed, epoch, 0).permutation(len(self._groups))
+        order = np.concatenate([self._groups[g] for g in groups]) if len(groups) else np.zeros(0, np.int64)
         windows = [order[i:i + self.window] for i in range(0, len(order), self.window)]
         counts = np.array([self._unit_counts[0][w].sum() for w in windows], np.int64)
         groups = [[self.units[i] for i in w] for w in windows]
@@ -385,8 +465,15 @@ class StreamData:
                     lambda w: _window_rows(groups[w], self._unit_firsts[code][windows[w]], self.codes, code))
 
     # -- reading --------------------------------------------------------------------------------
-    def read_window(self, plan: Plan, w: int, skip: int) -> Batch:
-        """Host tensors of window ``w``'s rows from the ``skip``-th on, standardised, in plan order."""
+    def read_window(self, plan: Plan, w: int, skip: int, reader: UnitReader | None = None) -> Batch:
+        """Host tensors of window ``w``'s rows from the ``skip``-th on, standardised, in plan order
+        (``reader``: the pass's, which continues a sliced row group from the previous window)."""
+        if reader is None:
+            reader = UnitReader(self.layout)
+            try:
+                return self.read_window(plan, w, skip, reader)
+            finally:
+                reader.close()
         local, glob, split = plan.rows(w)
         local, glob, split = local[skip:], glob[skip:], split[skip:]
         units = plan.units[w]
@@ -400,7 +487,7 @@ class StreamData:
             dest = np.flatnonzero(which == i)
             if dest.size == 0:
                 continue
-            decoded = read_row_group_features(self.layout, u.file, u.group, u.first_row)
+            decoded = reader.read(u)
             src = local[dest] - offsets[i]
             for m, (values, present) in decoded.items():
                 mean, std = self._host_stats[m]
@@ -422,14 +509,16 @@ class StreamData:
 def stream_working_set(layout: DatasetLayout, units: list[Unit], unit_counts: np.ndarray, window: int,
                        prefetch: int) -> int:
     """Bytes the reader holds at most: ``prefetch + 2`` windows (queued, being built, being trained on) of
-    the largest possible window (the ``window`` units with most rows of one split), three copies of the
-    largest row group (Arrow buffers, decoded array, gathered block) and the labels and split codes of
-    every row."""
+    the largest possible window (the ``window`` units with most rows of one split), :data:`UNIT_COPIES`
+    copies of the largest unit and the labels and split codes of every row. The unit copies, measured
+    with the process's peak RSS (``tests/test_memory_budget.py``): Arrow's pages and decoded table,
+    what Arrow's allocator keeps of freed ones, the decoded and the standardised arrays, the gathered
+    block, and the units the statistics pass queues."""
     per_row = row_bytes([info.shape for info in layout.modalities.values()])
     biggest_window = max(int(np.sort(c)[::-1][:window].sum()) for c in unit_counts) if len(units) else 0
     biggest_group = max((u.rows for u in units), default=0)
     n_rows = sum(u.rows for u in units)
-    return ((prefetch + 2) * biggest_window + 3 * biggest_group) * per_row + n_rows * 9
+    return ((prefetch + 2) * biggest_window + UNIT_COPIES * biggest_group) * per_row + n_rows * 9
 
 
 class StreamBatches:
@@ -453,11 +542,15 @@ class StreamBatches:
         w0, skip = self.plan.locate(start * bs)
 
         def produce(put):
-            for w in range(w0, len(self.plan.units)):
-                if self.plan.counts[w] == 0:
-                    continue
-                if not put(data.read_window(self.plan, w, skip if w == w0 else 0)):
-                    return
+            units = UnitReader(data.layout)
+            try:
+                for w in range(w0, len(self.plan.units)):
+                    if self.plan.counts[w] == 0:
+                        continue
+                    if not put(data.read_window(self.plan, w, skip if w == w0 else 0, units)):
+                        return
+            finally:
+                units.close()
 
         reader = Prefetcher(produce, data.prefetch)
         try:
@@ -518,8 +611,8 @@ def open_stream(layout: DatasetLayout, cfg: DataConfig, seed: int, device: torch
     need = data.working_set_bytes()
     if placement is not None and need > placement.budget_bytes:
         raise DataError(f"{layout.path}: streaming it holds up to {format_bytes(need)} at once "
-                        f"((data.prefetch + 2) x data.shuffle_window row groups of up to "
-                        f"{max(u.rows for u in units)} rows, plus the labels), more than the memory budget of "
+                        f"((data.prefetch + 2) x data.shuffle_window row groups, or slices of larger ones, of up "
+                        f"to {max(u.rows for u in units)} rows, plus the labels), more than the memory budget of "
                         f"{format_bytes(placement.budget_bytes)}; lower data.shuffle_window ({cfg.shuffle_window}) "
                         f"or data.prefetch ({cfg.prefetch}), write smaller row groups, or give a larger "
                         f"data.memory_budget")

@@ -4,7 +4,12 @@ Vectors become ``fixed_size_list<float32>[d]``; samples with two or more dimensi
 Arrow's canonical ``arrow.fixed_shape_tensor`` extension. The ``mmbal`` schema metadata holds the
 name, class names, per-modality kind and shape, source and licence. The file is written to a
 temporary file in the target's folder and moved into place with ``os.replace``, so a reader never
-sees a half-written dataset.
+sees a half-written dataset; the file gets the mode a plain ``open`` would give it (0644 under
+umask 022), not the temporary file's 0600.
+
+Row groups hold about :data:`ROW_GROUP_BYTES` of features each (at least one row, at most
+:data:`MAX_GROUP_ROWS`): a streamed run reads a row group at a time, so pyarrow's default of
+1,048,576 rows per group would make it hold the whole file (issue #21, item 5).
 """
 
 from __future__ import annotations
@@ -19,6 +24,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .parquet import KINDS, METADATA_KEY, SPLIT_COLUMN, SPLIT_NAMES, guess_kind
+
+ROW_GROUP_BYTES = 8 * 2 ** 20   # features (float32) per row group
+MAX_GROUP_ROWS = 65_536
+
+
+def group_rows(features: dict[str, np.ndarray]) -> int:
+    """Rows per row group: as many as :data:`ROW_GROUP_BYTES` of float32 features hold, 1 to :data:`MAX_GROUP_ROWS`."""
+    row = sum(4 * int(np.prod(v.shape[1:])) for v in features.values()) + 8   # + the label
+    return max(1, min(MAX_GROUP_ROWS, ROW_GROUP_BYTES // row))
+
+
+def current_umask() -> int:
+    """The process's umask (``/proc/self/status`` where it says, else set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _modality_array(values: np.ndarray, present: np.ndarray | None) -> pa.Array:
@@ -46,13 +74,14 @@ def _split_array(split: np.ndarray) -> pa.Array:
 def write_dataset(path: str | Path, features: dict[str, np.ndarray], labels: np.ndarray,
                   split: np.ndarray | None, classes: list[str] | None, name: str,
                   kinds: dict[str, str] | None = None, source: str = "", license: str = "",
-                  present: dict[str, np.ndarray] | None = None) -> None:
+                  present: dict[str, np.ndarray] | None = None, row_group_rows: int | None = None) -> None:
     """Write one Parquet file in the mmbal format.
 
     ``features``: modality name -> (N, *shape) array (any float dtype, stored as float32).
     ``split``: codes 0/1/2 or the strings train/val/test, or None for no split column.
     ``kinds``: modality -> kind hint (default guessed from the shape). ``present``: modality ->
-    (N,) bool, False writes a null (missing modality) for that row.
+    (N,) bool, False writes a null (missing modality) for that row. ``row_group_rows``: rows per row
+    group (default :func:`group_rows`).
     """
     labels = np.asarray(labels)
     n = labels.shape[0]
@@ -82,7 +111,8 @@ def write_dataset(path: str | Path, features: dict[str, np.ndarray], labels: np.
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        pq.write_table(table, tmp, row_group_size=row_group_rows or group_rows(features))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 
 from .. import __version__, collectives
+from ..data.fingerprint import data_fingerprint, loaded_counts
 from ..config import RunConfig, apply_overrides, command_line_paths, load_preset, locked_differences, parse_toml, resolve
 from ..errors import MmbalError, PresetError, ResumeRefused
 from ..store import (CONFIG_JSON, PRESET_TOML, RUN_JSON, Heartbeat, MetricsWriter, RunLock, RunPaths,
                      atomic_write_json, create_run_dir, default_runs_dir, new_run_id, newest_good_checkpoint,
-                     read_json, read_metrics, resolve_run, usable_runs_dir)
+                     read_metrics, resolve_run, usable_runs_dir)
 from ..store.jsonl import WINDOW_BYTES
 from ..store.layout import runs_named
 from ..store.links import refuse_linked_run_files
@@ -43,6 +44,7 @@ from .parts import build_parts, load_run_data, placement, training_device
 from .ranks import Handoff, follow, resume_follower
 from .recorder import RunRecorder, now
 from .recovery import best_checkpoint, recorded_finished, tidy_after_crash
+from .resume_checks import FINGERPRINT_KEY, check_checkpoint_fits, check_data, read_run_files
 from .reporting import NullReporter, ProgressReporter, RunResult
 from .signals import stop_on_signals
 
@@ -91,10 +93,13 @@ def _start(preset, cfg: RunConfig, preset_text: str, overrides: list[str], runs_
         "torch": torch.__version__, "python": platform.python_version(),
         "device": describe_device(dev), "exactness": "bitwise" if dev.type == "cpu" else "statistical",
         "modalities": cfg.modalities, "classes": data.classes, "data_mode": placement(data),
+        FINGERPRINT_KEY: data_fingerprint(cfg.to_dict(), data),
     }
+    data, model, method = build_parts(cfg, dev, data, source=str(preset))  # refuses a model too large for dev
+    estimate = getattr(model, "memory_estimate", None)
+    run_info["model_memory"] = estimate.to_dict() if estimate is not None else None
     files = {RUN_JSON: _json_bytes(run_info), PRESET_TOML: preset_text.encode(),
              CONFIG_JSON: _json_bytes(cfg.to_dict())}
-    data, model, method = build_parts(cfg, dev, data, source=str(preset))
     if not collectives.is_main():  # another rank of a multi-process run: rank 0 makes the run directory
         return follow(Handoff.receive(), cfg, dev, data, model, method, checkpoint=None)
     with Handoff() as handoff:
@@ -126,7 +131,7 @@ def _warn_same_name(runs_dir: Path, run_dir: Path, name: str, run_id: str, repor
 
 
 def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None = None,
-               reporter: ProgressReporter | None = None, on_found=None) -> RunResult:
+               reporter: ProgressReporter | None = None, on_found=None, allow_data_change: bool = False) -> RunResult:
     """``mmbal resume``: continue a run from ``checkpoints/last.pt`` (locked keys may not change).
 
     A run that died before its first checkpoint trains again from step 0 in its directory (a resume
@@ -137,24 +142,29 @@ def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None 
     In a multi-process run rank 0 finds the run, checks it and hands the resolved overrides to the
     other ranks (or its error, which they raise too); they then read the same checkpoint files. The
     checkpoint holds global state only, so the number of processes may differ from the last segment's.
+
+    Before it touches any file, the resume checks the run's files and that its data are those it
+    started with (:mod:`engine.run.resume_checks`); a change is refused unless ``allow_data_change``.
     """
     if not collectives.is_main():
         return resume_follower()
     with Handoff() as handoff:
-        return _resume_main(handoff, ref, overrides, runs_dir, reporter, on_found)
+        return _resume_main(handoff, ref, overrides, runs_dir, reporter, on_found, allow_data_change)
 
 
-def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, reporter, on_found) -> RunResult:
+def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, reporter, on_found,
+                 allow_data_change: bool = False) -> RunResult:
     runs_dir = default_runs_dir(runs_dir)
     run_dir = resolve_run(runs_dir, ref)
     paths = RunPaths(run_dir)
     preset = str(paths.preset_toml)
     with write_failures(run_dir, run_dir.name.rsplit("_", 1)[-1], None), RunLock(run_dir):
         refuse_linked_run_files(run_dir)  # a link where a run file should be: exit 3, nothing written
-        run_info = read_json(paths.run_json)
-        old_config = read_json(paths.config_json)
+        files = read_run_files(run_dir)
+        run_info, old_config = files.run_info, files.config
+        data_check = check_data(run_dir, run_info, old_config, allow_data_change)
         all_overrides = list(run_info.get("overrides", [])) + command_line_paths(list(overrides))
-        raw = parse_toml(paths.preset_toml.read_text(encoding="utf-8"), preset)
+        raw = parse_toml(files.preset_text, preset)
         cfg = resolve(apply_overrides(raw, all_overrides), preset,
                       Path(run_info["base_dir"]), default_name=run_info["name"])
         diffs = locked_differences(old_config, cfg.to_dict())
@@ -183,21 +193,25 @@ def _resume_main(handoff: "Handoff", ref: str, overrides: list[str], runs_dir, r
             if done > cfg.train.epochs:
                 raise ResumeRefused(f"train.epochs = {cfg.train.epochs} is below the {done} epochs already trained")
             best = best_checkpoint(run_dir, dev, state, warnings)
-        warnings = tidy_after_crash(run_dir, state, damaged) + warnings
+        data_mode = (run_info.get("data_mode") or {}).get("mode", "resident")  # runs before streaming: resident
+        data, model, method = build_parts(cfg, dev, source=preset, data_mode=data_mode)
+        if state is not None and data_check.changes:
+            check_checkpoint_fits(run_dir, state, model, data)
+        # every check passed: from here on the resume changes the run's files
+        warnings = tidy_after_crash(run_dir, state, damaged) + warnings + data_check.warnings
         handoff.send(run_dir=str(run_dir), run_id=run_info["run_id"], overrides=all_overrides,
-                     base_dir=run_info["base_dir"], name=run_info["name"],
-                     data_mode=(run_info.get("data_mode") or {}).get("mode", "resident"))
+                     base_dir=run_info["base_dir"], name=run_info["name"], data_mode=data_mode)
         if on_found:
             on_found(run_dir, run_info)
         for warning in warnings:
             if reporter is not None and hasattr(reporter, "warn"):
                 reporter.warn(warning)
-        data_mode = (run_info.get("data_mode") or {}).get("mode", "resident")  # runs before streaming: resident
-        data, model, method = build_parts(cfg, dev, source=preset, data_mode=data_mode)
         run_info["overrides"] = all_overrides
         run_info["segments"] = int(run_info.get("segments", 1)) + 1
         run_info["resumed"] = list(run_info.get("resumed", [])) + [
-            {"at": now(), "step": state["position"]["step"] if state is not None else 0}]
+            {"at": now(), "step": state["position"]["step"] if state is not None else 0,
+             **({"data_changed": data_check.changes} if data_check.changes else {})}]
+        run_info[FINGERPRINT_KEY] = {**data_check.current, **loaded_counts(data)}
         atomic_write_json(paths.run_json, run_info)
         atomic_write_json(paths.config_json, cfg.to_dict())
         return _train(run_dir, run_info, cfg, dev, data, model, method, reporter or NullReporter(),
@@ -247,8 +261,10 @@ def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig
         else:
             state, best = checkpoint
             trainer.load_state_dict(state, best)
+            recorder.best_state = best
             recorder.latest = _latest_values(run_dir)
             writer.resume(from_step=trainer.pos.step, seg=segment - 1)
+        _record_data_change(writer, run_info, segment, trainer.pos.step)
         reporter.start({"run_dir": str(run_dir), "run_id": run_info["run_id"], "name": run_info["name"],
                         "device": run_info["device"], "epochs": cfg.train.epochs,
                         "steps_per_epoch": trainer.steps_per_epoch, "position": trainer.pos,
@@ -256,14 +272,15 @@ def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig
                         "modalities": list(method.trained_modalities),
                         "data": data.placement.describe() if data.placement else None})
         try:
-            with stop_on_signals(trainer):
+            with stop_on_signals(trainer) as stop:
                 test = trainer.fit()
         except Interrupted:
-            writer.event("interrupted", trainer.pos.step, epoch=trainer.pos.epoch, batch=trainer.pos.batch)
+            writer.event("interrupted", trainer.pos.step, epoch=trainer.pos.epoch, batch=trainer.pos.batch,
+                         signal=stop.first)
             writer.flush_to_disk()
             heartbeat.stop("interrupted", step=trainer.pos.step, epoch=trainer.pos.epoch)
             summary = recorder.write_summary("interrupted", vars(trainer.pos), _best_dict(trainer))
-            return RunResult(run_dir, run_info["run_id"], "interrupted", summary)
+            return RunResult(run_dir, run_info["run_id"], "interrupted", summary, stopped_by=stop.first)
         except KeyboardInterrupt:
             stop_quietly(heartbeat, "interrupted", step=trainer.pos.step, epoch=trainer.pos.epoch,
                           message="stopped by a second interrupt, without a checkpoint at this step")
@@ -273,6 +290,7 @@ def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig
                 message = str(exc) if isinstance(exc, MmbalError) else f"{type(exc).__name__}: {exc}"
                 stop_quietly(heartbeat, "failed", step=trainer.pos.step, epoch=trainer.pos.epoch, message=message)
             raise
+        recorder.restore_best()  # deleted since the last checkpoint: a finished run has its best.pt
         recorder.summary_base["duration_s"] = round(time.time() - started, 3)
         recorder.summary_base["ended"] = now()
         summary = recorder.write_summary("finished", vars(trainer.pos), _best_dict(trainer), test)
@@ -281,6 +299,13 @@ def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig
         heartbeat.stop("finished", step=trainer.pos.step, epoch=trainer.pos.epoch)
     reporter.end(summary)
     return RunResult(run_dir, run_info["run_id"], "finished", summary)
+
+
+def _record_data_change(writer: MetricsWriter, run_info: dict, segment: int, step: int) -> None:
+    """A ``data_changed`` event when this segment resumed on changed data (``--allow-data-change``)."""
+    changes = (run_info.get("resumed") or [{}])[-1].get("data_changed") if segment > 1 else None
+    if changes:
+        writer.event("data_changed", step, changes=changes)
 
 
 def _best_dict(trainer: Trainer) -> dict:

@@ -9,9 +9,11 @@ import torch
 from .. import collectives
 from ..config import RunConfig
 from ..data import TensorData, load_data
+from ..data.memory import device_available_bytes, format_bytes
 from ..errors import DataError, PresetError, UsageError
 from ..methods import METHODS, MethodContext
 from ..models import batchnorm_needs_two, build_model
+from ..models.size import ModelSize, estimate_model_size
 from ..train.checkpoint import seed_everything
 from ..train.device import resolve_device
 
@@ -24,17 +26,20 @@ def build_parts(cfg: RunConfig, device: torch.device, data: TensorData | None = 
     the mode it started with).
 
     A model the data cannot feed (an encoder given a shape it does not take) is a preset error
-    naming ``source``.
+    naming ``source``, and so is one whose training would not fit the device's memory (checked
+    before it is built, :func:`check_model_memory`; the estimate is the model's ``memory_estimate``).
     """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if data is None:
         data = load_data(cfg.data, cfg.columns, cfg.seed, Path(cfg.base_dir), device, mode=data_mode)
+    size = check_model_memory(cfg, data, device, source)
     seed_everything(cfg.seed)
     try:
         model = build_model(cfg.model, data.shapes, data.n_classes).to(device)
     except PresetError as exc:
         raise PresetError(source, exc.problems) from None
+    model.memory_estimate = size
     _check_training_batches(cfg, model, data, source)
     steps = cfg.train.steps_per_epoch(data.split_size("train"))
     ctx = MethodContext(modalities=cfg.modalities, n_classes=data.n_classes, epochs=cfg.train.epochs,
@@ -47,6 +52,31 @@ def build_parts(cfg: RunConfig, device: torch.device, data: TensorData | None = 
         raise PresetError(source, exc.problems) from None
     method.modules.to(device)
     return data, model, method
+
+
+def check_model_memory(cfg: RunConfig, data, device: torch.device, source: str) -> ModelSize | None:
+    """The memory training the model of ``cfg`` takes (parameters, gradients, optimiser state, the
+    activations of one batch of this process), estimated on the ``meta`` device without allocating
+    it, and refused (a preset error naming ``source``, with the estimate part by part) when it exceeds
+    the memory available on ``device`` (:func:`~engine.data.memory.device_available_bytes`: free GPU
+    memory, or the host's available memory capped by the control group's limit), measured once the
+    data are loaded. None when the model cannot be built on the ``meta`` device (an external encoder
+    that needs real tensors): it is then built without the check."""
+    share = max(1, cfg.train.batch_size // collectives.world_size())
+    try:
+        size = estimate_model_size(cfg.model, data.shapes, data.n_classes, share, cfg.train.optimizer,
+                                   cfg.train.momentum)
+    except Exception:  # noqa: BLE001 - a module that cannot run on meta tensors (an external encoder doing
+        return None    # arithmetic on tensors): no estimate; a real problem of the preset is raised by the real build
+    available = device_available_bytes(device)
+    if size.total_bytes > available:
+        where = ("free on the GPU" if torch.device(device).type == "cuda"
+                 else "available on the host (MemAvailable, capped by the memory limit of this process's control group)")
+        raise PresetError(source, [
+            f"model: training it needs about {size.breakdown()}, more than the {format_bytes(available)} {where} on "
+            f"{device}; make the encoders or the fusion smaller (their hidden sizes, dim, width, layers), lower "
+            f"train.batch_size, or use a device with more memory"])
+    return size
 
 
 def _check_training_batches(cfg: RunConfig, model, data: TensorData, source: str) -> None:

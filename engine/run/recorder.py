@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 
 from ..store import Heartbeat, MetricsWriter, RunPaths, save_run_checkpoint, write_summary
-from ..store.paths import LAST
+from ..store.paths import BEST, LAST
 from .kept import RunKept
 from .reporting import ProgressReporter
+from .signals import checkpoint_write
 
 
 class RunRecorder:
@@ -35,6 +36,7 @@ class RunRecorder:
         self.kept = RunKept(run_dir)
         self.latest: dict[str, float] = {}
         self.saved: dict | None = None  # the newest "last" checkpoint known intact: name, epoch, step
+        self.best_state: dict | None = None  # the selected state last written to (or resumed from) best.pt
         self.epoch_seconds = 0.0  # summed, not listed: a recorder's memory does not grow with the run
         self.epochs_timed = 0
         self._epoch_started = time.perf_counter()
@@ -60,13 +62,31 @@ class RunRecorder:
         checksum and atomicity: :mod:`engine.store.checkpoints`."""
         state["metrics_offset"] = self.writer.offset()
         self.writer.flush_to_disk()
-        path = save_run_checkpoint(self.paths, state, kind)
+        if kind == LAST:
+            self.restore_best()
+        with checkpoint_write(kind):  # a second Ctrl-C or SIGTERM waits for the write (engine.run.signals)
+            path = save_run_checkpoint(self.paths, state, kind)
+        if kind == BEST:
+            self.best_state = state
         if kind == LAST:
             pos = state["position"]
             self.saved = {"name": path.name, "epoch": pos["epoch"], "step": pos["step"]}
             self.heartbeat.update(step=pos["step"], epoch=pos["epoch"])
             self.writer.event("checkpoint", pos["step"], path=self.paths.relative(path), epoch=pos["epoch"])
             self.write_summary("running", pos, state["best"])
+
+    def restore_best(self) -> None:
+        """Write ``best.pt`` again from the selected state in memory when it has gone missing (deleted
+        while the run trains), so that a run never ends without the checkpoint it selected; the
+        rewrite is logged as a warning. Called before each "last" checkpoint and before the end."""
+        if self.best_state is None or self.paths.best.exists():
+            return
+        with checkpoint_write(BEST):
+            save_run_checkpoint(self.paths, self.best_state, BEST)
+        self.event("warning", self.best_state["step"],
+                   message=f"{self.paths.relative(self.paths.best)} was missing (deleted during the run?); written "
+                           f"again from the state selected at epoch {self.best_state['epoch'] + 1}")
+        self.warn(f"{self.paths.relative(self.paths.best)} was missing; written again from the selected state")
 
     def warn(self, message: str) -> None:
         """A warning during training (e.g. train.compile fell back to eager) for the front end."""

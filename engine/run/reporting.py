@@ -42,3 +42,4 @@ class RunResult:
     run_id: str
     state: str  # finished | interrupted
     summary: dict
+    stopped_by: str | None = None  # an interrupted run's signal: SIGINT | SIGTERM | SIGHUP

@@ -69,6 +69,10 @@ def _print(result, console) -> None:
         t.add_row("reference-style (Dataset, DataLoader, .item())", f"{d['reference_epoch_s']:.4f}",
                   f"{d['train_samples'] / d['reference_epoch_s']:,.0f}",
                   f"{d['reference_epoch_s'] / d['engine_epoch_s']:.2f}")
+    if d.get("model_memory"):
+        from engine.models.size import ModelSize
+        size = ModelSize(**{k: v for k, v in d["model_memory"].items() if k != "total_bytes"})
+        console.print(f"model memory (estimated): {size.breakdown()}", markup=False, highlight=False)
     console.print(t)
     console.print(f"engine overhead over the hand loop: [bold]{d['overhead']:.3f}x[/]"
                   + (f"; speed-up over the reference-style loop: [bold]{d['speedup_vs_reference']:.2f}x[/]"

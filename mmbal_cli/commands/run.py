@@ -46,7 +46,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command(rich_help_panel="Training")
     def resume(run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix, name, directory or 'latest'.")],
-               set_: SetOpt = None, runs_dir: RunsDirOpt = None, nproc: NprocOpt = None) -> None:
+               set_: SetOpt = None, runs_dir: RunsDirOpt = None, nproc: NprocOpt = None,
+               allow_data_change: Annotated[bool, typer.Option(
+                   "--allow-data-change", help="Continue although the data changed since the run started "
+                                               "(refused otherwise, exit 3); recorded in run.json and "
+                                               "metrics.jsonl.")] = False) -> None:
         """Continue a stopped, crashed or finished run from its last checkpoint (with any number of processes)."""
         from engine.errors import MmbalError
         from engine.run import resume_run
@@ -57,9 +61,10 @@ def register(app: typer.Typer) -> None:
                 run_dir = check_resume(run_ref, runs_dir, nproc)
             except MmbalError as exc:
                 fail(exc)
-            raise typer.Exit(start_processes(resume_args(run_dir, set_ or [], runs_dir), nproc))
+            allow = ["--allow-data-change"] if allow_data_change else []
+            raise typer.Exit(start_processes(resume_args(run_dir, set_ or [], runs_dir) + allow, nproc))
         _train_here(lambda reporter, main: resume_run(
-            run_ref, set_ or [], runs_dir, reporter=reporter,
+            run_ref, set_ or [], runs_dir, reporter=reporter, allow_data_change=allow_data_change,
             on_found=lambda d, info: print(f"resuming {info['run_id']}  {d}", flush=True)))
 
 
@@ -113,7 +118,10 @@ def _stop(reporter) -> None:
 
 def _finish(result, quiet: bool = False) -> None:
     if result.state == "interrupted":
+        from engine.terminal import exit_code
+        code = exit_code(result.stopped_by)  # 129 after a hang-up (SSH connection lost), else 130
         if quiet:
-            raise typer.Exit(130)
-        print(f"interrupted: checkpoint written; continue with `mmbal resume {result.run_id}`", file=sys.stderr)
-        raise typer.Exit(130)
+            raise typer.Exit(code)
+        why = "hang-up (SIGHUP)" if result.stopped_by == "SIGHUP" else "interrupted"
+        print(f"{why}: checkpoint written; continue with `mmbal resume {result.run_id}`", file=sys.stderr)
+        raise typer.Exit(code)

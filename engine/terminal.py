@@ -1,0 +1,60 @@
+"""The process's terminal and the exit codes of a stop by signal.
+
+A hang-up (SIGHUP: the SSH connection or the terminal window closed) leaves standard output and
+error pointing at a terminal that is gone: every write then fails with EIO, so a progress bar, a
+final message or the flush at exit would turn a clean stop into a traceback. A run or a sweep that
+stops on a hang-up points them at ``/dev/null`` first (:func:`detach_from_hung_up_terminal`). Used
+by :mod:`engine.run.signals` (training) and :mod:`engine.sweep.runner` (a sweep), with no import of
+torch so that the sweep stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+HANGUP_EXIT = 129       # 128 + SIGHUP: stopped by a hang-up, after the checkpoints
+INTERRUPTED_EXIT = 130  # stopped by Ctrl-C or SIGTERM, after the checkpoints
+
+SIGHUP = getattr(signal, "SIGHUP", None)  # None where the platform has no hang-up (Windows)
+
+
+def exit_code(signal_name: str | None) -> int:
+    """The exit code of a run or sweep stopped (after its checkpoints) by the signal named ``signal_name``."""
+    return HANGUP_EXIT if signal_name == "SIGHUP" else INTERRUPTED_EXIT
+
+
+def hangup_ignored() -> bool:
+    """Whether SIGHUP is ignored in this process (started by ``nohup``): it then stays ignored."""
+    return SIGHUP is None or signal.getsignal(SIGHUP) == signal.SIG_IGN
+
+
+def terminal_fds() -> list[int]:
+    """Which of standard output and error (1, 2) are a terminal now (to be remembered before a hang-up)."""
+    return [fd for fd in (1, 2) if _is_terminal(fd)]
+
+
+def detach_from_hung_up_terminal(fds: list[int]) -> list[int]:
+    """Point those of ``fds`` (which were a terminal) whose terminal is gone at ``/dev/null``; returns them.
+
+    A terminal still there (a SIGHUP sent by hand with ``kill -HUP``) is kept: what is printed from
+    then on still reaches it. A redirected output (a file, a pipe) was never in ``fds``.
+    """
+    gone = [fd for fd in fds if not _is_terminal(fd)]
+    if not gone:
+        return gone
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in gone:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
+    return gone
+
+
+def _is_terminal(fd: int) -> bool:
+    """``isatty``; a hung-up terminal answers EIO, which counts as gone."""
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
