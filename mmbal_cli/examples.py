@@ -36,6 +36,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "mmbal data synth --help-options",
     ),
     "data inspect": ("mmbal data inspect ../shared/data/cub10.parquet", "mmbal data inspect my.parquet --json"),
+    "data import": (
+        "mmbal data import hf_snapshot/ my.parquet --label label",
+        "mmbal data import 'data/*.parquet' my.parquet -m image -m caption_emb --image-size 64x64",
+        "mmbal data import train.parquet my.parquet --split-column fold --val-fraction 0.15 --seed 1 --force",
+    ),
     "bench": (
         "mmbal bench presets/cub10.toml --methods mcr,ogm_ge",
         "mmbal bench presets/quickstart.toml --repeats 7 --json",

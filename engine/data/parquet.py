@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError
 from ..registry import did_you_mean
+from .sources import file_splits, glob_files, glob_root, is_glob
 from .split import SPLIT_NAMES
 
 KINDS = ("vector", "image", "spectrogram", "sequence")
@@ -60,11 +61,13 @@ class RawDataset:
 
 
 def dataset_files(path: str | Path) -> list[Path]:
-    """The Parquet file, or the directory's ``*.parquet`` files in name order."""
+    """The Parquet file, the directory's ``*.parquet`` files, or the files a glob pattern matches, in name order."""
     p = Path(path)
+    if is_glob(p):
+        return glob_files(p)
     if not p.exists():
-        raise DataError(f"{p}: no such file or directory; a dataset is a Parquet file or a directory of "
-                        f"Parquet files (see docs/data-format.md)")
+        raise DataError(f"{p}: no such file or directory; a dataset is a Parquet file, a directory of "
+                        f"Parquet files or a glob pattern of them (see docs/data-format.md)")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix == ".parquet" and f.is_file())
         if not files:
@@ -75,11 +78,27 @@ def dataset_files(path: str | Path) -> list[Path]:
 
 
 def read_schema(file: Path) -> pa.Schema:
+    """The file's Arrow schema, checked for duplicate column names (a column must be named once)."""
     try:
-        return pq.read_schema(file)
+        schema = pq.read_schema(file)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{file}: cannot be read as a Parquet file ({exc}). A dataset is a Parquet file or a "
                         f"directory of Parquet files (see docs/data-format.md)") from None
+    check_unique_columns(schema, file)
+    return schema
+
+
+def check_unique_columns(schema: pa.Schema, file: Path) -> None:
+    """Refuse a schema that names a column twice: which of the two is meant cannot be told."""
+    names = schema.names
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            positions = [str(i) for i, n in enumerate(names) if n == name]
+            raise DataError(f"{file}: column '{name}' appears {len(positions)} times (positions "
+                            f"{', '.join(positions)}, counting from 0); every column needs a name of its own, so "
+                            f"rename or drop the duplicates (e.g. with pyarrow's Table.rename_columns)")
+        seen.add(name)
 
 
 def _parse_metadata(schema: pa.Schema, file: Path) -> dict:
@@ -116,8 +135,8 @@ def _check_same_schemas(files: list[Path], schemas: list[pa.Schema]) -> None:
         diffs += [f"column '{n}' is {b[n]} instead of {a[n]}" for n in a if n in b and a[n] != b[n]]
         if not diffs:
             diffs = ["the columns are in a different order"]
-        raise DataError(f"{file}: its schema differs from that of {files[0].name} in the same dataset directory "
-                        f"({'; '.join(diffs)}); all files of a dataset directory must share one schema")
+        raise DataError(f"{file}: its schema differs from that of {files[0].name} in the same dataset "
+                        f"({'; '.join(diffs)}); all files of a dataset (directory or glob) must share one schema")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,6 +332,7 @@ def _labels(table: pa.Table, column: str, rows: _Rows, meta: dict) -> tuple[np.n
         if bad is not None:
             raise rows.error(column, bad, f"label {int(values[bad])} is outside 0..{len(classes) - 1} (the schema "
                                           f"metadata names {len(classes)} classes)")
+        _check_class_count(len(classes), values, rows, column)
     else:
         bad = _first(values < 0)
         if bad is not None:
@@ -324,6 +344,18 @@ def _labels(table: pa.Table, column: str, rows: _Rows, meta: dict) -> tuple[np.n
                                           f"the classes in the schema metadata 'mmbal.classes' if some have no rows)")
         classes = [str(i) for i in range(int(values.max()) + 1)]
     return values.astype(np.int64), list(classes)
+
+
+def _check_class_count(n_classes: int, values: np.ndarray, rows: _Rows, column: str) -> None:
+    """Classes without rows are allowed, but not more classes than both the rows and the largest label
+    need: a model, its C x C confusion matrices and its metrics grow with C."""
+    bound = max(len(values), int(values.max()) + 1 if len(values) else 0)
+    if n_classes > bound:
+        raise rows.error(column, None, f"holds {len(values)} rows whose largest label is {int(values.max())}, "
+                                       f"but the schema metadata 'mmbal.classes' names {n_classes} classes; at "
+                                       f"most {bound} (the larger of the row count and the largest label + 1) are "
+                                       f"allowed, as a model and its C x C confusion matrices grow with C. Name "
+                                       f"only the classes the data can hold")
 
 
 def _split(table: pa.Table, rows: _Rows) -> np.ndarray:
@@ -400,10 +432,12 @@ class DatasetLayout:
     modalities: dict[str, ModalityInfo]
     label_column: str
     has_split: bool
+    file_splits: tuple[int, ...] | None = None  # each file's split code, from its name (no split column)
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name") or self.path.stem)
+        folder = glob_root(self.path) if is_glob(self.path) else None
+        return str(self.meta.get("name") or (folder.resolve().name if folder is not None else self.path.stem))
 
     @property
     def feature_columns(self) -> list[str]:
@@ -441,7 +475,41 @@ def open_dataset(path: str | Path, columns: dict[str, str] | None = None,
                         f"{did_you_mean(label_column, schema.names)}; its columns are {', '.join(schema.names)}")
     has_split = SPLIT_COLUMN in schema.names and label_column != SPLIT_COLUMN
     return DatasetLayout(path=Path(path), files=files, schema=schema, meta=meta, modalities=mods,
-                         label_column=label_column, has_split=has_split)
+                         label_column=label_column, has_split=has_split,
+                         file_splits=None if has_split else _file_split_codes(Path(path), files))
+
+
+def _file_split_codes(path: Path, files: list[Path]) -> tuple[int, ...] | None:
+    """Split codes of the files of a directory or glob whose names name two or more splits.
+
+    Files named after one split only (``train-0000*.parquet``) are shards, split by the preset's
+    fractions as before; names naming two splits but not the third are refused (no empty split).
+    """
+    if len(files) < 2 or not (path.is_dir() or is_glob(path)):
+        return None
+    splits = file_splits(files, path if path.is_dir() else glob_root(path))
+    if splits is None or len(set(splits)) < 2:
+        return None
+    missing = [name for name in SPLIT_NAMES if name not in splits]
+    if missing:
+        raise DataError(f"{path}: its files' names give the splits {', '.join(sorted(set(splits)))} but no "
+                        f"{' and no '.join(missing)} file; every split needs rows. Import the data with "
+                        f"`mmbal data import {path} OUT.parquet`, which carves the missing split from train "
+                        f"(--val-fraction, --test-fraction), or add a file for it")
+    return tuple(SPLIT_NAMES.index(s) for s in splits)
+
+
+def _split_of_files(layout: DatasetLayout, counts: list[int]) -> np.ndarray | None:
+    """Per-row split codes from the files' names (None when they name no splits); no split may be empty."""
+    if layout.file_splits is None:
+        return None
+    codes = np.repeat(np.asarray(layout.file_splits, np.int8), counts)
+    rows = np.bincount(codes, minlength=3)
+    empty = [SPLIT_NAMES[i] for i in range(3) if rows[i] == 0]
+    if empty:
+        raise DataError(f"{layout.path}: the files of split {' and '.join(repr(e) for e in empty)} (from their "
+                        f"names) hold no rows; every split (train, val, test) needs at least one row")
+    return codes
 
 
 def file_row_counts(files: list[Path]) -> list[list[int]]:
@@ -463,7 +531,7 @@ def read_index_columns(layout: DatasetLayout) -> tuple[np.ndarray, list[str], np
         raise DataError(f"{layout.path}: the dataset has no rows")
     rows = _Rows(layout.files, counts)
     labels, classes = _labels(table, layout.label_column, rows, layout.meta)
-    split = _split(table, rows) if layout.has_split else None
+    split = _split(table, rows) if layout.has_split else _split_of_files(layout, counts)
     return labels, classes, split
 
 
@@ -512,7 +580,7 @@ def read_dataset(path: str | Path, columns: dict[str, str] | None = None,
     if table.num_rows == 0:
         raise DataError(f"{Path(path)}: the dataset has no rows")
     labels, classes = _labels(table, label_column, rows, layout.meta)
-    split = _split(table, rows) if layout.has_split else None
+    split = _split(table, rows) if layout.has_split else _split_of_files(layout, counts)
     features, present = {}, {}
     for name, info in layout.modalities.items():
         features[name], present[name] = decode_features(table, info, rows)

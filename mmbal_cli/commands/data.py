@@ -1,4 +1,5 @@
-"""``mmbal data synth`` and ``mmbal data inspect``: make and check datasets in mmbal's Parquet format."""
+"""``mmbal data synth``, ``mmbal data inspect`` and ``mmbal data import``: make, check and convert datasets
+in mmbal's Parquet format."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 
 from ..output import fail, out_console, print_error
 
-data_app = typer.Typer(no_args_is_help=True, help="Make and check datasets in mmbal's Parquet format.",
+data_app = typer.Typer(no_args_is_help=True, help="Make, check and convert datasets in mmbal's Parquet format.",
                        context_settings={"help_option_names": ["-h", "--help"]})
 
 
@@ -114,3 +115,98 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a
     for key in ("source", "license"):
         if info.get(key):
             out_console.print(f"{key}: {info[key]}")
+
+
+def _image_size(value: Optional[str]) -> Optional[tuple[int, int]]:
+    """``--image-size``: ``HxW`` or one number for square images."""
+    if value is None:
+        return None
+    from engine.errors import UsageError
+    parts = value.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(f"--image-size: expected HEIGHTxWIDTH such as 64x64 (or one number), got {value!r}")
+    h, w = (int(parts[0]), int(parts[-1]))
+    return h, w
+
+
+def _check_import_args(source: str, out: Path, force: bool, val_fraction: float, test_fraction: float) -> None:
+    from engine.errors import UsageError
+    for name, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise UsageError(f"mmbal data import: {name} must lie strictly between 0 and 1, got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise UsageError(f"mmbal data import: --val-fraction + --test-fraction must be below 1, got "
+                         f"{val_fraction} + {test_fraction}")
+    if not out.parent.is_dir():
+        raise UsageError(f"mmbal data import: cannot write {out}: the folder {out.parent} does not exist; create it "
+                         f"first or choose another output path")
+    if out.is_dir():
+        raise UsageError(f"mmbal data import: {out} is a directory; the output is one .parquet file")
+    if out.exists() and not force:
+        raise UsageError(f"mmbal data import: {out} exists; choose another output path or pass --force to "
+                         f"replace it")
+    src = Path(source)
+    if src.exists() and src.resolve() == out.resolve():
+        raise UsageError(f"mmbal data import: the output {out} is the source itself; choose another output path")
+
+
+@data_app.command("import")
+def data_import(
+        source: Annotated[str, typer.Argument(help="A Parquet file, a directory of them (searched recursively, "
+                                                   "e.g. a Hugging Face snapshot) or a quoted glob such as "
+                                                   "'data/*.parquet'.", show_default=False)],
+        out: Annotated[Path, typer.Argument(help="Output .parquet file in mmbal's format.", show_default=False)],
+        label: Annotated[str, typer.Option("--label", help="The label column (integers or class-name strings).")]
+        = "label",
+        split_column: Annotated[Optional[str], typer.Option(
+            "--split-column", help="A column holding each row's split (train / validation / test); default "
+                                   "'split' when present, else the files' names give the splits.")] = None,
+        modality: Annotated[Optional[list[str]], typer.Option(
+            "--modality", "-m", help="A column to import as a modality (repeat, in order); default every column "
+                                     "of numeric lists, tensors or images.")] = None,
+        image_size: Annotated[Optional[str], typer.Option(
+            "--image-size", help="Resize every decoded image to HEIGHTxWIDTH (e.g. 64x64).")] = None,
+        val_fraction: Annotated[float, typer.Option(
+            help="Fraction of each class of train carved out as validation when the data has no validation "
+                 "split.")] = 0.1,
+        test_fraction: Annotated[float, typer.Option(
+            help="Fraction of each class of train carved out as test when the data has no test split.")] = 0.1,
+        seed: Annotated[int, typer.Option(help="Seed of that carving.")] = 0,
+        name: Annotated[Optional[str], typer.Option(help="The dataset's name (default: the output file's "
+                                                         "name).")] = None,
+        force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Convert Parquet from Hugging Face datasets and similar tools into mmbal's format, keeping its splits.
+
+    Nested lists of one shape per row (datasets' Array2D/Array3D) become tensors, encoded images are
+    decoded (pip install "mmbal\\[image]"), and the official splits are kept from a split column or from
+    the files' names (train-*, validation-*, test-*); a missing validation or test split is carved
+    from train, stratified and seeded.
+    """
+    from engine.data.importer import ImportOptions, import_dataset
+    from engine.errors import MmbalError
+    try:
+        _check_import_args(source, out, force, val_fraction, test_fraction)
+        options = ImportOptions(label_column=label, split_column=split_column, modalities=tuple(modality or ()),
+                                image_size=_image_size(image_size), val_fraction=val_fraction,
+                                test_fraction=test_fraction, seed=seed, name=name)
+        report = import_dataset(source, out, options)
+    except MmbalError as exc:
+        fail(exc)
+    except OSError as exc:
+        print_error(f"{out}: cannot write: {exc.strerror or exc}")
+        raise typer.Exit(1)
+    _print_import_report(report)
+
+
+def _print_import_report(report) -> None:
+    if report.splits is None:
+        splits = "no splits (a preset's data.val_fraction and data.test_fraction split it)"
+    else:
+        splits = ", ".join(f"{k} {v}" for k, v in report.splits.items()) + f" (from the {report.split_source}"
+        splits += f"; {' and '.join(report.carved)} carved from train)" if report.carved else ")"
+    print(f"wrote {report.out}: {report.rows} rows from {report.files} file(s), {len(report.classes or [])} classes")
+    print(f"splits: {splits}")
+    print("modalities: " + ", ".join(f"{m} {list(shape)}" for m, shape in report.modalities.items()))
+    if report.ignored:
+        print("not imported: " + ", ".join(report.ignored))

@@ -1,0 +1,303 @@
+"""``mmbal data import``: Parquet written by Hugging Face ``datasets`` and similar tools, as one file in
+mmbal's format (``docs/data-format.md``).
+
+* **Files.** The source is a Parquet file, a directory (searched recursively, as a Hugging Face
+  snapshot lays out ``data/train-00000-of-00002.parquet``) or a glob pattern; all files share one
+  schema.
+* **Modalities.** Every column of numeric (nested) lists or tensors, and every image column, other
+  than the label and split; or the columns named. Variable-length nested lists of equal lengths
+  (``datasets``' ``Array2D``/``Array3D``) become fixed-shape tensors (:mod:`engine.data.tensors`);
+  encoded images are decoded with Pillow (:mod:`engine.data.images`, the ``image`` extra).
+* **Splits.** The official splits are kept: from a split column (``train``/``validation``/``test``
+  and their synonyms) or from the files' names (``train-*``, ``validation-*``, ``test-*``, or split
+  folders). A missing validation or test split is carved from train, stratified and seeded (the
+  official test split is never touched). Without any split the output has no split column and the
+  preset's fractions split it.
+* **Labels.** Integer labels are kept, with the class names of ``datasets``' ``ClassLabel`` (or of
+  mmbal metadata); string labels become indices of their sorted distinct values.
+
+Every problem is a :class:`~engine.errors.DataError` naming the file, the column and the row. The
+output is written atomically by :func:`engine.data.writer.write_dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import DataError
+from ..registry import did_you_mean
+from .images import decode_images, is_image_type
+from .parquet import METADATA_KEY, dataset_files, read_schema
+from .sources import SPLIT_SYNONYMS, file_splits, glob_root, is_glob
+from .split import SPLIT_NAMES, stratified_split
+from .tensors import Where, is_tensor_like, to_tensor
+from .writer import write_dataset
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What ``mmbal data import`` takes from the source and how it completes the splits."""
+
+    label_column: str = "label"
+    split_column: str | None = None            # None: 'split' when the data have it
+    modalities: tuple[str, ...] = ()           # columns to take, in order; () = every tensor or image column
+    image_size: tuple[int, int] | None = None  # (height, width) every image is resized to
+    val_fraction: float = 0.1                  # of train, per class, when there is no validation split
+    test_fraction: float = 0.1                 # of train, per class, when there is no test split
+    seed: int = 0                              # of that carving
+    name: str | None = None                    # the dataset's name (default: the output file's stem)
+
+
+@dataclass
+class ImportReport:
+    """What was written: rows, where the splits came from, modalities and the columns left out."""
+
+    out: Path
+    rows: int
+    files: int
+    splits: dict[str, int] | None
+    split_source: str
+    carved: list[str]
+    modalities: dict[str, tuple[int, ...]]
+    classes: list[str]
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Columns:
+    label: str
+    split: str | None
+    modalities: list[str]
+    images: set[str]
+    ignored: list[str]
+
+
+def import_dataset(source: str | Path, out: str | Path, options: ImportOptions = ImportOptions()) -> ImportReport:
+    """Convert ``source`` (file, directory or glob) into the mmbal Parquet file ``out`` (see the module doc)."""
+    files, root = source_files(source)
+    schema = _shared_schema(files)
+    columns = _choose_columns(schema, files[0], options)
+    parts = [_read_file(f, columns, options) for f in files]
+    features, present = _joined_features(parts, files, columns)
+    labels, classes = _labels([p["label"] for p in parts], files, columns.label, schema)
+    split, split_source = _splits(parts, files, root, columns)
+    carved: list[str] = []
+    if split is not None:
+        split, carved = _complete_splits(split, labels, options, f"{source}: the splits from the {split_source}")
+    name = options.name or Path(out).stem
+    kinds = {m: "image" for m in columns.images}
+    write_dataset(out, features, labels, split, classes, name=name, kinds=kinds,
+                  source=f"imported by mmbal data import from {source}", present=present)
+    counts = None if split is None else {s: int(c) for s, c in zip(SPLIT_NAMES, np.bincount(split, minlength=3))}
+    return ImportReport(out=Path(out), rows=int(labels.shape[0]), files=len(files), splits=counts,
+                        split_source=split_source, carved=carved,
+                        modalities={m: tuple(v.shape[1:]) for m, v in features.items()},
+                        classes=classes or [str(i) for i in range(int(labels.max()) + 1)], ignored=columns.ignored)
+
+
+# -- files and columns ------------------------------------------------------------------------------
+def source_files(source: str | Path) -> tuple[list[Path], Path | None]:
+    """The source's Parquet files in name order (a directory recursively) and the folder split names are below."""
+    p = Path(source)
+    if is_glob(p):
+        return dataset_files(p), glob_root(p)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.parquet") if f.is_file()
+                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        if not files:
+            raise DataError(f"{p}: the directory (and its subfolders) holds no .parquet files")
+        return files, p
+    return dataset_files(p), None
+
+
+def _shared_schema(files: list[Path]) -> pa.Schema:
+    first = read_schema(files[0])
+    for f in files[1:]:
+        schema = read_schema(f)
+        if schema.names != first.names:
+            extra = [n for n in schema.names if n not in first.names]
+            missing = [n for n in first.names if n not in schema.names]
+            what = (f"column '{missing[0]}' is missing" if missing else f"extra column '{extra[0]}'" if extra
+                    else "the columns are in a different order")
+            raise DataError(f"{f}: its columns differ from those of {files[0]} ({what}); the files of one dataset "
+                            f"must share one schema")
+        for a, b in zip(first, schema):
+            if not a.type.equals(b.type):
+                raise DataError(f"{f}: column '{b.name}' is {b.type} where {files[0]} has {a.type}; the files of "
+                                f"one dataset must share one schema")
+    return first
+
+
+def _choose_columns(schema: pa.Schema, file: Path, options: ImportOptions) -> _Columns:
+    names = schema.names
+    label = options.label_column
+    if label not in names:
+        raise DataError(f"{file}: has no label column '{label}'{did_you_mean(label, names)}; its columns are "
+                        f"{', '.join(names)} (name the label column with --label)")
+    split = options.split_column or ("split" if "split" in names and label != "split" else None)
+    if split is not None and split not in names:
+        raise DataError(f"{file}: has no split column '{split}'{did_you_mean(split, names)}; its columns are "
+                        f"{', '.join(names)}")
+    usable = {f.name for f in schema if f.name not in (label, split)
+              and (is_tensor_like(f.type) or is_image_type(f.type))}
+    if options.modalities:
+        for column in options.modalities:
+            if column not in names:
+                raise DataError(f"{file}: has no column '{column}' (asked for with --modality)"
+                                f"{did_you_mean(column, names)}; its columns are {', '.join(names)}")
+            if column not in usable:
+                raise DataError(f"{file}: column '{column}' has type {schema.field(column).type}; a modality needs "
+                                f"numeric lists or tensors of one shape per row, or encoded images")
+        modalities = list(dict.fromkeys(options.modalities))
+    else:
+        modalities = [n for n in names if n in usable]
+    if len(modalities) < 2:
+        types = ", ".join(f"{f.name} ({f.type})" for f in schema)
+        raise DataError(f"{file}: a multimodal dataset needs at least two modality columns (numeric lists or "
+                        f"tensors, or images); found {', '.join(modalities) or 'none'} among {types}")
+    images = {m for m in modalities if is_image_type(schema.field(m).type)}
+    ignored = [n for n in names if n not in modalities and n not in (label, split)]
+    return _Columns(label=label, split=split, modalities=modalities, images=images, ignored=ignored)
+
+
+def _read_file(file: Path, columns: _Columns, options: ImportOptions) -> dict:
+    wanted = [columns.label] + ([columns.split] if columns.split else []) + columns.modalities
+    try:
+        table = pq.read_table(file, columns=wanted)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{file}: cannot be read as a Parquet file ({exc})") from None
+    part = {"rows": table.num_rows, "label": table.column(columns.label).combine_chunks(),
+            "split": table.column(columns.split).combine_chunks() if columns.split else None, "features": {}}
+    for m in columns.modalities:
+        where = Where(file, m)
+        if m in columns.images:
+            part["features"][m] = decode_images(table.column(m), where, options.image_size)
+        else:
+            part["features"][m] = to_tensor(table.column(m), where)
+    return part
+
+
+def _joined_features(parts: list[dict], files: list[Path],
+                     columns: _Columns) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    features, present = {}, {}
+    for m in columns.modalities:
+        shapes = [p["features"][m][0].shape[1:] for p in parts]
+        for f, shape, part in zip(files, shapes, parts):
+            if shape != shapes[0] and part["rows"]:
+                raise DataError(f"{f}: column '{m}' holds values of shape {list(shape)} where {files[0]} holds "
+                                f"{list(shapes[0])}; a modality needs one shape in every file")
+        features[m] = np.concatenate([p["features"][m][0] for p in parts])
+        present[m] = np.concatenate([p["features"][m][1] for p in parts])
+    return features, present
+
+
+# -- labels -----------------------------------------------------------------------------------------
+def _labels(arrays: list[pa.Array], files: list[Path], column: str,
+            schema: pa.Schema) -> tuple[np.ndarray, list[str] | None]:
+    """int64 class indices of every row and the class names (None: the reader numbers them)."""
+    tp = arrays[0].type
+    for f, arr in zip(files, arrays):
+        if arr.null_count:
+            row = int(np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{f}: column '{column}', row {row} (counting from 0): the label is missing (null)")
+    if pa.types.is_dictionary(tp) or pa.types.is_string(tp) or pa.types.is_large_string(tp):
+        return _named_labels(arrays)
+    if not pa.types.is_integer(tp):
+        raise DataError(f"{files[0]}: column '{column}' has type {tp}; labels must be integers (class indices) or "
+                        f"strings (class names)")
+    values = [a.to_numpy(zero_copy_only=False).astype(np.int64) for a in arrays]
+    for f, v in zip(files, values):
+        if v.size and v.min() < 0:
+            row = int(np.flatnonzero(v < 0)[0])
+            raise DataError(f"{f}: column '{column}', row {row} (counting from 0): label {int(v[row])} is negative; "
+                            f"labels are class indices 0..C-1")
+    labels = np.concatenate(values)
+    return labels, _class_names(schema, column, labels)
+
+
+def _named_labels(arrays: list[pa.Array]) -> tuple[np.ndarray, list[str]]:
+    texts = [pc.cast(a.dictionary_decode() if pa.types.is_dictionary(a.type) else a, pa.string()) for a in arrays]
+    classes = sorted(set().union(*(pc.unique(t).to_pylist() for t in texts)))
+    codes = [pc.index_in(t, value_set=pa.array(classes, pa.string())).to_numpy(zero_copy_only=False) for t in texts]
+    return np.concatenate(codes).astype(np.int64), [str(c) for c in classes]
+
+
+def _class_names(schema: pa.Schema, column: str, labels: np.ndarray) -> list[str] | None:
+    """``datasets``' ClassLabel names (or mmbal's ``classes``) kept up to what the labels and rows allow."""
+    meta = schema.metadata or {}
+    names = None
+    try:
+        hf = json.loads(meta.get(b"huggingface", b"{}"))
+        feature = ((hf.get("info") or {}).get("features") or {}).get(column) or {}
+        names = feature.get("names") if isinstance(feature, dict) else None
+        if names is None:
+            names = json.loads(meta.get(METADATA_KEY, b"{}")).get("classes")
+    except (ValueError, AttributeError):
+        names = None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return None
+    top = int(labels.max()) if labels.size else -1
+    if top >= len(names):
+        return None  # the names do not cover the labels: number the classes instead
+    return names[: max(top + 1, min(len(names), labels.shape[0]))]
+
+
+# -- splits -----------------------------------------------------------------------------------------
+def _splits(parts: list[dict], files: list[Path], root: Path | None,
+            columns: _Columns) -> tuple[np.ndarray | None, str]:
+    """Split codes of every row and where they came from, or (None, "none")."""
+    if columns.split is not None:
+        codes = [_split_codes(p["split"], f, columns.split) for p, f in zip(parts, files)]
+        return np.concatenate(codes).astype(np.int8), f"column '{columns.split}'"
+    names = file_splits(files, root) if len(files) > 1 or root is not None else None
+    if names is None:
+        return None, "none"
+    return (np.repeat(np.array([SPLIT_NAMES.index(s) for s in names], np.int8), [p["rows"] for p in parts]),
+            "file names")
+
+
+def _split_codes(arr: pa.Array, file: Path, column: str) -> np.ndarray:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        raise DataError(f"{file}: column '{column}' has type {arr.type}; a split column holds the split names "
+                        f"train, validation (or val) and test")
+    synonyms = list(SPLIT_SYNONYMS)
+    idx = pc.index_in(pc.utf8_lower(arr), value_set=pa.array(synonyms)).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(np.isnan(idx)) if idx.dtype.kind == "f" else np.array([], int)
+    if bad.size:
+        value = arr[int(bad[0])].as_py()
+        raise DataError(f"{file}: column '{column}', row {int(bad[0])} (counting from 0): split value "
+                        f"{'null' if value is None else repr(value)} is not one of {', '.join(synonyms)}")
+    return np.array([SPLIT_NAMES.index(SPLIT_SYNONYMS[s]) for s in synonyms], np.int8)[idx.astype(np.int64)]
+
+
+def _complete_splits(split: np.ndarray, labels: np.ndarray, options: ImportOptions,
+                     what: str) -> tuple[np.ndarray, list[str]]:
+    """Carve a missing val and/or test split out of train (stratified, seeded); train itself is required."""
+    counts = np.bincount(split, minlength=3)
+    if counts[0] == 0:
+        raise DataError(f"{what} have no train rows (train {counts[0]}, val {counts[1]}, "
+                        f"test {counts[2]}); a dataset needs training rows")
+    missing = [SPLIT_NAMES[i] for i in (1, 2) if counts[i] == 0]
+    if not missing:
+        return split, []
+    train = np.flatnonzero(split == 0)
+    carved = stratified_split(labels[train], options.val_fraction, options.test_fraction, options.seed)
+    out = split.copy()
+    for code in (1, 2):
+        if counts[code] == 0:
+            out[train[carved == code]] = code
+    after = np.bincount(out, minlength=3)
+    if (after == 0).any():
+        raise DataError(f"{what}: carving {' and '.join(missing)} out of the {counts[0]} train rows (--val-fraction "
+                        f"{options.val_fraction}, --test-fraction {options.test_fraction}) leaves a split empty; "
+                        f"use larger fractions or more data")
+    return out, missing
