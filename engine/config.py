@@ -37,6 +37,8 @@ from .errors import DataError, PresetError
 from .methods import METHODS
 from .models import ENCODERS, FUSIONS, ModalitySpec, ModelSpec, default_encoder
 from .models import mid_fusion
+from .models.encoders.external import is_target, option_problems, register_target
+from .models.encoders.weights import freeze_problem
 from .monitor import MonitorConfig
 from .registry import did_you_mean
 from .schema import INT64_MAX, build, to_dict
@@ -71,7 +73,8 @@ class RunConfig:
             "name": self.name,
             "seed": self.seed,
             "data": to_dict(self.data),
-            "modalities": {m.name: {"encoder": m.encoder, "column": self.columns[m.name], **to_dict(m.options)}
+            "modalities": {m.name: {"encoder": m.encoder, "column": self.columns[m.name], **to_dict(m.options),
+                                    **encoder_setup(m)}
                            for m in self.model.modalities},
             "model": {"fusion": self.model.fusion, **to_dict(self.model.fusion_options),
                       **mid_fusion.preset_entries(self.model.mid_fusion, self.model.mid_fusion_options)},
@@ -199,7 +202,9 @@ def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -
 
     data = build(DataConfig, _table(raw, "data", problems), "data", problems)
     available = _available_modalities(data, base_dir, problems, every="modalities" not in raw) if data else None
-    modalities, columns = _resolve_modalities(raw, available, data_file(data, base_dir) if data else None, problems)
+    modalities, columns = _resolve_modalities(raw, available, data_file(data, base_dir) if data else None, problems,
+                                              base_dir)
+    _check_token_inputs(data, modalities, available, columns, problems)
     fusion, fusion_options = _resolve_registry_table(raw, "model", "fusion", FUSIONS, "concat", problems,
                                                      ignore=mid_fusion.KEYS)
     model_table = raw.get("model")
@@ -256,7 +261,7 @@ def _available_modalities(data: DataConfig, base_dir: Path, problems: list[str],
 
 
 def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, path: Path | None,
-                        problems: list[str]) -> tuple[list[ModalitySpec], dict[str, str]]:
+                        problems: list[str], base_dir: Path = Path(".")) -> tuple[list[ModalitySpec], dict[str, str]]:
     """Modality specs from ``[modalities.*]`` checked against the dataset (``path``: its file, if any)."""
     tables = _table(raw, "modalities", problems)
     if not tables and available is not None:
@@ -284,17 +289,79 @@ def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, pa
         encoder = table.get("encoder")
         if encoder is None:
             encoder = default_encoder(info.kind, info.shape) if info else "mlp"
-        if encoder not in ENCODERS:
-            problems.append(f"{key}.encoder: {ENCODERS.unknown_message(encoder)}")
+        failed = register_target(encoder, base_dir) if is_target(encoder) else None
+        if failed or encoder not in ENCODERS:
+            problems.append(f"{key}.encoder: {failed or ENCODERS.unknown_message(encoder)}")
             continue
-        options = build(ENCODERS.entry(encoder).config, table, key, problems, ignore=("encoder", "column"))
-        if options is not None:
-            specs.append(ModalitySpec(name, encoder, options))
+        options = _encoder_options(encoder, table, key, problems)
+        setup = _encoder_setup(table, key, base_dir, problems)
+        if options is not None and setup is not None:
+            specs.append(ModalitySpec(name, encoder, options, **setup))
             columns[name] = column
     if available is not None and len(tables) < 2:
         offered = f"; the dataset {path} has the modality column(s): {', '.join(by_column) or 'none'}" if path else ""
         problems.append(f"modalities: at least two modalities are needed, got {len(tables)}{offered}")
     return specs, columns
+
+
+SETUP_KEYS = ("init", "freeze")  # of every [modalities.<m>] table, whatever the encoder (models/encoders/weights.py)
+
+
+def _encoder_options(encoder: str, table: dict, key: str, problems: list[str]) -> Any:
+    """The encoder's options from its table: its config dataclass, or (an external encoder's function) the
+    keyword arguments, checked against the function's signature."""
+    config = ENCODERS.entry(encoder).config
+    if config is not None:
+        return build(config, table, key, problems, ignore=("encoder", "column", *SETUP_KEYS))
+    options = {k: v for k, v in table.items() if k not in ("encoder", "column", *SETUP_KEYS)}
+    found = option_problems(encoder, options, key)
+    problems.extend(found)
+    return None if found else options
+
+
+def _encoder_setup(table: dict, key: str, base_dir: Path, problems: list[str]) -> dict | None:
+    """``init`` (made absolute against the preset's folder; the file must exist) and ``freeze``."""
+    before = len(problems)
+    init = table.get("init")
+    if init is not None:
+        if not isinstance(init, str) or not init:
+            problems.append(f"{key}.init: expected the path of a weights file (a string), got {init!r}")
+        else:
+            resolved = Path(init).expanduser()
+            init = str(resolved if resolved.is_absolute() else Path(os.path.normpath(base_dir / resolved)))
+            if not Path(init).is_file():
+                problems.append(f"{key}.init: the weights file {init} does not exist")
+    freeze = table.get("freeze", False)
+    wrong = freeze_problem(freeze)
+    if wrong:
+        problems.append(f"{key}.freeze: {wrong}")
+    return {"init": init, "freeze": freeze} if len(problems) == before else None
+
+
+def encoder_setup(spec: ModalitySpec) -> dict:
+    """``init`` and ``freeze`` of a modality for ``config.json``, only when set (older runs have neither)."""
+    out: dict[str, Any] = {}
+    if spec.init:
+        out["init"] = spec.init
+    if spec.freeze not in (False, None):
+        out["freeze"] = spec.freeze
+    return out
+
+
+def _check_token_inputs(data: DataConfig | None, modalities: list[ModalitySpec],
+                        available: dict[str, ModalityInfo] | None, columns: dict[str, str], problems: list[str]) -> None:
+    """An encoder that reads token ids (a transformers text model) needs the values unscaled: z-scoring
+    would turn the ids into other numbers."""
+    if data is None or data.standardize == "none" or available is None:
+        return
+    by_column = {info.column: info for info in available.values()}
+    for ms in modalities:
+        reads_ids = getattr(ms.options, "takes_token_ids", None)
+        info = by_column.get(columns.get(ms.name, ""))
+        if callable(reads_ids) and info is not None and reads_ids(info.shape):
+            problems.append(f"data.standardize: modality '{ms.name}' holds token ids for its {ms.encoder} encoder, "
+                            f"which standardisation would change; set data.standardize = \"none\" (and give "
+                            f"other modalities already scaled values)")
 
 
 def _resolve_registry_table(raw: dict, key: str, name_key: str, registry, default: str,

@@ -35,9 +35,13 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
 class Registry(Generic[T]):
     """Name -> (builder, options dataclass, one-line help)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, group: str | None = None, adopt: Callable[[str, Any], None] | None = None):
+        """``group``: the entry-point group (e.g. ``mmbal.encoders``) where installed packages add entries;
+        a name not registered here is looked up there, and listing loads them all (:mod:`.plugins`).
+        ``adopt(name, obj)`` registers a loaded object that did not register itself (None: it must)."""
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self.plugins = Plugins(self, group, adopt) if group else None
 
     def register(self, name: str, *, config: type | None = None, help: str = "") -> Callable[[T], T]:
         def deco(builder: T) -> T:
@@ -51,12 +55,20 @@ class Registry(Generic[T]):
         return deco
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._entries
+        if not isinstance(name, str):
+            return False
+        if name not in self._entries and self.plugins is not None:
+            self.plugins.load(name)
+        return name in self._entries
 
     def names(self) -> list[str]:
+        if self.plugins is not None:
+            self.plugins.load_all()
         return list(self._entries)
 
     def entry(self, name: str) -> Entry[T]:
+        if name not in self._entries and self.plugins is not None:
+            self.plugins.load(name)
         try:
             return self._entries[name]
         except KeyError:
@@ -69,12 +81,20 @@ class Registry(Generic[T]):
         return self.entry(name).builder
 
     def entries(self) -> list[Entry[T]]:
+        if self.plugins is not None:
+            self.plugins.load_all()
         return list(self._entries.values())
 
     def unknown_message(self, name: Any) -> str:
         """Why ``name`` names no entry (a preset may hold any TOML value there, e.g. a list)."""
-        known = ", ".join(sorted(self._entries))
+        known = ", ".join(sorted(self.names()))
         if not isinstance(name, str):
             article = "an" if self.kind[:1] in "aeiou" else "a"
             return f"expected the name of {article} {self.kind} (a string), got {name!r}; known: {known}"
+        failed = self.plugins.failure(name) if self.plugins is not None else None
+        if failed:
+            return failed
         return f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; known: {known}"
+
+
+from .plugins import Plugins  # noqa: E402  (plugins.py does not import this module)

@@ -55,8 +55,19 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "mmbal sweep presets/cub10.toml --methods joint,ogm_ge,mcr --seeds 0-2 --jobs 2",
         "mmbal sweep presets/cub10.toml --grid train.lr=1e-3,3e-4 --seeds 0,1",
         "mmbal sweep presets/cub10.toml --methods joint,mcr --dry-run",
+        "mmbal sweep presets/cub10.toml --methods joint,ogm_ge --seeds 0-3 --gpus 0,1",
+        "mmbal sweep presets/cub10.toml --seeds 0-4 --launcher slurm --slurm partition=gpu --slurm gpus_per_node=1",
     ),
     "watch": ("mmbal watch", "mmbal watch try1", "mmbal watch try1 --once"),
+    "predict": ("mmbal predict try1 new.parquet --out preds.parquet",
+                "mmbal predict try1 ../shared/data/cub10.parquet --split test --out test_preds.parquet"),
+    "eval": ("mmbal eval try1 ../shared/data/cub10.parquet --split test", "mmbal eval try1 new.parquet --json"),
+    "export": (
+        "mmbal export try1 --to csv --out try1.csv",
+        "mmbal export try1 --to tensorboard --out tb/try1",
+        "mmbal export try1 --to wandb --project balance",
+        "mmbal export try1 --to mlflow --out sqlite:///mlflow.db --follow",
+    ),
 }
 
 

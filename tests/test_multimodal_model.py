@@ -135,7 +135,7 @@ def test_build_errors_are_collected_with_key_paths():
                       ModalitySpec("c", "conv2d"), ModalitySpec("d", "mlp")), "concat")
     assert problems_of(spec, {"a": (3, 4), "b": (3, 4), "c": (10,)}) == [
         "modalities.a.encoder: unknown encoder 'conv2dd' (did you mean 'conv2d'?); "
-        "known: conv1d, conv2d, mlp, resnet18, transformer",
+        "known: conv1d, conv2d, hf, mlp, resnet18, timm, torchvision, transformer, transformers",
         "modalities.b: channels must list at least one convolution width, got []",
         "modalities.c.encoder: encoder 'conv2d' accepts images or spectrograms [H, W] or [C, H, W], "
         "but this modality's samples have shape [10]",

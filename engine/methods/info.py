@@ -69,7 +69,14 @@ def expand(patterns: list[str], modalities: list[str]) -> list[str]:
 
 
 class MethodRegistry(Registry):
-    """The registry of balancing methods: each entry carries a :class:`MethodInfo` in ``info``."""
+    """The registry of balancing methods: each entry carries a :class:`MethodInfo` in ``info``.
+
+    Installed packages add methods through entry points of the group ``mmbal.methods`` (name = the
+    method's name, value = its decorated class), loaded when a preset names one this registry does not
+    hold and when every method is listed (:mod:`engine.plugins`)."""
+
+    def __init__(self, kind: str, group: str | None = "mmbal.methods"):
+        super().__init__(kind, group=group)
 
     def register(self, name: str, *, config: type | None = None, help: str = "", paper: str = "",
                  optimizer: Optimizer | None = None, cost: str | None = None,

@@ -26,7 +26,9 @@ from torch import nn
 
 from ..errors import PresetError
 from ..schema import build
-from .encoders import ENCODERS, UnsupportedShape
+from .encoders import ENCODERS, EncoderProblem
+from .encoders.external import is_target, register_target
+from .encoders.weights import freeze_parameters, load_initial_weights
 from .fusion import FUSIONS
 from .mid_fusion import MID_FUSIONS, placements
 
@@ -44,7 +46,10 @@ class ModelOutput:
 class ModalitySpec:
     name: str
     encoder: str
-    options: Any = None   # the encoder's config dataclass instance (None: its defaults; a mapping: validated)
+    options: Any = None   # the encoder's config dataclass instance (None: its defaults; a mapping: validated;
+                          # for an external encoder, the keyword arguments of its function)
+    init: str | None = None   # a file of initial weights for the encoder (encoders/weights.py)
+    freeze: Any = False       # True, a number of leading stages, or stage names / parameter prefixes
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,16 @@ class MultimodalModel(nn.Module):
         self.fusion = fusion
         self.mid_fusion_stages: list[dict[str, int]] = [dict(after) for after, _ in mid_fusions]
         self.mid_fusions = nn.ModuleList([module for _, module in mid_fusions])
+        self.frozen_norms = [mod for enc in encoders.values() for mod in enc.modules()
+                             if isinstance(mod, _BATCHNORMS) and mod.affine
+                             and not any(p.requires_grad for p in mod.parameters())]
+
+    def train(self, mode: bool = True) -> "MultimodalModel":
+        """As ``nn.Module.train``, but a BatchNorm of a frozen encoder part keeps its running statistics."""
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{m: (B, d_m)} from {m: (B, *shape_m)}."""
@@ -113,7 +128,8 @@ class MultimodalModel(nn.Module):
         return done
 
     def encoder_parameters(self, m: str) -> list[nn.Parameter]:
-        return list(self.encoders[m].parameters())
+        """The parameters of modality m's encoder that train (a frozen one, ``freeze``, is left out)."""
+        return [p for p in self.encoders[m].parameters() if p.requires_grad]
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The fusion head's parameters and the mid-fusion modules' (the optimiser's "fusion" group)."""
@@ -167,8 +183,18 @@ def check_names(names: list[str], problems: list[str]) -> None:
         problems.append(f"modalities: a modality is listed twice ({', '.join(names)})")
 
 
+def _on_meta(module: nn.Module) -> bool:
+    return any(p.is_meta for p in module.parameters())
+
+
 def build_encoder(ms: ModalitySpec, shape: tuple[int, ...] | None, problems: list[str]) -> nn.Module | None:
+    """The encoder of ``ms`` for samples of ``shape``, with its initial weights and frozen parameters."""
     path = f"modalities.{ms.name}"
+    if is_target(ms.encoder):
+        failed = register_target(ms.encoder)
+        if failed:
+            problems.append(f"{path}.encoder: {failed}")
+            return None
     if ms.encoder not in ENCODERS:
         problems.append(f"{path}.encoder: {ENCODERS.unknown_message(ms.encoder)}")
         return None
@@ -180,10 +206,18 @@ def build_encoder(ms: ModalitySpec, shape: tuple[int, ...] | None, problems: lis
     if cfg is None and entry.config is not None:
         return None
     try:
-        return entry.builder(cfg, tuple(shape))
-    except UnsupportedShape as exc:
+        encoder = entry.builder(cfg, tuple(shape))
+    except EncoderProblem as exc:
         problems.append(f"{path}.encoder: {exc}")
         return None
+    try:
+        if ms.init and not _on_meta(encoder):   # the size estimate (models/size.py) needs no weights
+            load_initial_weights(encoder, ms.init, ms.name)
+        freeze_parameters(encoder, ms.freeze)
+    except EncoderProblem as exc:
+        problems.append(f"{path}.{exc}")
+        return None
+    return encoder
 
 
 def build_fusion(spec: ModelSpec, in_dims: dict[str, int], n_classes: int, problems: list[str]) -> nn.Module | None:

@@ -25,6 +25,8 @@ def build_optimizer(cfg: TrainConfig, groups: list[dict], device: torch.device) 
     for g in groups:
         g.setdefault("lr", cfg.lr)
         g["base_lr"] = g["lr"]
+        params = [g["params"]] if isinstance(g["params"], torch.Tensor) else list(g["params"])
+        g["params"] = [p for p in params if p.requires_grad]  # frozen ones (``freeze``): no update, no state
     try:
         optimizer = _make(cfg, groups, {"fused": True})
     except RuntimeError:

@@ -3,7 +3,12 @@
 Every builder has the signature ``build_x(cfg: XConfig, input_shape: tuple[int, ...]) -> nn.Module``
 and the module it returns carries an int attribute ``out_dim``. A builder given a shape it cannot
 encode raises :class:`UnsupportedShape` (a ``ValueError``) whose message names the encoder and the
-shapes it accepts; :func:`engine.models.build_model` turns it into a preset problem.
+shapes it accepts, and one whose options cannot build raises :class:`EncoderProblem`;
+:func:`engine.models.build_model` turns both into preset problems.
+
+Beyond the built-in families: ``encoder = "package.module:function"`` and entry points of the group
+``mmbal.encoders`` (:mod:`.external`), Hugging Face ``transformers`` backbones (:mod:`.hf`), timm and
+torchvision backbones (:mod:`.timm_tv`); the latter two import their package only when built.
 
 Importing this package imports every encoder module, so all of them are registered.
 """
@@ -12,10 +17,21 @@ from __future__ import annotations
 
 from ...registry import Registry
 
-ENCODERS = Registry("encoder")
+
+def _adopt(name, obj) -> None:
+    """An entry point of ``mmbal.encoders`` that did not register itself: a function, used as an external encoder."""
+    from .external import adopt_function
+    adopt_function(name, obj)
 
 
-class UnsupportedShape(ValueError):
+ENCODERS = Registry("encoder", group="mmbal.encoders", adopt=_adopt)
+
+
+class EncoderProblem(ValueError):
+    """An encoder cannot be built from its options or for its data; the message says why (a preset problem)."""
+
+
+class UnsupportedShape(EncoderProblem):
     """An encoder was asked to encode a per-sample shape it does not handle."""
 
 
@@ -30,5 +46,6 @@ def check_rank(encoder: str, input_shape: tuple[int, ...], ranks: tuple[int, ...
 
 
 from . import conv, mlp, resnet, transformer  # noqa: E402,F401  (registers the encoders)
+from . import external, hf, timm_tv  # noqa: E402,F401  (adapters; their third-party packages load when built)
 
-__all__ = ["ENCODERS", "UnsupportedShape", "check_rank"]
+__all__ = ["ENCODERS", "EncoderProblem", "UnsupportedShape", "check_rank"]

@@ -1,0 +1,264 @@
+"""Inference with a finished run: ``mmbal predict RUN data.parquet --out preds.parquet`` and ``mmbal eval``.
+
+The run's model is built from its own configuration (``preset.toml`` with its recorded overrides,
+as resume does, :func:`engine.run.parts.build_parts`), then given the **selected** checkpoint
+(``checkpoints/best.pt``: the weights and the method state of the epoch selected on validation,
+e.g. AUG's heads; ``last.pt`` when the run selected none), exactly as the run's own test
+evaluation does (:meth:`engine.train.trainer.Trainer.finish`). Initial-weight files (``init``) are
+not read again: the checkpoint replaces them.
+
+The data file must hold the run's modality columns with the per-sample shapes it trained on (else
+a data error naming the column); the label column is optional for ``predict`` (``eval`` needs it).
+Its values are standardised with the run's train statistics. These are not stored in the run
+directory: they are recomputed exactly as the run computed them, by loading the run's own dataset
+(the same file, or the same generator settings) the same way (resident or streamed), so that
+dataset must still be readable.
+
+Predictions are made as the evaluation makes them (``Method.predict``, eval mode, the run's
+``train.eval_batch_size`` and precision), so on the run's test split they reproduce its test
+metrics; ``eval`` scores them with the trainer's own scorer, in the run's metric names
+(``<split>/acc/fused``, ``<split>/f1/<m>``, ...; ``all/...`` when no split is chosen).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import RunConfig, apply_overrides, parse_toml, resolve
+from ..data import parquet as pq_format
+from ..errors import DataError, RunNotFound, StorageError, UsageError
+from ..registry import did_you_mean
+from ..store import RunPaths, read_json
+from ..store.atomic import atomic_write_with
+from ..store.checkpoints import CheckpointDamaged, load_checkpoint
+from ..train.device import autocast_factory, channels_last_enabled, resolve_device
+from ..train.metrics import SplitScorer, to_host
+from .parts import build_parts, load_run_data
+
+SPLITS = ("train", "val", "test")
+PREDICTIONS_KEY = "mmbal.predictions"   # schema metadata of a predictions file
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's configuration, model and method with the selected weights, and its train statistics."""
+
+    run_dir: Path
+    cfg: RunConfig
+    info: dict
+    model: torch.nn.Module
+    method: object
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    shapes: dict[str, tuple[int, ...]]
+    classes: list[str]
+    checkpoint: str
+    epoch: int | None
+    device: torch.device
+
+
+@dataclass
+class Inputs:
+    """Rows of a data file to predict: features standardised with the run's statistics, on the device."""
+
+    source: str
+    row: np.ndarray                  # the row's index in the file (or the directory's files in name order)
+    split: np.ndarray | None         # split names, when the file has a split column
+    labels: np.ndarray | None        # int64, when the file has the label column
+    x: dict[str, torch.Tensor]
+
+
+@dataclass
+class Predictions:
+    inputs: Inputs
+    probs: dict[str, torch.Tensor]   # "fused" and each modality: (N, C) float32 on the host
+    logits: dict[str, torch.Tensor]  # the same, before softmax (for scoring)
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def run_config(run_dir: Path) -> tuple[RunConfig, dict]:
+    """The run's configuration as it trained (preset + recorded overrides), and its ``run.json``."""
+    paths = RunPaths(run_dir)
+    info = read_json(paths.run_json)
+    preset = str(paths.preset_toml)
+    raw = parse_toml(paths.preset_toml.read_text(encoding="utf-8"), preset)
+    raw = without_initial_weights(apply_overrides(raw, list(info.get("overrides", []))))
+    cfg = resolve(raw, preset, Path(info["base_dir"]), default_name=info["name"])
+    return cfg, info
+
+
+def without_initial_weights(raw: dict) -> dict:
+    """The preset ``raw`` without the modalities' ``init`` files: the checkpoint gives every weight, so a
+    file that has since moved or been removed (another run's ``best.pt``) does not stop a prediction."""
+    tables = raw.get("modalities")
+    if not isinstance(tables, dict):
+        return raw
+    kept = {m: ({k: v for k, v in t.items() if k != "init"} if isinstance(t, dict) else t) for m, t in tables.items()}
+    return {**raw, "modalities": kept}
+
+
+def selected_state(run_dir: Path, device: torch.device) -> tuple[dict, str]:
+    """The selected checkpoint (``best.pt``, else ``last.pt``) and its file name."""
+    paths = RunPaths(run_dir)
+    for path in (paths.best, paths.last):
+        try:
+            return load_checkpoint(path, map_location=device), path.name
+        except FileNotFoundError:
+            continue
+        except CheckpointDamaged as exc:
+            raise RunNotFound(f"{run_dir}: cannot predict with checkpoint {exc}") from None
+    raise RunNotFound(f"{run_dir} has no checkpoint (checkpoints/best.pt or last.pt) to predict with: it stopped "
+                      f"before its first evaluation; resume it (`mmbal resume`) or train it again")
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
+    """The run's model and method with the selected checkpoint on ``device`` (default: the run's
+    ``train.device``), and its train statistics."""
+    run_dir = Path(run_dir)
+    cfg, info = run_config(run_dir)
+    dev = resolve_device(device or cfg.train.device)
+    state, name = selected_state(run_dir, dev)
+    mode = (info.get("data_mode") or {}).get("mode", "resident")
+    source = str(RunPaths(run_dir).preset_toml)
+    data = load_run_data(cfg, dev, source) if mode == "resident" else None
+    data, model, method = build_parts(cfg, dev, data, source=source, data_mode=mode)
+    if channels_last_enabled(cfg.train.channels_last, dev):
+        model.to_channels_last()  # as the trainer evaluated it
+    model.load_state_dict(state["model"])
+    method.load_state_dict(state["method"])
+    model.eval()
+    return LoadedRun(run_dir=run_dir, cfg=cfg, info=info, model=model, method=method,
+                     stats={m: (mean, std) for m, (mean, std) in data.stats.items()}, shapes=dict(data.shapes),
+                     classes=list(info.get("classes") or data.classes), checkpoint=name,
+                     epoch=state.get("epoch"), device=dev)
+
+
+# -- the data ---------------------------------------------------------------------------------------
+def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need_labels: bool = False) -> Inputs:
+    """The rows of ``path`` (only those of ``split`` when given), checked against the run and standardised."""
+    path = Path(path)
+    cfg = run.cfg
+    layout_files = pq_format.dataset_files(path)
+    schemas = [pq_format.read_schema(f) for f in layout_files]
+    pq_format._check_same_schemas(layout_files, schemas)
+    schema, first = schemas[0], layout_files[0]
+    meta = pq_format._parse_metadata(schema, first)
+    mods = pq_format._requested_modalities(schema, meta, first, cfg.columns)
+    for m, info in mods.items():
+        if tuple(info.shape) != tuple(run.shapes[m]):
+            raise DataError(f"{first}: column '{info.column}' (modality '{m}') has samples of shape {list(info.shape)}, "
+                            f"but the run trained on shape {list(run.shapes[m])}")
+    label = cfg.data.label_column
+    has_labels = label in schema.names
+    if need_labels and not has_labels:
+        raise DataError(f"{first}: column '{label}' (the label) is missing; scoring needs the true classes"
+                        f"{did_you_mean(label, schema.names)}")
+    has_split = pq_format.SPLIT_COLUMN in schema.names and label != pq_format.SPLIT_COLUMN
+    if split is not None and not has_split:
+        raise DataError(f"{first}: --split {split} asks for rows of one split, but the file has no "
+                        f"'{pq_format.SPLIT_COLUMN}' column")
+    columns = ([label] if has_labels else []) + ([pq_format.SPLIT_COLUMN] if has_split else []) + \
+        list(dict.fromkeys(i.column for i in mods.values()))
+    table, counts = pq_format._read_table(layout_files, columns)
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the data has no rows")
+    rows = pq_format._Rows(layout_files, counts)
+    labels = _labels(table, label, rows, meta, run) if has_labels else None
+    codes = pq_format._split(table, rows) if has_split else None
+    keep = np.arange(table.num_rows) if split is None else np.flatnonzero(codes == SPLITS.index(split))
+    if keep.size == 0:
+        raise DataError(f"{path}: no row has split '{split}'")
+    x = {}
+    for m, info in mods.items():
+        values, present = pq_format.decode_features(table, info, rows)
+        x[m] = _standardised(values[keep], present[keep], run.stats[m], run.device)
+    names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
+    return Inputs(source=str(path), row=keep.astype(np.int64), split=names,
+                  labels=None if labels is None else labels[keep], x=x)
+
+
+def _labels(table, label: str, rows, meta: dict, run: LoadedRun) -> np.ndarray:
+    values, _ = pq_format._labels(table, label, rows, meta)
+    bad = np.flatnonzero((values < 0) | (values >= len(run.classes)))
+    if bad.size:
+        file, local = rows.where(int(bad[0]))
+        raise DataError(f"{file}: column '{label}', row {local} (counting from 0): label {int(values[bad[0]])} is "
+                        f"outside the run's {len(run.classes)} classes 0..{len(run.classes) - 1}")
+    return values
+
+
+def _standardised(values: np.ndarray, present: np.ndarray, stats, device: torch.device) -> torch.Tensor:
+    """As the run standardised its data (:func:`engine.data.dataset.to_tensors`): (x - mean) / std, absent rows 0."""
+    mean, std = (s.detach().cpu().numpy() for s in stats)
+    scaled = (values - mean) / std
+    scaled[~present] = 0.0
+    return torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32)).to(device)
+
+
+# -- predicting and scoring -------------------------------------------------------------------------
+@torch.no_grad()
+def predict(run: LoadedRun, inputs: Inputs) -> Predictions:
+    """Fused and per-modality logits of every row, batch by batch as the run's evaluation does."""
+    autocast = autocast_factory(run.cfg.train.precision, run.device)
+    n = len(inputs.row)
+    size = run.cfg.train.eval_batch_size
+    outs: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, n, size):
+        x = {m: t[start:start + size] for m, t in inputs.x.items()}
+        with autocast():
+            out = run.method.predict(run.model, x)
+        for key, z in {"fused": out.fused, **out.logits}.items():
+            outs.setdefault(key, []).append(z.float())
+    logits = {k: torch.cat(v) for k, v in outs.items()}
+    probs = {k: torch.softmax(z, dim=1).cpu() for k, z in logits.items()}
+    return Predictions(inputs, probs, logits)
+
+
+def score(run: LoadedRun, preds: Predictions, split: str | None) -> dict[str, float]:
+    """Accuracy, macro-F1 and loss, fused and per modality, in the run's metric names (one host transfer)."""
+    if preds.inputs.labels is None:
+        raise UsageError("scoring needs the label column")
+    scorer = SplitScorer(list(preds.logits), len(run.classes), run.device)
+    y = torch.from_numpy(preds.inputs.labels).to(run.device)
+    size = run.cfg.train.eval_batch_size
+    for start in range(0, y.numel(), size):
+        scorer.add({k: z[start:start + size] for k, z in preds.logits.items()}, y[start:start + size])
+    return to_host(scorer.tensors(split or "all"))
+
+
+def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Path:
+    """``out`` as Parquet: ``row``, ``split`` and ``label`` when the data have them, ``pred`` (fused class),
+    ``prob`` (fused probabilities, a list of C floats), ``pred_<m>`` and ``prob_<m>`` per modality.
+    Written atomically; the schema metadata ``mmbal.predictions`` names the run, checkpoint and classes (not
+    ``mmbal``, the key of a dataset: a predictions file is not read as data)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inputs, c = preds.inputs, len(run.classes)
+    columns = {"row": pa.array(inputs.row, pa.int64())}
+    if inputs.split is not None:
+        columns["split"] = pa.array(list(inputs.split), pa.string())
+    if inputs.labels is not None:
+        columns["label"] = pa.array(inputs.labels, pa.int64())
+    for key, probs in preds.probs.items():
+        suffix = "" if key == "fused" else f"_{key}"
+        values = probs.numpy().astype(np.float32)
+        columns[f"pred{suffix}"] = pa.array(values.argmax(axis=1).astype(np.int64), pa.int64())
+        columns[f"prob{suffix}"] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), c)
+    meta = {"run_id": run.info.get("run_id"), "run": str(run.run_dir), "checkpoint": run.checkpoint,
+            "epoch": run.epoch, "classes": run.classes, "modalities": run.cfg.modalities, "data": inputs.source}
+    table = pa.table(columns).replace_schema_metadata({PREDICTIONS_KEY: json.dumps(meta)})
+    out = Path(out)
+    try:
+        atomic_write_with(out, lambda f: pq.write_table(table, f))
+    except OSError as exc:
+        raise StorageError(f"cannot write the predictions to {out}: {exc.strerror or exc}; nothing was written "
+                           f"there (the run is untouched)") from None
+    return out
+
+
+__all__ = ["Inputs", "LoadedRun", "Predictions", "load_run", "predict", "read_inputs", "score", "write_predictions"]

@@ -1,0 +1,94 @@
+"""``mmbal predict`` and ``mmbal eval``: a finished run's selected model on a data file
+(:mod:`engine.run.predict` does the work)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..options import RunsDirOpt
+from ..output import fail, out_console
+
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix, name, directory or 'latest'.")]
+DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="A Parquet file or directory with the run's modality "
+                                                             "columns (docs/data-format.md).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help="cpu, cuda, cuda:N or auto (default: the run's train.device).", show_default=False)]
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+SplitOpt = Annotated[Optional[Split], typer.Option(
+    "--split", help="Only the rows of this split (the data's split column).", show_default=False)]
+
+
+def _loaded(run_ref: str, runs_dir, device):
+    from engine.run.predict import load_run
+    from engine.store import default_runs_dir, resolve_run
+
+    return load_run(resolve_run(default_runs_dir(runs_dir), run_ref), device)
+
+
+def _shown_epoch(epoch) -> str:
+    """The checkpoint's epoch counted from 1, as ``mmbal run`` prints it."""
+    return "?" if epoch is None or epoch < 0 else str(epoch + 1)
+
+
+def score_lines(values: dict[str, float], split: str, targets: list[str]) -> list[str]:
+    """One line per target: accuracy, macro-F1 and loss."""
+    width = max(len(t) for t in targets)
+    return [f"{t:<{width}}  acc {values[f'{split}/acc/{t}']:.4f}  f1 {values[f'{split}/f1/{t}']:.4f}  "
+            f"loss {values[f'{split}/loss/{t}']:.4f}" for t in targets]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("predict", rich_help_panel="Runs")
+    def predict_command(run_ref: RunArg, data: DataArg,
+                        out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write the predictions to.")],
+                        split: SplitOpt = None, device: DeviceOpt = None, runs_dir: RunsDirOpt = None) -> None:
+        """Predict with a finished run's selected checkpoint: fused and per-modality class probabilities per row.
+
+        Writes row, split and label (when the data have them), pred and prob (fused), pred_<m> and prob_<m>.
+        """
+        from engine.errors import MmbalError
+        from engine.run.predict import predict, read_inputs, write_predictions
+        try:
+            run = _loaded(run_ref, runs_dir, device)
+            preds = predict(run, read_inputs(run, data, split.value if split else None))
+            written = write_predictions(run, preds, out)
+        except MmbalError as exc:
+            fail(exc)
+        out_console.print(f"{len(preds.inputs.row)} rows predicted with {run.run_dir.name} "
+                          f"({run.checkpoint}, epoch {_shown_epoch(run.epoch)}) -> {written}", markup=False, highlight=False)
+
+    @app.command("eval", rich_help_panel="Runs")
+    def eval_command(run_ref: RunArg, data: DataArg, split: SplitOpt = None, device: DeviceOpt = None,
+                     runs_dir: RunsDirOpt = None,
+                     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """Score a finished run's selected checkpoint on a labelled data file: accuracy, macro-F1, loss (fused and per modality)."""
+        from engine.errors import MmbalError
+        from engine.run.predict import predict, read_inputs, score
+        name = split.value if split else None
+        try:
+            run = _loaded(run_ref, runs_dir, device)
+            preds = predict(run, read_inputs(run, data, name, need_labels=True))
+            values = score(run, preds, name)
+        except MmbalError as exc:
+            fail(exc)
+        if as_json:
+            print(json.dumps({"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
+                              "rows": len(preds.inputs.row), "metrics": values}, indent=2))
+            return
+        say = lambda text: out_console.print(text, markup=False, highlight=False)  # noqa: E731
+        say(f"{run.run_dir.name} ({run.checkpoint}, epoch {_shown_epoch(run.epoch)}) on {data}: {len(preds.inputs.row)} rows"
+            + (f" of split {name}" if name else ""))
+        for line in score_lines(values, name or "all", ["fused", *run.cfg.modalities]):
+            say(line)

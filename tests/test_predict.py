@@ -1,0 +1,143 @@
+"""``mmbal predict`` and ``mmbal eval`` on a finished run: the run's own test split reproduces its test
+metrics exactly (weights and method state of the selected checkpoint, the run's train statistics), and
+bad input is refused with the file and column named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from engine.data.synthetic import generate
+from engine.data.config import SynthConfig
+from engine.data.writer import write_dataset
+from engine.run import NullReporter, start_run
+from mmbal_cli.app import app
+
+from methodkit import to_toml
+from runtools import tiny_doc
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def synthetic_parquet(path: Path) -> Path:
+    """The tiny preset's synthetic data written as Parquet with its split (shifted and scaled, so that
+    standardising with the wrong statistics would show)."""
+    raw = generate(SynthConfig(n_samples=300, n_classes=3, modalities=["a", "b"], dims=[8, 6], unique=[1.0, 0.4],
+                               noise=[0.5, 0.8]))
+    codes = np.asarray(raw.split) if raw.split is not None else None
+    features = {"a": raw.features["a"] * 3 + 5, "b": raw.features["b"] - 2}
+    write_dataset(path, features, raw.labels, codes, raw.classes, "toy")
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """An AUG run (its heads are method state: the prediction needs the selected epoch's) on a Parquet file."""
+    folder = tmp_path_factory.mktemp("predict")
+    data = synthetic_parquet(folder / "toy.parquet")
+    doc = tiny_doc('name = "aug"\nhidden = 8', epochs=3, optimizer="sgd",
+                   data={"source": "parquet", "path": str(data), "synthetic": None},
+                   train={"eval_batch_size": 7})
+    preset = folder / "aug.toml"
+    preset.write_text(to_toml(doc))
+    result = start_run(preset, runs_dir=folder / "runs", reporter=NullReporter())
+    assert result.state == "finished"
+    return folder, data, Path(result.run_dir), result.summary
+
+
+def test_predict_on_the_test_split_reproduces_the_runs_test_accuracy(finished):
+    folder, data, run_dir, summary = finished
+    out = folder / "preds.parquet"
+    res = invoke("predict", run_dir, data, "--split", "test", "--out", out)
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out)
+    assert table.column_names == ["row", "split", "label", "pred", "prob", "pred_a", "prob_a", "pred_b", "prob_b"]
+    assert set(table.column("split").to_pylist()) == {"test"}
+    label = table.column("label").to_numpy()
+    test = summary["test"]
+    for suffix, target in (("", "fused"), ("_a", "a"), ("_b", "b")):
+        pred = table.column(f"pred{suffix}").to_numpy()
+        assert (pred == label).sum() / len(label) == test[f"test/acc/{target}"]
+        probs = np.stack(table.column(f"prob{suffix}").to_numpy(zero_copy_only=False))
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+        assert (probs.argmax(axis=1) == pred).all()
+    meta = json.loads(table.schema.metadata[b"mmbal.predictions"])
+    assert meta["checkpoint"] == "best.pt" and meta["classes"] == ["0", "1", "2"]
+
+
+def test_eval_prints_the_runs_test_metrics_in_its_names(finished):
+    _, data, run_dir, summary = finished
+    res = invoke("eval", run_dir, data, "--split", "test", "--json")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output)["metrics"]
+    for key in ("test/acc/fused", "test/f1/fused", "test/acc/a", "test/f1/a", "test/acc/b", "test/f1/b"):
+        assert metrics[key] == summary["test"][key], key
+    for key in ("test/loss/fused", "test/loss/a"):
+        assert metrics[key] == pytest.approx(summary["test"][key], rel=1e-6)
+    text = invoke("eval", run_dir, data, "--split", "test")
+    assert text.exit_code == 0
+    assert f"fused  acc {summary['test']['test/acc/fused']:.4f}" in text.output
+    whole = json.loads(invoke("eval", run_dir, data, "--json").output)
+    assert whole["rows"] == 300 and "all/acc/fused" in whole["metrics"]
+
+
+def test_predict_without_labels_and_refusals(finished, tmp_path):
+    _, data, run_dir, _ = finished
+    table = pq.read_table(data)
+    unlabelled = tmp_path / "unlabelled.parquet"
+    pq.write_table(table.drop_columns(["label", "split"]), unlabelled)
+    out = tmp_path / "p.parquet"
+    res = invoke("predict", run_dir, unlabelled, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert pq.read_table(out).column_names[:3] == ["row", "pred", "prob"]
+    assert pq.read_table(out).column("row").to_pylist() == list(range(300))
+
+    res = invoke("eval", run_dir, unlabelled)
+    assert res.exit_code == 2 and "column 'label' (the label) is missing" in res.output
+
+    no_b = tmp_path / "no_b.parquet"
+    pq.write_table(table.drop_columns(["b"]), no_b)
+    res = invoke("predict", run_dir, no_b, "--out", tmp_path / "x.parquet")
+    assert res.exit_code == 2 and "has no column 'b' (asked for modality 'b')" in res.output
+
+    narrow = tmp_path / "narrow.parquet"
+    a = np.stack(table.column("a").to_numpy(zero_copy_only=False))[:, :4].astype(np.float32)
+    pq.write_table(table.set_column(table.column_names.index("a"), "a",
+                                    pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), 4))
+                   .replace_schema_metadata(None), narrow)
+    res = invoke("predict", run_dir, narrow, "--out", tmp_path / "x.parquet")
+    assert res.exit_code == 2
+    assert "column 'a' (modality 'a') has samples of shape [4], but the run trained on shape [8]" in res.output
+    assert not (tmp_path / "x.parquet").exists()
+
+    res = invoke("predict", run_dir, data, "--out", tmp_path / "no" / "such" / "dir" / "p.parquet")
+    assert res.exit_code == 1 and "cannot write the predictions to" in res.output
+    res = invoke("predict", tmp_path / "not-a-run", data, "--out", out)
+    assert res.exit_code == 3
+
+
+def test_predict_does_not_read_the_init_file_again(finished, tmp_path):
+    """The checkpoint gives every weight: an ``init`` file removed after training does not stop a prediction."""
+    folder, data, first_run, _ = finished
+    init = tmp_path / "encoder_a.pt"
+    init.write_bytes((first_run / "checkpoints" / "best.pt").read_bytes())   # another run's checkpoint as init
+    doc = tiny_doc(epochs=1, name="warm", data={"source": "parquet", "path": str(data), "synthetic": None},
+                   modalities={"a": {"init": str(init), "freeze": True}})
+    preset = tmp_path / "warm.toml"
+    preset.write_text(to_toml(doc))
+    result = start_run(preset, runs_dir=tmp_path / "runs", reporter=NullReporter())
+    assert result.state == "finished"
+    init.unlink()
+    res = invoke("eval", result.run_dir, data, "--split", "test", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["metrics"]["test/acc/fused"] == result.summary["test"]["test/acc/fused"]
