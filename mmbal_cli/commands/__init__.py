@@ -15,15 +15,17 @@
 | ``show`` | ``show`` |
 | ``tags`` | ``tag``, ``note`` |
 | ``clean`` | ``rm``, ``gc`` |
+| ``export`` | ``export`` |
+| ``predict`` | ``predict``, ``eval`` |
 
 A command's body imports the engine (and torch) when it runs, so ``mmbal --help`` stays fast; a
 user's error is raised as :class:`engine.errors.MmbalError` and turned into its message and exit
 code by :func:`mmbal_cli.output.fail`.
 """
 
-from . import bench, clean, compare, data, ls, methods, run, show, sweep, tags, watch
+from . import bench, clean, compare, data, export, ls, methods, predict, run, show, sweep, tags, watch
 
-COMMANDS = (run, ls, show, tags, clean, methods, data, bench, compare, sweep, watch)
+COMMANDS = (run, ls, show, tags, clean, export, predict, methods, data, bench, compare, sweep, watch)
 
 
 def register_all(app) -> None:
