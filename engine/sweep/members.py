@@ -81,6 +81,29 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_gpus(text: str, visible: int) -> list[str]:
+    """``--gpus 0,1`` or ``0-3`` -> distinct GPU indices below ``visible`` (the GPUs this machine shows)."""
+    gpus: list[str] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
+            raise UsageError(f"--gpus: '{part}' is not a GPU index (an integer >= 0) or a range like 0-3; "
+                             f"e.g. --gpus 0,1")
+        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+        for gpu in range(lo, hi + 1):
+            if str(gpu) in gpus:
+                raise UsageError(f"--gpus: GPU {gpu} is given twice; to run several members on one GPU "
+                                 f"raise --jobs (the slots are dealt to the GPUs round-robin)")
+            gpus.append(str(gpu))
+    missing = [g for g in gpus if int(g) >= visible]
+    if missing:
+        shown = f"GPUs 0-{visible - 1}" if visible > 1 else ("GPU 0" if visible == 1 else "no CUDA GPU")
+        raise UsageError(f"--gpus: GPU{'s' * (len(missing) > 1)} {', '.join(missing)} not found: this machine "
+                         f"shows {shown} "
+                         f"(torch.cuda.device_count() = {visible}, after CUDA_VISIBLE_DEVICES)")
+    return gpus
+
+
 def split_overrides(sets: list[str], methods: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """``--set`` items -> (overrides for every member, {method: {option: value}} scoped ones)."""
     from ..config import TOP_KEYS, parse_override

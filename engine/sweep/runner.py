@@ -3,10 +3,25 @@
 The runner is handed ``cli``, the argv that starts mmbal's command line (the CLI passes its own
 interpreter and module); a member is ``cli + ["run", preset, ...]`` or ``cli + ["resume", dir]``.
 With ``jobs > 1`` each member gets ``OMP_NUM_THREADS = cpus // jobs`` unless the variable is set.
+With ``gpus`` (``mmbal sweep --gpus 0,1``) the ``jobs`` slots are dealt to the GPUs round-robin
+(slot ``i`` runs on ``gpus[i % len(gpus)]``) and a member started in a slot sees only that GPU
+(``CUDA_VISIBLE_DEVICES``), where it is ``cuda:0``. With a ``launcher``
+(:class:`engine.sweep.launchers.SubmititLauncher`, ``--launcher slurm``) each member is a cluster job
+instead of a subprocess; everything else (the queue, the record, the stop, the resume) is the same.
 Members run in their own session, so a terminal Ctrl-C (or a SIGTERM) reaches only the sweep, which
 starts no new member and forwards exactly one SIGINT to each running one: it writes a checkpoint
 and stops (exit 130), like ``mmbal run`` on Ctrl-C; a member still starting up stops without one.
 A second Ctrl-C forwards another SIGINT (stop now). The directory is locked while a sweep runs.
+
+A hang-up (SIGHUP: the SSH connection or the terminal closed) stops the sweep the same way: the
+running members write a checkpoint and end ``interrupted``, no queued member starts, and
+``sweep.json`` records the stop (``stopped``: the signal, the members stopped and those never
+started); the CLI exits 129. Running the same ``mmbal sweep`` command again resumes the stopped
+members from their checkpoints and starts the rest. A repeated SIGHUP (the shell and then the kernel
+send one each) never escalates to "stop now", and standard output and error that were the lost
+terminal are pointed at ``/dev/null`` so that the sweep can finish its bookkeeping. A sweep meant to
+outlive the connection runs under ``tmux``/``screen`` or ``nohup`` (a SIGHUP ignored at start stays
+ignored, here and in every member).
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ from typing import Callable, Sequence
 
 from ..errors import RunLocked, UsageError
 from ..faults import fault_point
+from ..terminal import SIGHUP, detach_from_hung_up_terminal, hangup_ignored, terminal_fds
 from ..store import RunLock, read_status, read_summary
 from ..store.write_errors import failed_write, sweep_write_failed
 from .attempts import Task
@@ -51,6 +67,7 @@ class Outcome:
 class SweepResult:
     outcomes: list[Outcome]
     interrupted: bool
+    stopped_by: str | None = None  # the signal that stopped the sweep: SIGINT | SIGTERM | SIGHUP
 
     @property
     def failed(self) -> list[Outcome]:
@@ -69,11 +86,20 @@ def member_command(plan: Plan, task: Task, cli: Sequence[str]) -> list[str]:
     return cmd
 
 
-def member_env(jobs: int) -> dict[str, str]:
+def member_env(jobs: int, gpu: str | None = None) -> dict[str, str]:
+    """The environment of a member: this process's, with ``OMP_NUM_THREADS`` shared out among ``jobs``
+    and, when the member is placed on a GPU, ``CUDA_VISIBLE_DEVICES`` naming only that one."""
     env = dict(os.environ)
     if jobs > 1 and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
+
+
+def slot_gpu(gpus: Sequence[str], slot: int) -> str | None:
+    """The GPU of run slot ``slot``: the slots are dealt to ``gpus`` round-robin (None without GPUs)."""
+    return gpus[slot % len(gpus)] if gpus else None
 
 
 @dataclass
@@ -83,25 +109,32 @@ class _Live:
     log: Path
     log_start: int
     started: float
+    slot: int = 0
+    gpu: str | None = None
 
 
 class SweepRunner:
     """Runs a plan's members as subprocesses started by ``cli``, ``jobs`` at a time.
 
-    ``on_event(kind, task, outcome_or_None)`` is told ``"start"`` and ``"end"`` for each member
-    and ``"stopping"`` once when an interrupt is being forwarded.
+    ``on_event(kind, task, outcome_or_None)`` is told ``"start"`` (with the member's GPU or ``None``)
+    and ``"end"`` (with its :class:`Outcome`) for each member
+    and ``"stopping"`` once when an interrupt is being forwarded (then with ``None`` and the
+    signal's name: ``on_event("stopping", None, "SIGHUP")``).
     """
 
     def __init__(self, plan: Plan, cli: Sequence[str], jobs: int = 1, on_event: Callable | None = None,
-                 poll_s: float = 0.1):
+                 poll_s: float = 0.1, gpus: Sequence[str] = (), launcher=None):
         if jobs < 1:
             raise UsageError(f"--jobs: expected at least 1, got {jobs}")
         self.plan, self.cli, self.jobs, self.poll_s = plan, list(cli), jobs, poll_s
+        self.gpus, self.launcher = list(gpus), launcher
         self.on_event = on_event or (lambda kind, task, outcome: None)
         self.home = sweep_dir(plan.runs_dir, plan.name)
         self.record: dict = {}
         self._live: list[_Live] = []
         self._interrupts = 0
+        self._stopped_by: str | None = None
+        self._terminal: list[int] = []
 
     def run(self) -> SweepResult:
         """Run the members; a failed write of the sweep's own files (sweep.json, a log) stops the sweep
@@ -141,7 +174,8 @@ class SweepRunner:
         write_record(self.home, self.record)
         (self.home / LOGS_DIR).mkdir(exist_ok=True)
         queue, outcomes = list(self.plan.todo()), []
-        self._live, self._interrupts = [], 0
+        self._live, self._interrupts, self._stopped_by = [], 0, None
+        self._terminal = terminal_fds()
         previous = _set_handlers(self._on_signal)
         try:
             while self._live or (queue and not self._interrupts):
@@ -153,32 +187,59 @@ class SweepRunner:
                     outcomes.append(self._finish(item))
         finally:
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        return SweepResult(outcomes, interrupted=self._interrupts > 0)
+                # after a hang-up, the SIGHUP sent again when the shell exits must not kill the bookkeeping
+                signal.signal(sig, signal.SIG_IGN if sig == SIGHUP and self._stopped_by == "SIGHUP" else handler)
+        if self._interrupts:
+            self._record_stop(outcomes, queue)
+        return SweepResult(outcomes, interrupted=self._interrupts > 0, stopped_by=self._stopped_by)
+
+    def _record_stop(self, outcomes: list[Outcome], queue: list[Task]) -> None:
+        """``sweep.json``'s ``stopped``: when and by what signal the sweep stopped, the members it
+        stopped and those it never started (a re-run of the sweep replaces the record)."""
+        self.record["stopped"] = {
+            "at": now(), "signal": self._stopped_by,
+            "stopped": [o.task.member.run_name for o in outcomes if o.state == "interrupted"],
+            "not_started": [t.member.run_name for t in queue],
+            "continue": "run the same `mmbal sweep` command again: stopped members resume from their last "
+                        "checkpoint, the others start"}
+        write_record(self.home, self.record)
 
     def _on_signal(self, signum, frame) -> None:
-        """SIGINT/SIGTERM: forward one SIGINT to every running member and start no new one."""
+        """SIGINT/SIGTERM/SIGHUP: forward one SIGINT to every running member and start no new one; a
+        further SIGINT/SIGTERM forwards another (stop now), a further SIGHUP does nothing."""
+        name = signal.Signals(signum).name
+        if name == "SIGHUP":
+            detach_from_hung_up_terminal(self._terminal)
+            if self._interrupts:
+                return
         self._interrupts += 1
         if self._interrupts == 1:
-            self.on_event("stopping", None, None)
+            self._stopped_by = name
+            self.on_event("stopping", None, name)
         for item in self._live:
             _forward_sigint(item.proc)
 
     def _launch(self, task: Task) -> _Live:
         log = member_log(self.home, task.member.run_name)
         cmd = member_command(self.plan, task, self.cli)
+        slot = min(set(range(self.jobs)) - {x.slot for x in self._live})
+        gpu = slot_gpu(self.gpus, slot)
         fault_point("sweep-log", log)
         with open(log, "ab") as f:
             start = f.tell()
-            f.write(f"== {now()} {' '.join(cmd)}\n".encode())
+            placed = f"CUDA_VISIBLE_DEVICES={gpu} " if gpu is not None else ""
+            f.write(f"== {now()} {placed}{' '.join(cmd)}\n".encode())
             f.flush()
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                    env=member_env(self.jobs), start_new_session=True)
-        item = _Live(task, proc, log, start, time.perf_counter())
+            if self.launcher is None:
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                        env=member_env(self.jobs, gpu), start_new_session=True)
+        if self.launcher is not None:
+            proc = self.launcher.start(cmd, log, task.member.run_name)
+        item = _Live(task, proc, log, start, time.perf_counter(), slot, gpu)
         self._live.append(item)
         if self._interrupts:  # a signal arrived while this member was being started
             _forward_sigint(proc)
-        self.on_event("start", task, None)
+        self.on_event("start", task, gpu)
         return item
 
     def _finish(self, item: _Live) -> Outcome:
@@ -222,7 +283,8 @@ def _forward_sigint(proc: subprocess.Popen) -> None:
 
 
 def _set_handlers(handler) -> dict:
-    """Handle SIGINT and SIGTERM with ``handler``; returns the previous handlers.
+    """Handle SIGINT, SIGTERM and SIGHUP with ``handler``; returns the previous handlers. A SIGHUP
+    ignored at start (``nohup mmbal sweep ...``) stays ignored.
 
     Handling SIGINT (rather than inheriting it) also matters for the members: a SIGINT ignored
     by the sweep (a background job of a non-interactive shell) would be inherited as ignored by
@@ -230,8 +292,10 @@ def _set_handlers(handler) -> dict:
     default at exec. Outside the main thread signals cannot be set and nothing is installed.
     """
     previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, *([SIGHUP] if SIGHUP is not None else [])):
         try:
+            if sig == SIGHUP and hangup_ignored():
+                continue
             previous[sig] = signal.signal(sig, handler)
         except ValueError:
             break

@@ -39,14 +39,18 @@ class _Progress:
 
     def __call__(self, kind, task, outcome) -> None:
         if kind == "stopping":
-            _say("interrupt: asking the running members to write a checkpoint and stop (Ctrl-C again: stop now)")
+            if outcome == "SIGHUP":
+                _say("hang-up (SIGHUP): asking the running members to write a checkpoint and stop")
+            else:
+                _say("interrupt: asking the running members to write a checkpoint and stop (Ctrl-C again: stop now)")
             return
         key = task.member.run_name
         if kind == "start":
             self.started += 1
             self.number[key] = self.started
             verb = "resume" if task.action == "resume" else "start"
-            _say(f"[{self.started}/{self.total}] {verb:<11} {task.member.key:<16} {key}")
+            where = f"  on GPU {outcome}" if outcome is not None else ""
+            _say(f"[{self.started}/{self.total}] {verb:<11} {task.member.key:<16} {key}{where}")
             return
         tag = f"[{self.number.get(key, '?')}/{self.total}]"
         run = f"run {outcome.run_id}" if outcome.run_id else "no run created"
@@ -57,13 +61,20 @@ class _Progress:
                  f"{outcome.seconds:.1f}s: {outcome.last_line}  (log: {outcome.log})")
 
 
-def _print_plan(plan, jobs: int, verbose: bool) -> None:
+def _print_plan(plan, jobs: int, verbose: bool, gpus: list[str] = (), launcher: str = "local") -> None:
     n_m, n_s = len(plan.methods), len(plan.seeds)
     counts = ", ".join(f"{plan.count(a)} {ACTION_TEXT[a]}" for a in ACTION_TEXT if plan.count(a))
     grid = "".join(f" x {a.key} ({len(a.values)}{', ' + a.method + ' only' if a.method else ''})"
                    for a in plan.grid)
     _say(f"sweep {plan.name}: {n_m} method{'s' * (n_m != 1)} x {n_s} seed{'s' * (n_s != 1)}{grid} = "
          f"{len(plan.tasks)} runs ({counts}); {jobs} at a time")
+    if gpus:
+        per_gpu = ", ".join(f"GPU {g}: {sum(1 for s in range(jobs) if gpus[s % len(gpus)] == g)}" for g in gpus)
+        _say(f"  on GPUs {','.join(gpus)}, each member on one (CUDA_VISIBLE_DEVICES), slots dealt round-robin "
+             f"({per_gpu} at a time)")
+    if launcher == "slurm":
+        _say(f"  each run a Slurm job submitted through submitit ({jobs} queued at a time; job files in "
+             f"{plan.runs_dir / 'sweeps' / plan.name / 'jobs'}); the runs directory must be shared with the nodes")
     _say(f"  runs in {plan.runs_dir}, sweep record and logs in {plan.runs_dir / 'sweeps' / plan.name}")
     for task in plan.tasks:
         if verbose or task.action != "start" or task.note:
@@ -98,7 +109,18 @@ def register(app: typer.Typer) -> None:
                                  "train.lr=1e-3,3e-4 (repeatable: every combination x methods x seeds; commas "
                                  "inside [...] stay in a value; scope a method's option: --grid ogm_ge.alpha=0.1,0.5).",
             show_default=False)] = None,
-        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time on this machine.")] = 1,
+        jobs: Annotated[Optional[int], typer.Option(
+            "--jobs", "-j", help="Runs at the same time (default: 1, or one per --gpus GPU).",
+            show_default=False)] = None,
+        gpus: Annotated[Optional[str], typer.Option(
+            "--gpus", help="Place the runs on these GPUs of this machine, round-robin, each run seeing only its "
+                           "own (CUDA_VISIBLE_DEVICES): --gpus 0,1 or 0-3.", show_default=False)] = None,
+        launcher: Annotated[str, typer.Option(
+            "--launcher", help="local: runs on this machine; slurm: each run a Slurm job submitted through "
+                               "submitit (the runs directory on a filesystem the nodes share).")] = "local",
+        slurm: Annotated[Optional[list[str]], typer.Option(
+            "--slurm", help="A submitit parameter of the Slurm jobs (repeatable): --slurm partition=gpu "
+                            "--slurm gpus_per_node=1 --slurm timeout_min=600.", show_default=False)] = None,
         name: Annotated[Optional[str], typer.Option(
             "--name", help="Sweep name; runs are named NAME-METHOD[-KEY=VALUE...]-sSEED (default: the preset's name).",
             show_default=False)] = None,
@@ -116,26 +138,64 @@ def register(app: typer.Typer) -> None:
         from engine.sweep.plan import plan_sweep
         from engine.sweep.runner import SweepRunner, member_command
         try:
-            if jobs < 1:
+            _check_launcher(launcher, gpus, slurm)
+            gpu_list = _gpus(gpus)
+            if jobs is not None and jobs < 1:
                 raise UsageError(f"--jobs: expected at least 1, got {jobs}")
             method_list, seed_list = _defaults(preset, methods, seeds, parse_methods, parse_seeds)
             plan = plan_sweep(preset, default_runs_dir(runs_dir), method_list, seed_list, set_ or [],
                               name=name, device=device, grid=grid or [])
+            if jobs is None:  # a cluster's scheduler queues every job; here one run, or one per GPU
+                jobs = max(1, len(plan.todo())) if launcher == "slurm" else max(1, len(gpu_list))
+            cluster = _launcher(launcher, plan, slurm or []) if not dry_run else None
         except MmbalError as exc:
             fail(exc)
         except KeyboardInterrupt:
             print_error("interrupted while planning: nothing was started")
             raise typer.Exit(130)
-        _print_plan(plan, jobs, verbose=dry_run)
+        _print_plan(plan, jobs, verbose=dry_run, gpus=gpu_list, launcher=launcher)
         if dry_run:
             for task in plan.todo():
                 _say("  $ " + " ".join(_quote(a) for a in member_command(plan, task, mmbal_argv("python"))))
             return
         try:
-            result = SweepRunner(plan, mmbal_argv(sys.executable), jobs, on_event=_Progress(len(plan.todo()))).run()
+            result = SweepRunner(plan, mmbal_argv(sys.executable), jobs, on_event=_Progress(len(plan.todo())),
+                                 gpus=gpu_list, launcher=cluster).run()
         except MmbalError as exc:
             fail(exc)
         _finish(plan, result)
+
+
+def _check_launcher(launcher: str, gpus: str | None, slurm: list[str] | None) -> None:
+    from engine.errors import UsageError
+    if launcher not in ("local", "slurm"):
+        raise UsageError(f"--launcher: expected local or slurm, got '{launcher}'")
+    if launcher == "slurm" and gpus is not None:
+        raise UsageError("--gpus places runs on this machine's GPUs; with --launcher slurm ask Slurm for them: "
+                         "--slurm gpus_per_node=1")
+    if launcher == "local" and slurm:
+        raise UsageError("--slurm sets the parameters of Slurm jobs: it needs --launcher slurm")
+    if launcher == "slurm":
+        from engine.sweep.launchers import import_submitit
+        import_submitit()  # missing: exit 2 before anything is planned
+
+
+def _launcher(launcher: str, plan, slurm: list[str]):
+    """The submitit launcher of ``--launcher slurm`` (None for local runs)."""
+    if launcher != "slurm":
+        return None
+    from engine.sweep.launchers import SubmititLauncher, parse_parameters
+    from engine.sweep.layout import sweep_dir
+    return SubmititLauncher(sweep_dir(plan.runs_dir, plan.name), parse_parameters(slurm))
+
+
+def _gpus(text: str | None) -> list[str]:
+    """``--gpus``, checked against the GPUs torch sees here (empty without the option)."""
+    if text is None:
+        return []
+    import torch
+    from engine.sweep.members import parse_gpus
+    return parse_gpus(text, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def _defaults(preset, methods, seeds, parse_methods, parse_seeds):
@@ -148,6 +208,11 @@ def _defaults(preset, methods, seeds, parse_methods, parse_seeds):
     method_list = parse_methods(methods if methods is not None else str(table.get("name", "joint")))
     seed_list = parse_seeds(seeds if seeds is not None else str(raw.get("seed", 0)))
     return method_list, seed_list
+
+
+def _same_command() -> str:
+    """This ``mmbal sweep`` command line, to be run again."""
+    return " ".join(["mmbal", *(_quote(a) for a in sys.argv[1:])])
 
 
 def _quote(arg: str) -> str:
@@ -165,9 +230,11 @@ def _finish(plan, result) -> None:
     done = states.count("finished")
     _say(f"sweep {plan.name}: {done} of {len(states)} runs finished")
     if result.interrupted:
-        print_error("interrupted: the running members were asked to write a checkpoint and stop (one still "
-                    "starting up stops without); run the same command again to resume the sweep")
-        raise typer.Exit(130)
+        from engine.terminal import exit_code
+        why = "hang-up (SIGHUP)" if result.stopped_by == "SIGHUP" else "interrupted"
+        print_error(f"{why}: the running members were asked to write a checkpoint and stop (one still starting up "
+                    f"stops without); run the same command again to resume the sweep: {_same_command()}")
+        raise typer.Exit(exit_code(result.stopped_by))
     if done < len(states):
         others = {s: states.count(s) for s in states if s != "finished"}
         listed = ", ".join(f"{n} {s}" for s, n in others.items())
