@@ -102,9 +102,11 @@ class PlainReporter:
     def start(self, info):
         self.modalities = list(info.get("modalities") or [])
         pos = info["position"]
-        where = f" from epoch {pos.epoch} batch {pos.batch}" if pos.step else ""
+        # the position is 0-based; the per-epoch lines count from 1 ("epoch 4/4")
+        inside = f", batch {pos.batch + 1}" if pos.batch else ""
+        where = f", from epoch {pos.epoch + 1}{inside}" if pos.step else ""
         self.say(f"training {info['method']} on {info['device']}: {info['epochs']} epochs x "
-                 f"{info['steps_per_epoch']} steps ({info['n_train']} training samples){where}")
+                 f"{info['steps_per_epoch']} steps ({info['n_train']} samples){where}")
         if info.get("data"):
             self.say(f"data: {info['data']}")
         self.t0 = time.perf_counter()

@@ -58,11 +58,11 @@ class Placement:
         return asdict(self)
 
     def describe(self) -> str:
-        how = {"auto": "chosen automatically", "preset": "set by data.mode", "run": "as when the run started"}
-        rel = "<=" if self.estimate_bytes <= self.budget_bytes else ">"
-        size = f" ({format_bytes(self.resident_bytes)} once loaded)" if self.resident_bytes else ""
-        return (f"{self.mode} ({how[self.chosen_by]}: {format_bytes(self.estimate_bytes)} at the peak of loading "
-                f"it resident{size} {rel} budget {format_bytes(self.budget_bytes)})")
+        how = {"auto": "auto", "preset": "data.mode", "run": "resumed"}
+        over = "over " if self.estimate_bytes > self.budget_bytes else ""
+        size = f", {format_bytes(self.resident_bytes)} resident" if self.resident_bytes else ""
+        return (f"{self.mode} ({how[self.chosen_by]}: {format_bytes(self.estimate_bytes)} to load{size}; "
+                f"{over}budget {format_bytes(self.budget_bytes)})")
 
 
 def format_bytes(n: int) -> str:
