@@ -415,7 +415,7 @@ def _check_select_metric(train: TrainConfig | None, modalities: list[ModalitySpe
 
 def _check_compile(train: TrainConfig | None, method_name: str, problems: list[str]) -> None:
     """``train.compile = true`` only with a method that declares itself compatible (``Method.compile_ok``)."""
-    if train is None or not train.compile or method_name not in METHODS:
+    if train is None or train.compile is not True or method_name not in METHODS:   # "step" falls back instead
         return
     if not getattr(METHODS.get(method_name), "compile_ok", True):
         problems.append(f"train.compile: method '{method_name}' does not support train.compile = true (its "

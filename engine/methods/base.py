@@ -88,6 +88,8 @@ class StepContext:
       scales the update under adaptive optimisers too (Adam divides a constant gradient factor out).
     * ``step_optimizer()`` clips (when configured) and applies the optimiser to the parameters that
       have gradients, then clears them.
+    * ``forward_loss``: under ``train.compile = "step"``, :meth:`Method.forward_loss` compiled
+      (:mod:`engine.train.step_compile`), which the default ``train_step`` calls instead; else None.
     * ``ids``: each row's index in the training split, (B,) on the device (None where the batch
       source does not give them); ``masks``: modality -> bool (B,) when the epoch follows a plan with
       modality masks (False: that modality's input was replaced by zeros), else None.
@@ -105,6 +107,7 @@ class StepContext:
     scale_lr: Callable[[str, Any], None] | None = None
     ids: torch.Tensor | None = None
     masks: dict[str, torch.Tensor] | None = None
+    forward_loss: Callable[..., tuple] | None = None   # the method's forward_loss compiled (train.compile = "step")
 
 
 @dataclass
@@ -131,11 +134,19 @@ class Method:
     or removed during training, per-call Python side effects inside a module's ``forward`` (a
     counter, a host read), or module attributes it changes every step (each change would
     recompile); a preset combining it with ``train.compile = true`` is refused (exit 2).
+
+    ``step_compile_ok``: whether ``train.compile = "step"`` may compile :meth:`forward_loss` (forward,
+    loss and, through AOTAutograd, the backward) as one graph (:mod:`engine.train.step_compile`).
+    Declare it only on a method that keeps the default :meth:`train_step` and whose ``forward``,
+    ``loss`` and ``modality_head_loss`` are pure tensor code: no Python decision on a tensor's value,
+    no collective, no state changed per call, no ``after_backward`` or ``optimizer_step`` of its own.
+    Other methods run ``"step"`` with their modules compiled (or eagerly) after one warning.
     """
 
     name = "method"        # set from the registered name by METHODS.register
     info: MethodInfo       # the registration's facts (paper, optimiser, cost, live quantities)
     compile_ok = True
+    step_compile_ok = False
     trains_modality_heads = False   # True when the method's own loss trains every ``logits[m]``
 
     def __init__(self, cfg: Any, ctx: MethodContext):
@@ -203,16 +214,24 @@ class Method:
         step.step_optimizer()
 
     def train_step(self, x: dict[str, torch.Tensor], y: torch.Tensor, step: StepContext) -> StepResult:
+        total, loss, out, live = (step.forward_loss or self.forward_loss)(x, y, step)
+        step.backward(total)
+        live.update(self.after_backward(step.model, out, y, step))
+        self.optimizer_step(step)
+        return StepResult(loss, out, live)
+
+    def forward_loss(self, x: dict[str, torch.Tensor], y: torch.Tensor,
+                     step: StepContext) -> tuple[torch.Tensor, torch.Tensor, ModelOutput, dict[str, torch.Tensor]]:
+        """The default step up to its backward: ``(total, loss, output, live)``, where ``total`` is the
+        loss to differentiate (the method's loss plus the modality-head loss of a non-additive fusion)
+        and ``loss`` the method's loss, detached. ``train.compile = "step"`` compiles this function."""
         with step.autocast():
             out = self.forward(step.model, x)
         loss, live = self.loss(out, y, step)
         heads = self.modality_head_loss(out, y, step)
-        step.backward(loss if heads is None else loss + heads)
         if heads is not None:
             live["method/head_ce"] = heads.detach()
-        live.update(self.after_backward(step.model, out, y, step))
-        self.optimizer_step(step)
-        return StepResult(loss.detach(), out, live)
+        return (loss if heads is None else loss + heads), loss.detach(), out, live
 
     def modality_head_loss(self, out: ModelOutput, y: torch.Tensor, step: StepContext) -> torch.Tensor | None:
         """Cross-entropy that trains the per-modality heads of a non-additive fusion (``film``,

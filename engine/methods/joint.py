@@ -21,6 +21,7 @@ class JointConfig:
 class Joint(Method):
     """Joint (early/late-fusion) training: minimise CE(fused logits, y); every coefficient is 1."""
 
+    step_compile_ok = True   # the default step with a pure-tensor loss: train.compile = "step" captures it
 
     def loss(self, out, y, step):
         loss, live = super().loss(out, y, step)

@@ -193,7 +193,7 @@ class LFM(Method):
 
     @classmethod
     def check_preset(cls, cfg, train):
-        if cfg.tradeoff == "learned" and getattr(train, "compile", False):
+        if cfg.tradeoff == "learned" and getattr(train, "compile", False) is True:   # "step": eager, with a warning
             return ["method.tradeoff: \"learned\" takes a double backward through the model once per epoch, which "
                     "compiled modules do not support; set train.compile = false or tradeoff = \"heuristic\""]
         return []

@@ -45,6 +45,8 @@ class MultilossConfig:
 class Multiloss(Method):
     """See the module docstring."""
 
+    step_compile_ok = True   # the default step with a pure-tensor loss: train.compile = "step" captures it
+
     def __init__(self, cfg: MultilossConfig, ctx):
         super().__init__(cfg, ctx)
         mods = ctx.modalities

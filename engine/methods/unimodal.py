@@ -28,6 +28,7 @@ class Unimodal(Method):
     prediction *is* modality m's prediction, so ``*/fused`` metrics report the unimodal model.
     """
 
+    step_compile_ok = True   # the default step with a pure-tensor loss: train.compile = "step" captures it
 
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)

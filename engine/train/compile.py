@@ -1,4 +1,8 @@
-"""``train.compile``: :func:`torch.compile` for the model's encoders and fusion head, in place.
+"""``train.compile = true``: :func:`torch.compile` for the model's encoders and fusion head, in place.
+
+(``train.compile = "step"`` compiles the method's whole forward, loss and backward as one graph
+instead: :mod:`engine.train.step_compile`; it falls back to this module's compilation for a method
+whose step cannot be captured.)
 
 What is compiled: each modality encoder and the fusion module, each with ``nn.Module.compile``
 semantics (the module's ``__call__`` goes through the compiled function). Not compiled: the
@@ -9,8 +13,8 @@ fused kernels already), the monitors' probes. So a method whose per-step structu
 (mikd's stages, AUG's growing ensemble, MCR's pre-training stage) still runs compiled encoders
 and head: the graphs are per module and do not depend on the step's structure. A method whose
 step cannot run through compiled modules declares ``compile_ok = False`` on its class
-(:class:`engine.methods.base.Method`) and a preset asking for both is refused before any run
-starts (exit 2).
+(:class:`engine.methods.base.Method`) and a preset asking for both with ``train.compile = true`` is
+refused before any run starts (exit 2).
 
 In place means the parameters stay the model's own ``nn.Parameter`` objects and the state-dict keys
 do not change (no ``_orig_mod.`` prefix as with ``torch.compile(model)``), so a checkpoint of a

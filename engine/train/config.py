@@ -37,8 +37,11 @@ class TrainConfig:
     threads: int = opt(0, ge=0, le=1024, help="CPU threads for torch (0: torch's default)")
     on_nonfinite: Literal["stop", "skip"] = opt(
         "stop", help="a non-finite loss or gradient: stop the run (keeping the last good checkpoint) or skip the step")
-    compile: bool = opt(False, help="torch.compile the encoders and the fusion head in place (batch size dynamic; "
-                                    "same checkpoints; falls back to eager with a warning if compilation fails)")
+    compile: bool | Literal["step"] = opt(
+        False, help="true: torch.compile the encoders and the fusion head in place (batch size dynamic; same "
+                    "checkpoints; falls back to eager with a warning if compilation fails); \"step\": the whole "
+                    "training step's forward, loss and backward as one compiled graph, for methods that allow it "
+                    "(others: as true, with a warning)")
     channels_last: bool | Literal["auto"] = opt(
         "auto", help="channels-last memory format for the 2-D conv encoders (conv2d, resnet18), weights and "
                      "inputs: auto = on CUDA, off on the CPU")

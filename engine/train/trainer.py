@@ -40,6 +40,7 @@ from ..monitor import MonitorConfig, Monitors
 from .checkpoint import SCHEMA, capture_rng, restore_rng
 from .config import TrainConfig
 from .compile import compile_model
+from .step_compile import CompiledStep, modules_compile_ok, refusal, static_batches
 from .device import autocast_factory, channels_last_enabled
 from .data_parallel import ShardedData, average_gradients, average_tensors, gather_output, sync_module_state
 from .interval import RunningSums
@@ -104,7 +105,24 @@ class Trainer:
         self._n_batches = self.steps_per_epoch
         self._grads: dict[str, torch.Tensor] = {}
         sync_module_state(model, method.modules)  # every rank starts from rank 0's weights
-        self.compiled = compile_model(model, self._warn) if cfg.compile else None
+        self.compiled, self.compiled_step = self._compile(cfg.compile)
+
+    def _compile(self, mode: bool | str) -> tuple:
+        """``train.compile``: the encoders and fusion head (true), the step's forward, loss and backward
+        ("step"), or nothing; returns (compiled modules or None, compiled step or None). A method whose
+        step cannot be captured gets, under "step", its modules compiled where ``train.compile = true``
+        is allowed for it, else nothing, after one warning saying why."""
+        if mode == "step":
+            why = refusal(self.method)
+            if why is None:
+                static = static_batches(self.cfg, self.n_train)
+                return None, CompiledStep(self.method, self.device, static, self._warn)
+            modules = modules_compile_ok(self.method, self.cfg)
+            instead = ("its encoders and fusion head are compiled instead (as with train.compile = true)" if modules
+                       else "it trains without compilation (eager), as it does not run with train.compile = true")
+            self._warn(f"train.compile = \"step\": {why}; {instead}.")
+            return (compile_model(self.model, self._warn) if modules else None), None
+        return (compile_model(self.model, self._warn) if mode is True else None), None
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -217,7 +235,8 @@ class Trainer:
         return StepContext(model=self.model, optimizer=self.optimizer, epoch=self.pos.epoch,
                            step=self.pos.step, batch_in_epoch=batch, autocast=self.autocast,
                            backward=self._backward, step_optimizer=self._step_optimizer,
-                           grads=self._grads_of, scale_lr=self._scale_lr, ids=ids, masks=masks)
+                           grads=self._grads_of, scale_lr=self._scale_lr, ids=ids, masks=masks,
+                           forward_loss=self.compiled_step.forward_loss if self.compiled_step else None)
 
     def _backward(self, loss: torch.Tensor) -> None:
         """Backward, then (several processes) the gradients averaged over the ranks, before the
