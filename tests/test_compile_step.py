@@ -172,3 +172,18 @@ def test_no_host_transfer_per_step(method, transfers, tmp_path):
                   reporter=host_sync.CountSecondEpoch(transfers))
         counts.append(transfers.count)
     assert counts[0] == counts[1], counts
+
+
+def test_clipping_grad_norms_and_the_skip_guard_act_as_eagerly(tmp_path):
+    """The eager parts between the compiled ones: grad clipping, the logged ``grad/<m>`` norms (monitors on),
+    the non-finite guard in "skip" mode; records and weights as eager within float tolerance."""
+    runs = []
+    for mode in ("false", '"step"'):
+        path = tmp_path / f"clip-{len(runs)}.toml"
+        path.write_text(tiny_preset('name = "joint"', name="clip", epochs=2, optimizer="adam", lr=0.01,
+                                    train={"grad_clip": 0.05, "on_nonfinite": "skip"}))
+        runs.append(start_run(path, [f"train.compile={mode}"], runs_dir=tmp_path / "runs"))
+    eager, compiled = (metric_rows(r.run_dir) for r in runs)
+    assert any(k.startswith("grad/") for _, split, m in eager if split == "train" for k in m)
+    assert_close_rows(eager, compiled)
+    assert_close_weights(last_checkpoint(runs[1].run_dir)["model"], last_checkpoint(runs[0].run_dir)["model"])
