@@ -42,3 +42,26 @@ def test_bench_says_what_it_times_as_it_goes(tmp_path):
     import json
     figures_ = json.loads(res.stdout)
     assert len(figures_["load_average"]) == 2 and figures_["busy"] in (True, False)
+
+
+def test_bench_compile_times_module_and_step_compilation(monkeypatch, one_thread):
+    """``--compile``: the engine with train.compile = true and with "step", each with its first epoch apart
+    (compiled with aot_eager here, as in test_compile.py, for speed)."""
+    import json
+
+    import torch._dynamo
+    from typer.testing import CliRunner
+
+    import engine.train.compile as compile_mod
+    from mmbal_cli.app import app
+    monkeypatch.setattr(compile_mod, "BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    try:
+        res = CliRunner().invoke(app, ["bench", "--methods", "", "--repeats", "1", "--no-reference", "--compile",
+                                       "--json", "--set", "data.synthetic.n_samples=300"])
+    finally:
+        torch._dynamo.reset()
+    assert res.exit_code == 0, res.output
+    assert 'compiling the training step (train.compile = "step")' in res.stderr
+    d = json.loads(res.stdout)
+    assert d["compiled_epoch_s"] > 0 and d["step_compiled_epoch_s"] > 0 and d["step_compile_warmup_s"] > 0

@@ -39,6 +39,8 @@ class BenchResult:
     methods: list[dict] = field(default_factory=list)
     compiled_epoch_s: float | None = None     # the engine with train.compile = true
     compile_warmup_s: float | None = None     # its first epoch, compilation included
+    step_compiled_epoch_s: float | None = None   # the engine with train.compile = "step"
+    step_compile_warmup_s: float | None = None   # its first epoch, compilation included
     load_average: list[float] = field(default_factory=list)   # 1-minute load average before and after
     cores: int = 0
     model_memory: dict | None = None   # the estimate of what training the model takes (engine.models.size)
@@ -139,7 +141,8 @@ def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, referenc
               methods: list[str] | None = None, compile: bool = False,
               progress: Callable[[str], None] = lambda _: None) -> BenchResult:
     """All figures for one preset (``methods=None``: every registered method; ``[]``: none);
-    ``compile``: also the engine with ``train.compile`` on (every other contender runs eager);
+    ``compile``: also the engine with ``train.compile = true`` and with ``train.compile = "step"``
+    (every other contender runs eager);
     ``progress`` is told what is being timed as it goes."""
     loads = [load_average()]
     base = list(overrides)
@@ -156,9 +159,14 @@ def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, referenc
     if reference:
         contenders["reference"] = reference_epochs(cfg, device, data)
     warmup: list[float] = []
+    step_warmup: list[float] = []
     if compile:
         compiled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=True))
+        progress("compiling the encoders and the fusion head (train.compile = true)")
         contenders["compiled"] = engine_epochs(compiled, device, data, warmup)
+        step = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile="step"))
+        progress("compiling the training step (train.compile = \"step\")")
+        contenders["step_compiled"] = engine_epochs(step, device, data, step_warmup)
     progress(f"timing the loops ({', '.join(contenders)}), {repeats} epochs each")
     times = median_epochs(contenders, device, repeats)
     names = METHODS.names() if methods is None else methods
@@ -171,5 +179,7 @@ def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, referenc
                        reference_epoch_s=round(times["reference"], 4) if reference else None, methods=rows,
                        compiled_epoch_s=round(times["compiled"], 4) if compile else None,
                        compile_warmup_s=round(warmup[0], 2) if warmup else None,
+                       step_compiled_epoch_s=round(times["step_compiled"], 4) if compile else None,
+                       step_compile_warmup_s=round(step_warmup[0], 2) if step_warmup else None,
                        load_average=loads, cores=os.cpu_count() or 0,
                        model_memory=estimate.to_dict() if estimate is not None else None)
