@@ -18,11 +18,16 @@ What runs eagerly between the compiled parts, and why:
   which Dynamo deliberately does not trace (``_fused_adam`` is ``torch.compiler.disable``-d: the
   kernel is already one fused call). Compiling a ``foreach`` optimiser instead (the PyTorch recipe,
   with the learning rate as a tensor so that the schedule does not recompile it) was measured on
-  this project's CPU and was slower: for the quickstart's 10 parameter tensors, Adam took 86 us
-  per step fused and eager, 154 us compiled from ``foreach`` with ``capturable`` (253 us eager
-  ``foreach``). It would also change the optimiser's state-dict flags (``fused``, ``capturable``)
-  and so the checkpoints. So the optimiser stays fused and eager, its learning rate a float as the
-  schedule sets it; nothing recompiles when the schedule changes the rate.
+  this project's CPU and was not faster: for 10 parameter tensors of the quickstart model's shapes,
+  Adam took 86 us per step fused and eager, 154 us compiled from ``foreach`` with ``capturable``
+  (253 us eager ``foreach``), and a whole step with it gained nothing on quickstart and lost on
+  cub10 (BENCHMARKS.md, "Whole-step compilation"; ``benchmarks/step_compile_variants.py``). It would
+  also change the optimiser's state-dict flags (``fused``, ``capturable``) and so the checkpoints.
+  So the optimiser stays fused and eager, its learning rate a float as the schedule sets it;
+  nothing recompiles when the schedule changes the rate.
+
+Dynamo's compiled autograd (forward, loss and ``backward()`` in one compiled function) was measured
+as the alternative to AOTAutograd's backward and was never faster on those presets; so it is not used.
 
 Which methods: a method whose class declares ``step_compile_ok = True`` and keeps the default
 :meth:`~engine.methods.base.Method.train_step`, i.e. forward, loss, one backward, the optimiser step,
