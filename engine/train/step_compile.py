@@ -66,6 +66,7 @@ from typing import Any, Callable
 import torch
 
 from . import compile as module_compile
+from ..methods.base import Method
 from .compile import _looks_like_compiler, _mark_batch_dynamic
 
 
@@ -76,7 +77,6 @@ def refusal(method) -> str | None:
         return (f"method '{method.name}' does not declare its training step capturable as one graph "
                 f"(Method.step_compile_ok; only methods whose step is forward, loss, one backward and one "
                 f"optimiser step with no Python decisions on tensor values in between declare it)")
-    from ..methods.base import Method
     if cls.train_step is not Method.train_step:
         return f"method '{method.name}' has its own train_step, which does not go through Method.forward_loss"
     return None
