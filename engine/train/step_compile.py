@@ -49,8 +49,10 @@ size) the step is compiled with ``mode="reduce-overhead"``: Inductor records the
 backward as CUDA graphs and replays them, which removes the per-kernel launch cost of small models.
 The outputs of a CUDA-graph replay live in a memory pool that the next replay reuses; the trainer
 uses a step's outputs (loss, logits, live values) only within that step (train metrics, monitors),
-and :func:`torch.compiler.cudagraph_mark_step_begin` marks each new step. That CUDA path has not
-been run by this project's tests (they run on CPUs without a GPU).
+and :func:`torch.compiler.cudagraph_mark_step_begin` marks each new step. Where Inductor cannot
+record a graph (it logs why, e.g. a CPU tensor among the inputs) it runs that graph compiled without
+CUDA graphs. That CUDA path has not been run by this project's tests (they ran on CPUs without a
+GPU): it is written to PyTorch's documented use, not verified here.
 
 Failure: if compiling raises (no C++ compiler for the CPU backend, an operator the backend does not
 support), the same call runs eagerly; when that succeeds the rest of the run is eager and
