@@ -279,8 +279,9 @@ class Trainer:
     def _step_values(self, result, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss, fused and per-modality batch accuracy (one batched argmax), and the live values."""
         out = result.output
-        logits = torch.stack([out.fused.detach(), *(out.logits[m].detach() for m in self.modalities)])
-        acc = (logits.argmax(-1) == y).double().mean(1).unbind()
+        with torch.no_grad():  # no graph: no detach per tensor
+            logits = torch.stack([out.fused, *(out.logits[m] for m in self.modalities)])
+            acc = (logits.argmax(-1) == y).mean(1, dtype=torch.float64).unbind()
         values = {"train/loss/method": result.loss, "train/acc/fused": acc[0]}
         values.update({f"train/acc/{m}": a for m, a in zip(self.modalities, acc[1:])})
         values.update(result.live)
