@@ -101,6 +101,10 @@ class DataConfig:
     val_fraction: float = opt(0.15, gt=0, lt=1, help="validation fraction when the data has no split column")
     test_fraction: float = opt(0.15, gt=0, lt=1, help="test fraction when the data has no split column")
     split_seed: int | None = opt(None, ge=0, help="seed of the stratified split (default: the run seed)")
+    resplit_seed: int | None = opt(
+        None, ge=0, help="re-draw which of the non-test rows are train and which val, with this seed, keeping each "
+                         "class's val count; the test rows stay (repeated train/val splits, as `mmbal advise` "
+                         "chooses on small data); default: the split as it is")
     standardize: Literal["auto", "feature", "modality", "none"] = opt(
         "auto", help="z-scoring with train statistics: auto = per feature for vectors, one scalar per modality "
                      "for tensors; feature; modality; none")

@@ -27,7 +27,7 @@ from .config import DataConfig
 from .memory import Placement, choose_placement, generated_peak, memory_budget, resident_estimate, resident_peak
 from .parquet import ModalityInfo, RawDataset, file_row_counts, open_dataset, read_dataset
 from .plan import EpochPlan, check_rows
-from .split import SPLIT_NAMES, stratified_split
+from .split import SPLIT_NAMES, resplit_train_val, stratified_split
 from .synthetic import generate, working_bytes
 
 __all__ = ["TensorData", "stratified_split", "to_tensors", "load_data", "epoch_permutation", "batch_slices",
@@ -208,7 +208,14 @@ def fit_standardizer(values: np.ndarray, rows: np.ndarray, mode: str) -> tuple[n
 
 def split_codes(labels: np.ndarray, split: np.ndarray | None, source: str, cfg: DataConfig,
                 seed: int) -> np.ndarray:
-    """Split codes of every row: the data's split column, else the seeded stratified split."""
+    """Split codes of every row: the data's split column, else the seeded stratified split; with
+    ``data.resplit_seed`` the train/val division of the non-test rows re-drawn (:func:`resplit_train_val`)."""
+    codes = _base_codes(labels, split, source, cfg, seed)
+    return codes if cfg.resplit_seed is None else resplit_train_val(labels, codes, cfg.resplit_seed)
+
+
+def _base_codes(labels: np.ndarray, split: np.ndarray | None, source: str, cfg: DataConfig,
+                seed: int) -> np.ndarray:
     if split is not None:
         return split
     split_seed = cfg.split_seed if cfg.split_seed is not None else seed

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import DataError
 from .memory import format_bytes
 from .parquet import dataset_files, open_dataset, read_index_columns, read_schema
-from .split import SPLIT_NAMES, stratified_split
+from .split import SPLIT_NAMES, resplit_train_val, stratified_split
 
 FINGERPRINT_VERSION = 1
 PARQUET_MAGIC = b"PAR1"
@@ -194,5 +194,7 @@ def current_split_counts(config: dict) -> tuple[dict[str, int], int]:
     if split is None:
         seed = section["split_seed"] if section.get("split_seed") is not None else config["seed"]
         split = stratified_split(labels, section["val_fraction"], section["test_fraction"], seed)
+    if section.get("resplit_seed") is not None:
+        split = resplit_train_val(labels, split, section["resplit_seed"])
     counts = np.bincount(split, minlength=len(SPLIT_NAMES))
     return {s: int(counts[i]) for i, s in enumerate(SPLIT_NAMES)}, len(classes)

@@ -39,3 +39,24 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
     rank = np.arange(n) - starts[cls]
     codes[order] = np.where(rank < n_test[cls], TEST, np.where(rank < n_test[cls] + n_val[cls], VAL, TRAIN))
     return codes
+
+
+def resplit_train_val(labels: np.ndarray, codes: np.ndarray, seed: int) -> np.ndarray:
+    """``codes`` with the train/val division of the non-test rows re-drawn (``default_rng(seed)``).
+
+    Each class keeps its number of val rows; which of its non-test rows they are is a seeded random
+    choice. Test rows are untouched, so repeated splits never move a row into or out of the test split.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    codes = np.asarray(codes, dtype=np.int8).copy()
+    rows = np.flatnonzero(codes != TEST)
+    if rows.size == 0:
+        return codes
+    order = rows[np.random.default_rng(seed).permutation(rows.size)]
+    order = order[np.argsort(labels[order], kind="stable")]          # grouped by class, random within
+    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    n_val = np.array([np.count_nonzero(codes[order[s:s + c]] == VAL) for s, c in zip(starts, counts)])
+    cls = np.searchsorted(classes, labels[order])
+    rank = np.arange(order.size) - starts[cls]
+    codes[order] = np.where(rank < n_val[cls], VAL, TRAIN)
+    return codes
