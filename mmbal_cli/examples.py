@@ -58,6 +58,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "mmbal sweep presets/cub10.toml --methods joint,ogm_ge --seeds 0-3 --gpus 0,1",
         "mmbal sweep presets/cub10.toml --seeds 0-4 --launcher slurm --slurm partition=gpu --slurm gpus_per_node=1",
     ),
+    "advise": (
+        "mmbal advise presets/quickstart.toml --budget 10m",
+        "mmbal advise presets/cub10.toml --methods ogm_ge,mla,mmcosine --seeds 3 --apply",
+        "mmbal advise presets/uci_mfeat.toml --budget-runs 40 --format md",
+        "mmbal advise presets/quickstart.toml --format json --name qs-advice --runs-dir ./runs",
+    ),
     "watch": ("mmbal watch", "mmbal watch try1", "mmbal watch try1 --once"),
     "predict": ("mmbal predict try1 new.parquet --out preds.parquet",
                 "mmbal predict try1 ../shared/data/cub10.parquet --split test --out test_preds.parquet"),

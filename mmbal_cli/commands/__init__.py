@@ -11,6 +11,7 @@
 | ``bench`` | ``bench`` |
 | ``compare`` | ``compare`` |
 | ``sweep`` | ``sweep`` |
+| ``advise`` | ``advise`` |
 | ``watch`` | ``watch`` |
 | ``show`` | ``show`` |
 | ``tags`` | ``tag``, ``note`` |
@@ -23,9 +24,9 @@ user's error is raised as :class:`engine.errors.MmbalError` and turned into its 
 code by :func:`mmbal_cli.output.fail`.
 """
 
-from . import bench, clean, compare, data, export, ls, methods, predict, run, show, sweep, tags, watch
+from . import advise, bench, clean, compare, data, export, ls, methods, predict, run, show, sweep, tags, watch
 
-COMMANDS = (run, ls, show, tags, clean, export, predict, methods, data, bench, compare, sweep, watch)
+COMMANDS = (run, ls, show, tags, clean, export, predict, methods, data, bench, compare, sweep, advise, watch)
 
 
 def register_all(app) -> None:

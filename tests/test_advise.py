@@ -1,0 +1,222 @@
+"""``mmbal advise``: the diagnosis' verdicts on synthetic data, the halving, resume after a stop, bad
+options and the report's keys. Runs are in-process (``InProcessExecutor``) and tiny."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.advise import advisor as advisor_mod
+from engine.advise import reading
+from engine.advise.advisor import Advisor, report
+from engine.advise.config import AdviseConfig, parse_budget
+from engine.advise.diagnose import diagnose
+from engine.advise.halving import schedule, fit_runs
+from engine.advise.stages import AdviceStopped, InProcessExecutor
+from engine.errors import UsageError
+from mmbal_cli.app import app
+
+PRESET = """
+name = "adv"
+seed = 0
+[data]
+source = "synthetic"
+[data.synthetic]
+n_samples = {n}
+n_classes = 4
+modalities = ["a", "b"]
+dims = [16, 16]
+unique = {unique}
+noise = {noise}
+shared = 0.0
+label_noise = 0.2
+[modalities.a]
+encoder = "mlp"
+hidden = [32]
+dim = 16
+[modalities.b]
+encoder = "mlp"
+hidden = [32]
+dim = 16
+[model]
+fusion = "concat"
+[method]
+name = "joint"
+[train]
+epochs = {epochs}
+batch_size = 64
+optimizer = "adam"
+lr = 1e-2
+[monitor]
+cmi = false
+pairwise = false
+grad = false
+"""
+
+
+def preset(tmp_path: Path, unique=(2.0, 1.0), noise=(0.2, 0.6), n=600, epochs=3) -> Path:
+    path = tmp_path / "adv.toml"
+    path.write_text(PRESET.format(n=n, unique=list(unique), noise=list(noise), epochs=epochs))
+    return path
+
+
+def advise(tmp_path, path, methods=("ogm_ge",), seeds=2, apply=False, execute=None, **kw) -> dict:
+    cfg = AdviseConfig(path.resolve(), (tmp_path / "runs").resolve(), "t", tuple(methods), seeds=seeds,
+                       apply=apply, explicit_methods=True, **kw)
+    return Advisor(cfg, execute or InProcessExecutor()).run()
+
+
+def test_the_rule_names_the_dominant_and_the_held_back_modality():
+    d = diagnose(0.80, {"a": 0.78, "b": 0.42}, {"a": 0.79, "b": 0.61}, 4, {"a": 0.4, "b": 0.1})
+    assert d.verdict == "imbalanced" and d.dominant == "a"
+    assert d.sentence.startswith("imbalanced: a dominates; b reaches 0.61 alone but 0.42 inside joint")
+    assert d.modalities[1].shapley_share == pytest.approx(0.2)
+    useless = diagnose(0.70, {"a": 0.70, "b": 0.26}, {"a": 0.71, "b": 0.27}, 4)
+    assert useless.verdict == "uninformative" and "b adds nothing" in useless.sentence
+    assert "unimodal a" in useless.suggestion          # fused 0.70 does not beat a alone (0.71)
+    assert diagnose(0.8, {"a": 0.6, "b": 0.6}, {"a": 0.62, "b": 0.6}, 4).verdict == "balanced"
+
+
+def test_synthetic_strong_and_weak_informative_modality_is_imbalanced(tmp_path):
+    record = advise(tmp_path, preset(tmp_path))
+    d = record["diagnosis"]
+    assert d["verdict"] == "imbalanced", d["sentence"]
+    assert d["dominant"] == "a"
+    b = next(m for m in d["modalities"] if m["name"] == "b")
+    assert b["informative"] and b["alone"] - b["inside_joint"] >= 0.05
+
+
+def test_synthetic_useless_second_modality_adds_nothing(tmp_path):
+    record = advise(tmp_path, preset(tmp_path, unique=(2.0, 0.0), noise=(0.2, 3.0)))
+    d = record["diagnosis"]
+    assert d["verdict"] == "uninformative", d["sentence"]
+    assert "b adds nothing" in d["sentence"]
+    assert record["recommendation"]["method"] in ("joint", "ogm_ge")
+
+
+def test_halving_keeps_one_in_eta_and_fits_the_run_budget():
+    rounds = schedule(9, 3, 9, 3)
+    assert [(r.candidates, r.keep) for r in rounds] == [(9, 3), (3, 1), (1, 1)]
+    assert [r.epochs for r in rounds] == [1, 3, 9] and [r.seeds for r in rounds] == [2, 2, 3]
+    assert [r.candidates for r in schedule(29, 3, 8, 3)] == [29, 10, 4, 2, 1]
+    fitted = fit_runs(9, 3, 9, 5, 40)
+    assert sum(r.runs() for r in fitted) <= 40 and fitted[-1].seeds == 4 and fit_runs(9, 3, 9, 5, 31) is None
+
+
+def test_choice_keeps_the_right_number_and_reads_no_test_figure_before_apply(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(advisor_mod, "test_value", lambda s, k: calls.append(k) or reading.test_value(s, k))
+    record = advise(tmp_path, preset(tmp_path, epochs=2), methods=("ogm_ge", "mla", "mmcosine"))
+    rounds = record["choice"]["rounds"]
+    assert [len(r["candidates"]) for r in rounds] == [3, 1] and [len(r["kept"]) for r in rounds] == [1, 1]
+    assert rounds[1]["candidates"] == rounds[0]["kept"]
+    assert rounds[0]["epochs"] == 1 and rounds[1]["epochs"] == 2
+    assert set(rounds[0]["scores"]) == {"joint", "ogm_ge", "mla", "mmcosine"}
+    best = min(("ogm_ge", "mla", "mmcosine"), key=lambda c: (-rounds[0]["scores"][c]["mean"], c))  # ties: by name
+    assert rounds[0]["kept"] == [best]
+    assert calls == [] and record.get("apply") is None
+    assert record["read_while_choosing"] and all(k.startswith(("val/", "mi/", "shapley/")) or k == "time_per_epoch_s"
+                                                 for k in record["read_while_choosing"])
+    assert record["choice"]["resplit"] is True      # 420 training rows: repeated train/val splits
+    # --apply (a re-run adding it) reuses every choice run and reads test only now
+    runs_before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    record = advise(tmp_path, preset(tmp_path, epochs=2), methods=("ogm_ge", "mla", "mmcosine"), apply=True)
+    assert calls and all(k == "test/acc/fused" for k in calls)
+    assert set(record["apply"]["methods"]) == {record["recommendation"]["method"], "joint"}
+    assert len(record["apply"]["methods"]["joint"]["test"]) == 2
+    new = set(p.name for p in (tmp_path / "runs").iterdir()) - set(runs_before)
+    assert all("-apply-" in n for n in new if n != "advice")
+
+
+def test_a_stopped_advice_continues_without_retraining_finished_runs(tmp_path, monkeypatch):
+    from engine.run import lifecycle
+    started, real = [], lifecycle.start_run
+
+    def start(preset, overrides, runs_dir, name=None, device=None):
+        if name == "t-r0-joint-s1" and not any(n == name for n in started):
+            started.append(name)
+            raise KeyboardInterrupt
+        started.append(name)
+        return real(preset, overrides, runs_dir, name=name, device=device)
+
+    monkeypatch.setattr(lifecycle, "start_run", start)
+    path = preset(tmp_path, epochs=2)
+    with pytest.raises(AdviceStopped):
+        advise(tmp_path, path, methods=("ogm_ge", "mla"))
+    stopped = json.loads((tmp_path / "runs" / "advice" / "t" / "advice.json").read_text())
+    assert stopped["stopped"]["signal"] == "SIGINT" and "diagnosis" in stopped
+    first = list(started)
+    record = advise(tmp_path, path, methods=("ogm_ge", "mla"))
+    again = started[len(first):]
+    finished_before = [n for n in first if n != "t-r0-joint-s1"]
+    assert not set(again) & set(finished_before)          # nothing finished was trained again
+    assert again[0] == "t-r0-joint-s1" and "stopped" not in record
+    assert record["recommendation"]["method"] in ("joint", "ogm_ge", "mla")
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--methods", "ogm_gee"], "--methods"),
+    (["--methods", "unimodal"], "--methods"),
+    (["--budget", "30 minutes"], "--budget"),
+    (["--budget", "0m"], "--budget"),
+    (["--budget", "10m", "--budget-runs", "20"], "--budget-runs"),
+    (["--budget-runs", "3", "--methods", "ogm_ge,mla"], "--budget-runs"),
+    (["--seeds", "1"], "--seeds"),
+    (["--format", "html"], "--format"),
+])
+def test_bad_options_exit_2_and_create_nothing(tmp_path, args, key):
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["advise", str(preset(tmp_path)), "--runs-dir", str(runs), *args])
+    assert result.exit_code == 2, result.output
+    assert key in result.output and not runs.exists()
+
+
+def test_a_preset_error_exits_2_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(preset(tmp_path).read_text().replace('lr = 1e-2', 'lr = "fast"'))
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["advise", str(bad), "--runs-dir", str(runs), "--methods", "ogm_ge"])
+    assert result.exit_code == 2 and "train.lr" in result.output and not runs.exists()
+
+
+def test_parse_budget():
+    assert parse_budget("30m") == 1800 and parse_budget("1h30m") == 5400 and parse_budget("90s") == 90
+    with pytest.raises(UsageError):
+        parse_budget("30")
+
+
+def test_report_json_has_the_documented_keys(tmp_path, monkeypatch):
+    import mmbal_cli.commands.advise as cmd
+    monkeypatch.setattr(cmd, "_executor", lambda jobs: InProcessExecutor())
+    path = preset(tmp_path, epochs=2)
+    result = CliRunner().invoke(app, ["advise", str(path), "--runs-dir", str(tmp_path / "runs"), "--methods",
+                                      "ogm_ge", "--seeds", "2", "--format", "json", "--name", "t"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {"advice", "preset", "options", "diagnosis", "choice", "recommendation", "apply",
+            "read_while_choosing", "stopped"} <= set(out)
+    assert {"verdict", "sentence", "modalities", "fused", "chance", "fused_beats_best", "dominant"} <= set(out["diagnosis"])
+    assert {"metric", "eta", "resplit", "schedule", "rounds", "ranking"} <= set(out["choice"])
+    row = out["choice"]["ranking"][0]
+    assert {"candidate", "round", "scores", "mean", "std", "diff", "p", "cost"} <= set(row)
+    assert {r["candidate"] for r in out["choice"]["ranking"]} == {"joint", "ogm_ge"}
+    assert out["recommendation"]["method"] in ("joint", "ogm_ge")
+    md = CliRunner().invoke(app, ["advise", str(path), "--runs-dir", str(tmp_path / "runs"), "--methods",
+                                  "ogm_ge", "--seeds", "2", "--format", "md", "--name", "t"])
+    assert md.exit_code == 0 and "| candidate | round |" in md.stdout
+
+
+def test_resplit_redraws_train_and_val_and_keeps_test_rows():
+    import numpy as np
+    from engine.data.split import resplit_train_val, stratified_split
+    y = np.random.default_rng(0).integers(0, 4, 500)
+    codes = stratified_split(y, 0.15, 0.15, 0)
+    for seed in (1, 2):
+        new = resplit_train_val(y, codes, seed)
+        assert ((new == 2) == (codes == 2)).all() and (new != codes).any()
+        for k in range(4):
+            assert ((new == 1) & (y == k)).sum() == ((codes == 1) & (y == k)).sum()
+    assert (resplit_train_val(y, codes, 1) == resplit_train_val(y, codes, 1)).all()
