@@ -104,7 +104,7 @@ def render(report: dict, fmt: str) -> str:
              f"({d['best_alone']}): {'yes' if d['fused_beats_best'] else 'no'}", "", *grid(_diagnosis_lines(d)), ""]
     if c["rounds"]:
         how = "repeated train/val splits (data.resplit_seed = seed)" if c["resplit"] else "the preset's split"
-        lines += [f"choice: successive halving (eta {c['eta']}) on val {c['metric']} over seeds, on {how}; "
+        lines += [f"choice: successive halving (eta {c['eta']}) on {c['metric']} over seeds, on {how}; "
                   f"{len(c['rounds'])} of {len(c['schedule'])} rounds done", "", *grid(table_rows(report)), ""]
     for note in c.get("skipped", []):
         lines.append(f"skipped: {note}")
