@@ -10,8 +10,10 @@ torch so that the sweep stays light.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import sys
 
 HANGUP_EXIT = 129       # 128 + SIGHUP: stopped by a hang-up, after the checkpoints
 INTERRUPTED_EXIT = 130  # stopped by Ctrl-C or SIGTERM, after the checkpoints
@@ -50,6 +52,56 @@ def detach_from_hung_up_terminal(fds: list[int]) -> list[int]:
     finally:
         os.close(null)
     return gone
+
+
+class HangupSafeStream:
+    """Standard output or error over a terminal, whose writes survive the terminal's hang-up.
+
+    The kernel fails writes to a hung-up terminal (EIO) as soon as it is gone, while Python runs the
+    SIGHUP handler that points the stream at ``/dev/null`` only at the next bytecode of the main
+    thread: a line printed in between (an epoch line, a sweep's progress, the progress bar's refresh
+    thread) would raise and turn the clean stop into a failure (exit 1; seen on a loaded machine). Here
+    EIO drops the text and points the descriptor at ``/dev/null`` at once; the SIGHUP's stop request
+    is then handled as usual. Every other error, and everything else of the stream, is the stream's own.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            self._lost(exc)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        if exc.errno != errno.EIO:
+            raise exc
+        detach_from_hung_up_terminal([self._stream.fileno()])
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def survive_hangups() -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` in :class:`HangupSafeStream` where they are a terminal (once)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None or isinstance(stream, HangupSafeStream):
+            continue
+        try:
+            terminal = stream.isatty()
+        except (OSError, ValueError):
+            continue
+        if terminal:
+            setattr(sys, name, HangupSafeStream(stream))
 
 
 def _is_terminal(fd: int) -> bool:

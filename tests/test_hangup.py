@@ -8,6 +8,7 @@
 * ``best.pt`` deleted while a run trains is written again.
 """
 
+import errno
 import json
 import os
 import select
@@ -308,3 +309,32 @@ def test_best_deleted_during_a_run_is_written_again(tmp_path):
     assert result.summary["test"] == reference.summary["test"]
     warnings = [e["message"] for e in _events(result.run_dir, "warning")]
     assert any("best.pt was missing" in w for w in warnings), warnings
+
+
+def test_a_write_to_a_hung_up_terminal_before_the_handler_runs_does_not_raise():
+    """The kernel fails writes (EIO) as soon as the terminal is gone, before Python runs the SIGHUP handler:
+    under load an epoch line printed in between ended a run with exit 1 (CI). The wrapped stream drops
+    the text and points the descriptor at /dev/null; other errors stay errors."""
+    import io
+    import pty
+
+    from engine.terminal import HangupSafeStream
+
+    master, slave = pty.openpty()
+    raw = io.TextIOWrapper(io.FileIO(slave, "w", closefd=True), line_buffering=True)
+    stream = HangupSafeStream(raw)
+    stream.write("before the hang-up\n")
+    os.close(master)                                   # what a dropped SSH connection does
+    with pytest.raises(OSError) as plain:
+        raw.write("x\n")                               # unwrapped: EIO
+    assert plain.value.errno == errno.EIO
+    assert stream.write("epoch 3/9  val  fused 0.61\n") == len("epoch 3/9  val  fused 0.61\n")
+    stream.flush()
+    assert os.readlink(f"/proc/self/fd/{slave}") == "/dev/null"
+    stream.write("after\n")                            # goes to /dev/null from now on
+    raw.close()
+
+    broken = HangupSafeStream(io.TextIOWrapper(io.BytesIO()))
+    broken._stream.close()
+    with pytest.raises(ValueError):                    # not a lost terminal: the stream's own error
+        broken.write("x")

@@ -91,8 +91,10 @@ def _train_here(train) -> None:
     errors, Ctrl-C and the end of the run are reported by the main rank only."""
     from engine.errors import MmbalError
     from engine.run import NullReporter
+    from engine.terminal import survive_hangups
 
     from ..nproc import ranks
+    survive_hangups()  # a write to a terminal hung up before the SIGHUP handler ran does not fail the run
     with ranks() as main:
         reporter = make_reporter() if main else NullReporter()
         try:

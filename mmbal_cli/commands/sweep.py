@@ -158,6 +158,8 @@ def register(app: typer.Typer) -> None:
             for task in plan.todo():
                 _say("  $ " + " ".join(_quote(a) for a in member_command(plan, task, mmbal_argv("python"))))
             return
+        from engine.terminal import survive_hangups
+        survive_hangups()  # a progress line written to a terminal already hung up does not end the sweep with exit 1
         try:
             result = SweepRunner(plan, mmbal_argv(sys.executable), jobs, on_event=_Progress(len(plan.todo())),
                                  gpus=gpu_list, launcher=cluster).run()
