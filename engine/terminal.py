@@ -60,9 +60,11 @@ class HangupSafeStream:
     The kernel fails writes to a hung-up terminal (EIO) as soon as it is gone, while Python runs the
     SIGHUP handler that points the stream at ``/dev/null`` only at the next bytecode of the main
     thread: a line printed in between (an epoch line, a sweep's progress, the progress bar's refresh
-    thread) would raise and turn the clean stop into a failure (exit 1; seen on a loaded machine). Here
-    EIO drops the text and points the descriptor at ``/dev/null`` at once; the SIGHUP's stop request
-    is then handled as usual. Every other error, and everything else of the stream, is the stream's own.
+    thread) would raise and turn the clean stop into a failure (exit 1). The same holds for a run whose
+    SIGHUP was ignored when it started (it trains on by design, :func:`hangup_ignored`) but whose output
+    is still the terminal: its next line raised. Here EIO drops the text and points the descriptor at
+    ``/dev/null`` at once; a SIGHUP's stop request is then handled as usual, and an ignored one lets the
+    run train on. Every other error, and everything else of the stream, is the stream's own.
     """
 
     def __init__(self, stream):

@@ -74,8 +74,13 @@ class OnTerminal:
 
 
 def _controlling_terminal() -> None:
+    """A new session with the terminal as its controlling terminal, and the signal dispositions of a login
+    shell's foreground job: a harness started with ``nohup`` or in the background (SIGHUP or SIGINT ignored,
+    inherited across exec) must not make the run ignore the hang-up under test."""
     import fcntl
     import termios
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
@@ -116,8 +121,8 @@ def test_hang_up_of_a_foreground_run_checkpoints_and_exits_129(tmp_path):
     term.wait_for(trained_past_first_checkpoint)
     seen_step = _status(run_dir)["step"]
     code = term.hang_up()
-    assert code == 129, term.text()
     status = _status(run_dir)
+    assert code == 129, f"{status}\n{term.text()}"
     assert status["state"] == "interrupted" and not status.get("message")
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     stopped = _events(run_dir, "interrupted")
