@@ -62,6 +62,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "mmbal advise presets/quickstart.toml --budget 10m",
         "mmbal advise presets/cub10.toml --methods ogm_ge,mla,mmcosine --seeds 3 --apply",
         "mmbal advise presets/uci_mfeat.toml --budget-runs 40 --format md",
+        "mmbal advise presets/cub10.toml --set train.epochs=20 --set train.lr=3e-4 --budget 30m",
         "mmbal advise presets/quickstart.toml --format json --name qs-advice --runs-dir ./runs",
     ),
     "watch": ("mmbal watch", "mmbal watch try1", "mmbal watch try1 --once"),

@@ -182,6 +182,26 @@ def test_a_preset_error_exits_2_naming_the_key(tmp_path):
     assert result.exit_code == 2 and "train.lr" in result.output and not runs.exists()
 
 
+def test_set_overrides_reach_every_run_and_a_bad_key_exits_2(tmp_path, monkeypatch):
+    import mmbal_cli.commands.advise as cmd
+    monkeypatch.setattr(cmd, "_executor", lambda jobs: InProcessExecutor())
+    path, runs = preset(tmp_path, epochs=2), tmp_path / "runs"
+    bad = CliRunner().invoke(app, ["advise", str(path), "--runs-dir", str(runs), "--methods", "ogm_ge",
+                                   "--set", "train.lrr=0.1"])
+    assert bad.exit_code == 2 and "train.lrr" in bad.output and not runs.exists()
+    result = CliRunner().invoke(app, ["advise", str(path), "--runs-dir", str(runs), "--methods", "ogm_ge", "--seeds",
+                                      "2", "--name", "t", "--set", "train.lr=0.003", "--set", "train.batch_size=32"])
+    assert result.exit_code == 0, result.output
+    configs = [json.loads(p.read_text()) for p in runs.glob("2*/config.json")]
+    assert len(configs) >= 5   # joint + unimodal a, b + each round's joint and ogm_ge
+    assert {(c["train"]["lr"], c["train"]["batch_size"]) for c in configs} == {(0.003, 32)}
+    record = json.loads((runs / "advice" / "t" / "advice.json").read_text())
+    assert record["options"]["overrides"] == ["train.lr=0.003", "train.batch_size=32"]
+    again = CliRunner().invoke(app, ["advise", str(path), "--runs-dir", str(runs), "--methods", "ogm_ge", "--seeds",
+                                     "2", "--name", "t"])
+    assert again.exit_code == 2 and "other options" in again.output   # another --set is another advice
+
+
 def test_parse_budget():
     assert parse_budget("30m") == 1800 and parse_budget("1h30m") == 5400 and parse_budget("90s") == 90
     with pytest.raises(UsageError):

@@ -42,12 +42,13 @@ class Advisor:
     def _check(self) -> None:
         from ..config import load_preset
         cfg = self.cfg
-        preset_cfg, _ = load_preset(cfg.preset, [])
+        preset_cfg, _ = load_preset(cfg.preset, list(cfg.overrides))
         self.epochs = preset_cfg.train.epochs
         self.seed0 = preset_cfg.seed
         self.metric = preset_cfg.train.select_metric
         self.modalities = list(preset_cfg.modalities)
-        pin = [] if preset_cfg.data.split_seed is not None else [f"data.split_seed={preset_cfg.seed}"]
+        pin = [*cfg.overrides,
+               *([] if preset_cfg.data.split_seed is not None else [f"data.split_seed={preset_cfg.seed}"])]
         self.general = pin
         self.probe_epochs = min(cfg.probe_epochs or self.epochs, self.epochs)
         self.diag_members = stage_members(cfg.preset, f"{cfg.name}-diag", ["joint", "unimodal"], [self.seed0],

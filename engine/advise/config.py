@@ -19,7 +19,8 @@ class AdviseConfig:
     ``candidates``: the methods the choice considers (``joint`` is always run beside them as the
     reference); ``seeds``: seeds of the last round and of ``--apply``; ``eta``: the halving factor;
     ``budget_s`` / ``budget_runs``: the choice's budget in seconds or in runs (at most one);
-    ``probe_epochs``: epochs of the diagnosis runs (None: the preset's).
+    ``probe_epochs``: epochs of the diagnosis runs (None: the preset's); ``overrides``: ``--set``
+    values applied to the preset for every run (the diagnosis, the choice and ``--apply``).
     """
 
     preset: Path
@@ -34,12 +35,14 @@ class AdviseConfig:
     apply: bool = False
     device: str | None = None
     explicit_methods: bool = False
+    overrides: tuple[str, ...] = ()   # --set KEY=VALUE, given to every run of the advice
+
 
     def identity(self) -> dict:
         """The options a re-run must repeat to continue the same advice (``--apply`` may be added later)."""
         return {"preset": str(self.preset), "candidates": list(self.candidates), "seeds": self.seeds,
                 "eta": self.eta, "budget_s": self.budget_s, "budget_runs": self.budget_runs,
-                "probe_epochs": self.probe_epochs}
+                "probe_epochs": self.probe_epochs, "overrides": list(self.overrides)}
 
 
 def parse_budget(text: str) -> float:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..options import RunsDirOpt
+from ..options import RunsDirOpt, SetOpt
 from ..output import fail, print_error
 
 FORMATS = ("table", "md", "json")
@@ -83,6 +83,7 @@ def register(app: typer.Typer) -> None:
         jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
         device: Annotated[Optional[str], typer.Option(
             help="auto | cpu | cuda | cuda:N for every run (overrides train.device).", show_default=False)] = None,
+        set_: SetOpt = None,
         runs_dir: RunsDirOpt = None,
     ) -> None:
         """Diagnose modality imbalance on the preset's data and choose a balancing method on validation data
@@ -105,14 +106,15 @@ def register(app: typer.Typer) -> None:
                 if value is not None and value < least:
                     raise UsageError(f"{option}: expected at least {least}, got {value}")
             candidates, explicit = candidate_methods(methods)
+            from engine.config import command_line_paths, load_preset
+            overrides = tuple(command_line_paths(list(set_ or [])))   # a typed path means one from here
             if name is None:
-                from engine.config import load_preset
-                cfg, _ = load_preset(preset, [])
+                cfg, _ = load_preset(preset, list(overrides))
                 name = f"{slugify(cfg.name)}-advice"
             check_sweep_name(name)
             cfg = AdviseConfig(preset.resolve(), default_runs_dir(runs_dir).expanduser().resolve(), name,
                                tuple(candidates), seeds, eta, budget_s, budget_runs, probe_epochs, apply, device,
-                               explicit)
+                               explicit, overrides)
             advisor = Advisor(cfg, _executor(jobs), _say)
         except MmbalError as exc:
             fail(exc)
