@@ -11,11 +11,14 @@ What the dashboard knows about a run (no Textual):
 * :mod:`.meanings`: what a method's ``coef/``, ``score/``, ``method/`` values mean (its registration).
 * :mod:`.run_notices`: the notices explaining a damaged or dead run.
 * :mod:`.formatting`: lenient reading of JSON values; numbers, durations and sizes as short text.
+* :mod:`.advice_reader`, :mod:`.advice_model`: an ``mmbal advise`` (``advice.json`` and its runs) as
+  the advice screen shows it: the diagnosis, each stage's rows, the recommendation.
 
 How it is drawn:
 
 * :mod:`.chart`: a braille line chart as Rich text; :mod:`.text`: text pieces shared by widgets and snapshot.
 * :mod:`.snapshot`: ``--once``, the same content as one Rich renderable.
+* :mod:`.advice_text`: the advice screen's text, shared with ``watch --advice NAME --once``.
 * :mod:`.app`, :mod:`.screens`, :mod:`.widgets`, ``dashboard.tcss``: the Textual application.
 * :mod:`.launch`: ``run_with_dashboard``, training in a child process with the dashboard attached.
 * :mod:`.testing`: waiting for what the headless dashboard shows (tests, documentation captures).
