@@ -1,7 +1,9 @@
 """``DashboardApp``: the Textual application behind ``mmbal watch`` and ``mmbal run --tui``.
 
 It only reads the run directory, so it can be started, closed and restarted at any time without
-touching training. With ``training`` (a :class:`~mmbal_cli.tui.launch.TrainingProcess`) quitting
+touching training. With ``advice`` (an advice's directory, ``<runs-dir>/advice/<name>``) and no run it
+opens on the advice screen instead (``mmbal watch --advice NAME``); a candidate's run opens on a
+dashboard screen above it. With ``training`` (a :class:`~mmbal_cli.tui.launch.TrainingProcess`) quitting
 asks whether to stop the training process or leave it running; :meth:`App.run` then returns
 ``"stop"`` or ``"leave"`` (``None`` when there was nothing to ask).
 """
@@ -18,7 +20,7 @@ from rich.console import Console
 from textual.app import App
 from textual.binding import Binding
 
-from .screens import DashboardScreen, HelpScreen, QuitScreen, RunsScreen
+from .screens import AdviceScreen, AdvicesScreen, DashboardScreen, HelpScreen, QuitScreen, RunsScreen
 
 TERMINAL_CHECK_S = 5.0
 
@@ -39,21 +41,30 @@ class DashboardApp(App[str | None]):
         Binding("question_mark", "help", "Help"),
     ]
 
-    def __init__(self, run_dir: str | Path, runs_dir: str | Path, *, training: Training | None = None,
-                 interval: float = 0.5, clock: Callable[[], float] = time.time):
+    def __init__(self, run_dir: str | Path | None, runs_dir: str | Path, *, training: Training | None = None,
+                 interval: float = 0.5, clock: Callable[[], float] = time.time, advice: str | Path | None = None):
         super().__init__()
-        self.run_dir = Path(run_dir)
+        if run_dir is None and advice is None:
+            raise ValueError("DashboardApp needs a run directory or an advice")
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.advice = Path(advice) if advice is not None else None
         self.runs_dir = Path(runs_dir)
         self.training = training
         self.interval = interval
         self.clock = clock
 
-    def get_default_screen(self) -> DashboardScreen:
+    def get_default_screen(self) -> DashboardScreen | AdviceScreen:
+        if self.run_dir is None:
+            return AdviceScreen(self.advice, self.runs_dir, self.interval)
         return DashboardScreen(self.run_dir, self.interval, self.clock)
 
     @property
     def dashboard(self) -> DashboardScreen:
-        return self.screen_stack[0]  # type: ignore[return-value]
+        """The run dashboard nearest the top of the screen stack (under any list or dialog)."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, DashboardScreen):
+                return screen
+        raise LookupError("no run dashboard is open")
 
     def on_mount(self) -> None:
         if not self.is_headless:
@@ -86,6 +97,23 @@ class DashboardApp(App[str | None]):
     def _open_run(self, path: Path | None) -> None:
         if path is not None:
             self.dashboard.attach(path)
+
+    def action_show_advices(self) -> None:
+        if not isinstance(self.screen, AdvicesScreen):
+            self.push_screen(AdvicesScreen(self.runs_dir), self._open_advice)
+
+    def _open_advice(self, home: Path | None) -> None:
+        """The chosen advice on the advice screen below the list, else on a new one."""
+        if home is None:
+            return
+        if isinstance(self.screen, AdviceScreen):
+            self.screen.attach(home)
+        else:
+            self.push_screen(AdviceScreen(home, self.runs_dir, self.interval))
+
+    def open_run_screen(self, run_dir: Path) -> None:
+        """A run on a dashboard screen above the current one (esc goes back)."""
+        self.push_screen(DashboardScreen(run_dir, self.interval, self.clock))
 
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):

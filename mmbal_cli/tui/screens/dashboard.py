@@ -47,6 +47,8 @@ class DashboardScreen(Screen):
 
     BINDINGS = [
         Binding("r", "app.show_runs", "Runs"),
+        Binding("a", "app.show_advices", "Advices", show=False),
+        Binding("escape", "back", "Back", show=False),
         Binding("x", "toggle_x", "Step/epoch"),
         Binding("s", "toggle_split", "Train/val"),
         Binding("left_square_bracket", "cycle_tab(-1)", "Prev tab", show=False),
@@ -186,6 +188,11 @@ class DashboardScreen(Screen):
             self._refresh_active_tab()
 
     # -- actions --------------------------------------------------------------------------------
+    def action_back(self) -> None:
+        """Back to the screen this run was opened from (an advice); nothing on the first screen."""
+        if self.app.screen_stack[0] is not self:
+            self.app.pop_screen()
+
     def action_toggle_x(self) -> None:
         self.x_axis = "epoch" if self.x_axis == "step" else "step"
         self.notify(f"x axis: {self.x_axis}", timeout=1.5)
