@@ -115,12 +115,7 @@ class CompiledModules:
         if not self.active:
             return
         self.active = False
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        reason = f"{type(exc).__name__}: {lines[-1] if lines else 'no message'}"
-        self.failure = reason if len(reason) <= 300 else reason[:297] + "..."
-        message = (f"train.compile: torch.compile failed ({self.failure}); training continues without "
-                   f"compilation (eager mode, same results, slower). Set train.compile = false to skip the attempt"
-                   f"{'; the CPU backend needs a C++ compiler (gcc or clang)' if _looks_like_compiler(exc) else ''}.")
+        self.failure, message = fallback_message(exc, "train.compile")
         if self.on_fallback is not None:
             self.on_fallback(message)
 
@@ -129,6 +124,18 @@ class CompiledModules:
         for module in self.modules.values():
             module._compiled_call_impl = None
         self.active = False
+
+
+def fallback_message(exc: BaseException, setting: str) -> tuple[str, str]:
+    """``(failure, message)`` for a compilation that failed with ``exc``: the failure in one line (its
+    type and last message line, at most 300 characters) and the warning for the user, naming ``setting``."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    reason = f"{type(exc).__name__}: {lines[-1] if lines else 'no message'}"
+    failure = reason if len(reason) <= 300 else reason[:297] + "..."
+    message = (f"{setting}: torch.compile failed ({failure}); training continues without "
+               f"compilation (eager mode, same results, slower). Set train.compile = false to skip the attempt"
+               f"{'; the CPU backend needs a C++ compiler (gcc or clang)' if _looks_like_compiler(exc) else ''}.")
+    return failure, message
 
 
 def _looks_like_compiler(exc: BaseException) -> bool:

@@ -69,7 +69,7 @@ import torch
 
 from . import compile as module_compile
 from ..methods.base import Method
-from .compile import _looks_like_compiler, _mark_batch_dynamic
+from .compile import _mark_batch_dynamic, fallback_message
 
 
 def refusal(method) -> str | None:
@@ -134,11 +134,6 @@ class CompiledStep:
         if not self.active:
             return
         self.active = False
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        reason = f"{type(exc).__name__}: {lines[-1] if lines else 'no message'}"
-        self.failure = reason if len(reason) <= 300 else reason[:297] + "..."
-        message = (f"train.compile = \"step\": torch.compile failed ({self.failure}); training continues without "
-                   f"compilation (eager mode, same results, slower). Set train.compile = false to skip the attempt"
-                   f"{'; the CPU backend needs a C++ compiler (gcc or clang)' if _looks_like_compiler(exc) else ''}.")
+        self.failure, message = fallback_message(exc, 'train.compile = "step"')
         if self.on_fallback is not None:
             self.on_fallback(message)
