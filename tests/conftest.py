@@ -31,6 +31,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture()
+def compile_backend(monkeypatch, one_thread):
+    """torch.compile tests: the ``aot_eager`` backend (the same capture, no C++ code generation) unless
+    ``MMBAL_TEST_COMPILE_INDUCTOR=1``, and a clean Dynamo cache per test (its per-function recompile
+    limit would otherwise be shared between tests)."""
+    import engine.train.compile as compile_mod
+    if os.environ.get("MMBAL_TEST_COMPILE_INDUCTOR") != "1":
+        monkeypatch.setattr(compile_mod, "BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 SLOW = os.environ.get("MMBAL_SLOW", "") not in ("", "0")
 
 

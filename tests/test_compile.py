@@ -7,7 +7,6 @@ autograd graphs, without C++ code generation). ``MMBAL_TEST_COMPILE_INDUCTOR=1``
 Inductor, the backend ``train.compile`` uses.
 """
 
-import os
 
 import pytest
 import torch
@@ -20,19 +19,13 @@ from engine.run import NullReporter, resume_run, start_run
 from engine.store import read_metrics
 from runtools import last_checkpoint, tiny_preset
 
-INDUCTOR = os.environ.get("MMBAL_TEST_COMPILE_INDUCTOR") == "1"
 METHODS = {"joint": 'name = "joint"',
            "mcr": 'name = "mcr"\nn_permutations = 2\npretrain_epochs = 1'}
 
 
 @pytest.fixture(autouse=True)
-def backend(monkeypatch, one_thread):
-    """A clean Dynamo cache per test (its per-function recompile limit would otherwise be shared)."""
-    if not INDUCTOR:
-        monkeypatch.setattr(compile_mod, "BACKEND", "aot_eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+def backend(compile_backend):
+    """Every test here with the test backend and a clean Dynamo cache (conftest's ``compile_backend``)."""
 
 
 def preset(tmp_path, method: str, epochs: int = 2, name: str = "p"):

@@ -8,7 +8,6 @@ compiled with the ``aot_eager`` backend (the same Dynamo capture and AOT forward
 without C++ code generation); ``MMBAL_TEST_COMPILE_INDUCTOR=1`` uses Inductor.
 """
 
-import os
 
 import pytest
 import torch
@@ -24,7 +23,6 @@ from runtools import InterruptAt, last_checkpoint, metric_rows, tiny_preset
 import test_host_sync as host_sync
 from test_host_sync import transfers  # noqa: F401 - the fixture
 
-INDUCTOR = os.environ.get("MMBAL_TEST_COMPILE_INDUCTOR") == "1"
 METHODS = {"joint": 'name = "joint"',
            "multiloss": 'name = "multiloss"\nweights = [0.5, 1.0]',
            "unimodal": 'name = "unimodal"\nmodality = "b"',
@@ -32,13 +30,8 @@ METHODS = {"joint": 'name = "joint"',
 
 
 @pytest.fixture(autouse=True)
-def backend(monkeypatch, one_thread):
-    """A clean Dynamo cache per test (its per-function recompile limit would otherwise be shared)."""
-    if not INDUCTOR:
-        monkeypatch.setattr(compile_mod, "BACKEND", "aot_eager")
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+def backend(compile_backend):
+    """Every test here with the test backend and a clean Dynamo cache (conftest's ``compile_backend``)."""
 
 
 class Warnings(NullReporter):
