@@ -5,7 +5,8 @@ A method is registered once, on its class::
     @METHODS.register("ogm", config=OGMConfig, help="one line",
                       paper="Peng et al., Balanced Multimodal Learning via On-the-fly Gradient Modulation, CVPR 2022",
                       optimizer="sgd", cost="1F + 1B + gradient scaling",
-                      live={"coef/<m>": "gradient coefficient k_m applied to encoder m", ...})
+                      live={"coef/<m>": "gradient coefficient k_m applied to encoder m", ...},
+                      tune={"alpha": (0.1, 0.8)})
     class OGM(Method): ...
 
 The registry sets the class's ``name`` from the registered name (written once). ``mmbal methods``,
@@ -33,13 +34,21 @@ class MethodInfo:
     ``cost``: per-step cost in baseline forwards (F) and backwards (B), plus per-epoch extras;
     ``live``: each live quantity's name pattern (``<m>`` stands for every modality; other ``<...>``
     placeholders are expanded by the method's :meth:`~engine.methods.base.Method.live_names`) and
-    what it means for this method.
+    what it means for this method;
+    ``tune``: the one or two options the method's results are most sensitive to, each with the values
+    worth trying besides its default (the settings the paper reports or ablates); ``mmbal advise``
+    tries each value as a candidate of its own (one option changed at a time).
     """
 
     paper: str
     optimizer: Optimizer
     cost: str
     live: dict[str, str] = field(default_factory=dict)
+    tune: dict[str, tuple] = field(default_factory=dict)
+
+    def variants(self) -> list[dict]:
+        """The option sets ``mmbal advise`` tries: each declared value, one option changed at a time."""
+        return [{option: value} for option, values in self.tune.items() for value in values]
 
     def meaning(self, name: str) -> str:
         """What a concrete live name (``score/audio``, ``method/J_audio``) means, from its pattern."""
@@ -80,13 +89,15 @@ class MethodRegistry(Registry):
 
     def register(self, name: str, *, config: type | None = None, help: str = "", paper: str = "",
                  optimizer: Optimizer | None = None, cost: str | None = None,
-                 live: dict[str, str] | None = None) -> Callable:
+                 live: dict[str, str] | None = None, tune: dict[str, tuple] | None = None) -> Callable:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"method '{name}': optimizer must be one of {', '.join(OPTIMIZERS)} "
                              f"(the optimiser its paper used), got {optimizer!r}")
         if not cost:
             raise ValueError(f"method '{name}': give its per-step cost (e.g. cost=\"1F + 1B\")")
-        info = MethodInfo(paper=paper, optimizer=optimizer, cost=cost, live=dict(live or {}))
+        tune = {option: tuple(values) for option, values in (tune or {}).items()}
+        _check_tune(name, config, tune)
+        info = MethodInfo(paper=paper, optimizer=optimizer, cost=cost, live=dict(live or {}), tune=tune)
         deco = super().register(name, config=config, help=help)
 
         def wrap(cls):
@@ -98,6 +109,24 @@ class MethodRegistry(Registry):
             return cls
 
         return wrap
+
+
+def _check_tune(name: str, config: type | None, tune: dict[str, tuple]) -> None:
+    """A registration's ``tune``: at most two options of its config, each with at least one value
+    besides the default."""
+    from dataclasses import MISSING, fields
+    if len(tune) > 2:
+        raise ValueError(f"method '{name}': tune declares {len(tune)} options; declare the one or two its "
+                         f"results are most sensitive to")
+    known = {f.name: f for f in fields(config)} if config is not None else {}
+    for option, values in tune.items():
+        if option not in known:
+            raise ValueError(f"method '{name}': tune names '{option}', which is not an option of "
+                             f"{getattr(config, '__name__', 'its config')}")
+        default = known[option].default
+        if not values or (default is not MISSING and default in values):
+            raise ValueError(f"method '{name}': tune.{option} must list values other than the default "
+                             f"({default!r}), got {values!r}")
 
 
 @dataclass(frozen=True)
