@@ -64,6 +64,9 @@ Live values per step (0-d device tensors): ``coef/<m>`` (c_m applied, 1 outside 
 ``method/ref_score/<m>`` (the running mean of s_m the reference is made of, before this step's update).
 Cost vs ``joint``: one eval-mode encoder pass of B + 1 rows and the fusion head on (2^M - 2) x B rows,
 without gradients (with mid-fusion: 2^M - 2 whole forwards as one batch), and the same one backward.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``alpha``, 0.1 (BalanceBenchmark's
+setting) and 2.5 (the release README's value for AV-MNIST).
 """
 
 from __future__ import annotations
@@ -178,7 +181,8 @@ def coefficients(reference: torch.Tensor, ratio: torch.Tensor, alpha: float, cap
                         "method/ref_ratio/<m>": "reference r*_m: the same ratio of the running-mean scores",
                         "method/ref_score/<m>": "running mean of s_m over all earlier steps (the reference's input)",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(non-additive fusions)"})
+                                          "(non-additive fusions)"},
+                  tune={"alpha": (0.1, 2.5)})
 class AGM(Method):
     """AGM: Shapley mono-modal scores and two-way encoder modulation; see the module docstring."""
 

@@ -73,6 +73,11 @@ Deviations from the release, on purpose:
 Live values per step (0-d device tensors): ``coef/<m>`` (the weight of z_m), ``score/<m>`` (NMI_m),
 ``method/cnmi_<m>`` (CNMI_m), ``method/pcmi_<m>`` (the contribution). Cost vs ``joint``: one extra fusion-
 head forward without gradient and a few small histogram kernels per step.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``max_coef``, 3 and 100. ARM has no
+strength coefficient and the paper's values are not in our sources; the release leaves the ratio unbounded
+(100 comes close to that), 3 bounds the re-weighting more tightly than our default: our choices, not the
+authors'.
 """
 
 from __future__ import annotations
@@ -225,7 +230,8 @@ def scale_features(features: dict[str, torch.Tensor], coef: torch.Tensor,
                         "method/pcmi_<m>": "contribution pcmi_m = p_fused NMI_m + p_m (NMI_m - CNMI_m), p the mean "
                                            "true-class confidence",
                         "method/head_ce": "cross-entropy training the per-modality heads on the detached scaled "
-                                          "features (non-additive fusions)"})
+                                          "features (non-additive fusions)"},
+                  tune={"max_coef": (3.0, 100.0)})
 class ARM(Method):
     """ARM: per-step MI-based feature re-weighting in the fusion; see the module docstring."""
 

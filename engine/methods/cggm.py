@@ -71,6 +71,10 @@ Live values per step (0-d device tensors): ``coef/<m>`` (rho B_m, applied to enc
 (``train/loss/method``) is L_task + lambda L_gm.
 Cost vs ``joint``: the classifiers' forward and backward and one extra backward through the fusion head
 (the task loss's gradient at the features); no extra encoder pass.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``rho`` 1.0 (the release's BraTS
+setting) and ``lambda_gm`` 0.05 (Food-101) and 0.1 (BraTS), the release's per-dataset values beside the MOSI /
+IEMOCAP defaults.
 """
 
 from __future__ import annotations
@@ -182,7 +186,8 @@ def classifier(d_in: int, hidden: int, n_classes: int) -> nn.Module:
                         "method/gm": "direction loss L_gm = sum |B_m| - sum B_m cos_m",
                         "method/cls_ce": "summed cross-entropy of the auxiliary classifiers (detached features)",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(non-additive fusions)"})
+                                          "(non-additive fusions)"},
+                  tune={"rho": (1.0,), "lambda_gm": (0.05, 0.1)})
 class CGGM(Method):
     """CGGM; see the module docstring."""
 

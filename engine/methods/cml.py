@@ -54,6 +54,9 @@ before lam), ``method/ce_partial`` (mean cross-entropy of the partial levels 1 .
 ``method/head_ce`` (non-additive fusions: the per-modality heads' cross-entropy on detached features).
 Cost: 1F + 1B for additive fusion; + one fusion-head pass on (M - 1) x B rows for ``film``/``gated``; with
 mid-fusion + (M - 1) whole forwards as one stacked batch.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``lam``, 0.01 and 1.0. The sources give
+only 0.1 (BalanceMM) and no ablation, so these are our decade brackets around it, not the authors' values.
 """
 
 from __future__ import annotations
@@ -156,7 +159,8 @@ def calibration_penalty(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
                                           "ReLU(conf without - conf with), before lam",
                         "method/ce_partial": "mean cross-entropy of the partial outputs (levels 1 .. M - 1)",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(non-additive fusions)"})
+                                          "(non-additive fusions)"},
+                  tune={"lam": (0.01, 1.0)})
 class CML(Method):
     """CML: cross-entropy on every level of a random removal chain plus the confidence penalty; see the module
     docstring."""

@@ -87,6 +87,10 @@ modality and ``fused``): ``method/gain_<b>`` (G_b), ``method/overfit_<b>`` (O_b)
 ``method/overfit_var_<b>`` (s_b^2), ``method/est_train_loss_<b>`` and ``method/est_val_loss_<b>`` (the
 copy's L^T and L^V after its training). Each estimate also records a ``gblend_estimate`` event with every
 loss before and after, G, O, s^2 and the weights.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``super_epoch`` 20 (MultiBench's
+gb_epoch, beside BalanceMM's 10) and ``mode`` "offline" (the paper's offline G-Blend, one estimate, beside its
+online one).
 """
 
 from __future__ import annotations
@@ -221,7 +225,8 @@ class _Branch(Method):
                         "method/est_val_loss_<m>": "last estimate: modality m's copy's loss on the held-out "
                                                    "training rows after its training",
                         "method/est_val_loss_fused": "last estimate: the fused copy's loss on the held-out "
-                                                     "training rows after its training"})
+                                                     "training rows after its training"},
+                  tune={"super_epoch": (20,), "mode": ("offline",)})
 class Gblending(Method):
     """See the module docstring."""
 

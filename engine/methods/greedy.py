@@ -68,6 +68,9 @@ step), ``score/<m>`` (d_m), ``coef/<m>`` (0 when m's gates were held in this ste
 modality of a window; 1 otherwise), ``method/bdr_<m>`` (BDR_m).
 Cost vs ``joint``: MMTM's, two fused norms over the encoder and MMTM parameters per step; per epoch, M
 validation passes for the utilisation rates.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``epsilon``, 0.001 (BalanceMM, beside
+the paper's and release's 0.01) and 0.1 (ours, the same factor above; the sources give no other value).
 """
 
 from __future__ import annotations
@@ -147,7 +150,8 @@ def group_speeds(weights: list[torch.Tensor], grads: list[torch.Tensor], member:
                         "method/util_given_<m>": "per epoch, conditional utilisation rate u(others | m) = (A(fused) "
                                                  "- A(m's logits with m's gates held)) / A(fused) on validation",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(non-additive fusions)"})
+                                          "(non-additive fusions)"},
+                  tune={"epsilon": (0.001, 0.1)})
 class Greedy(Method):
     """Balanced multi-modal learning; see the module docstring."""
 

@@ -70,6 +70,11 @@ Live values per step (0-d device tensors): ``coef/<m>`` (beta_m applied, 0 when 
 ``score/<m>`` (s_m / batch size: the mean true-class confidence), ``method/window_<m>`` (1 while m's
 window is open). Per epoch, with validation: ``method/fim_trace_<m>`` (T_m) and ``method/fim_change_<m>``
 (the k_m that decided this epoch's window).
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``window_threshold``, 0.04 (an earlier
+revision of the release) and 0.1 (ours: a window that closes sooner). The proximal ``strength`` (release: 0.95
+audio, 0.1 visual) is a per-modality list, which one declared value cannot fit to every preset's number of
+modalities.
 """
 
 from __future__ import annotations
@@ -154,7 +159,8 @@ def pull_towards_(grads: list[torch.Tensor], params: list[torch.Tensor], anchors
                         "method/fim_trace_<m>": "trace of encoder m's empirical Fisher information: sum of squared "
                                                 "loss gradients over its parameters, mean over the epoch's steps",
                         "method/fim_change_<m>": "relative change k_m of the moving average of m's Fisher trace that "
-                                                 "decided this epoch's window"})
+                                                 "decided this epoch's window"},
+                  tune={"window_threshold": (0.04, 0.1)})
 class InfoReg(Method):
     """See the module docstring."""
 

@@ -83,6 +83,10 @@ Live values (0-d device tensors): ``method/alpha1`` and ``method/alpha2`` (the w
 epoch ``method/hypergrad`` (h of the epoch's update; 0 under the heuristic). Optimiser: SGD (the
 release: momentum 0.9, lr 1e-2, weight decay 1e-4). Cost: 1F + 1B per step; per epoch, with
 ``tradeoff = "learned"``, two forwards and one double backward on 2 x ``hyper_rows`` rows.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``tradeoff`` "heuristic" (the paper's
+Ours-H variant, beside Ours-LB) and ``alpha2_init`` 0.05 (BalanceMM's starting alignment weight, which swaps
+the authors' 0.95 and 0.05).
 """
 
 from __future__ import annotations
@@ -179,7 +183,8 @@ def heuristic_alpha1(epoch: int, span: int = HEURISTIC_EPOCHS) -> float:
                         "method/ce": "cross-entropy of the fused logits (unweighted)",
                         "method/hypergrad": "per epoch: h, minus the derivative of the one-step-unrolled "
                                             "validation loss in alpha2 (alpha2 moves by lr_alpha * h; 0 under "
-                                            "the heuristic)"})
+                                            "the heuristic)"},
+                  tune={"tradeoff": ("heuristic",), "alpha2_init": (0.05,)})
 class LFM(Method):
     """See the module docstring."""
 

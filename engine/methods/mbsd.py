@@ -46,6 +46,10 @@ sums per step): ``method/w`` (mean w over the pairs and rows, the zeros of the g
 this process's rows ``method/sd`` (L_sd, before sd_weight) and ``method/ce_<m>`` (modality m's own
 cross-entropy). The loss trains every modality's logits, so no separate head loss is added for
 non-additive fusions. Cost: 1F + 1B (+ one all-reduce of 2M + 2 numbers with several processes).
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``sd_weight``, 0.5 and 2.0. The
+published code adds the distillation term with weight 1 and the paper's values were not available to us, so
+these are our brackets (half, double), not the authors'.
 """
 
 from __future__ import annotations
@@ -139,7 +143,8 @@ def student_weights(w: torch.Tensor, student: torch.Tensor, n_modalities: int) -
                                      "batch (the larger q teaches)",
                         "method/sd": "self-distillation term L_sd (mean over pairs of the w-weighted KL + squared "
                                      "logit difference, unweighted by sd_weight)",
-                        "method/ce_<m>": "cross-entropy of modality m's own logits"})
+                        "method/ce_<m>": "cross-entropy of modality m's own logits"},
+                  tune={"sd_weight": (0.5, 2.0)})
 class MBSD(Method):
     """MBSD: unimodal cross-entropies plus pairwise strong-to-weak self-distillation; see the module docstring."""
 

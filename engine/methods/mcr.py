@@ -130,6 +130,10 @@ modalities ``method/J_<a>+<b>``), ``method/mipd`` (the signed, weighted L_MIPD),
 ``method/contrastive`` and ``method/bottleneck`` (unweighted); ``coef/<m>`` is the game weight
 lambda applied to encoder m (0 during pre-training). A term whose weight is 0 is neither computed
 nor logged.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``game_weight`` 0.01 (AVE) and 0.001
+(UCF101), beside 0.1 (CREMA-D), and ``unimodal_weight`` 1 (the transformer runs), the per-dataset ``--l`` and
+``--multil`` of the release's ``run.sh`` (methods-seeds spec, section 1.7).
 """
 
 from __future__ import annotations
@@ -293,7 +297,8 @@ class GameResult:
                         "method/contrastive": "supervised NT-Xent term L_Con",
                         "method/bottleneck": "conditional-entropy bottleneck term L_CEB",
                         "method/ce_fused": "fused cross-entropy",
-                        "method/ce_<m>": "modality m's unimodal cross-entropy"})
+                        "method/ce_<m>": "modality m's unimodal cross-entropy"},
+                  tune={"game_weight": (0.001, 0.01), "unimodal_weight": (1.0,)})
 class MCR(Method):
     """See the module docstring."""
 

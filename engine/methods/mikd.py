@@ -86,6 +86,10 @@ last epoch before stage 2 on ``coef/<m>``: the stage-2 weight (or k_m) that the 
 computed from the same row's scores and AMIs. Train records carry ``coef/<m>``, the coefficient
 each step applied (1 in stage 1a; 1 for students and 0 for the teacher in the KD stage; w_m or k_m
 in stage 2) and, in the KD stage, ``method/kd``.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``temperature`` 2 (the low end of the
+reconstruction's 2-4) and ``calibrate`` "gradient" (the reconstruction's gradient-level variant). The paper
+publishes no values; both come from the reconstruction (methods-seeds spec, section 3.2).
 """
 
 from __future__ import annotations
@@ -190,7 +194,8 @@ def calibration_weights(f1: torch.Tensor, mi: torch.Tensor, gamma: float, eta: f
                         "method/redundancy_<m>": "redundancy r_m of modality m from the pairwise MI",
                         "method/stage": "stage index: 0 unimodal, 1 distillation, 2 multitask",
                         "method/teacher": "index of the teacher modality (distillation stage)",
-                        "method/kd_<m>": "1 when modality m is distilled from the teacher"})
+                        "method/kd_<m>": "1 when modality m is distilled from the teacher"},
+                  tune={"temperature": (2.0,), "calibrate": ("gradient",)})
 class Mikd(Method):
     """See the module docstring: stages, formulas, design choices and logged values."""
 

@@ -71,6 +71,10 @@ is still free to learn). ``train/loss/method`` is sum_m CE_m. In a multi-process
 ``coef/<m>`` are the global batch's (averaged over the ranks' equal shards, one all-reduce per step).
 Cost vs ``joint``: the same encoder forwards and backwards, M head forwards, M optimiser steps and
 M O(d^2) updates of P per batch.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``fusion`` "fixed" (the paper's
+fixed-weight test-time fusion, beside its entropy-based dynamic one) and ``owm`` false (the plain alternating
+updates the release code runs).
 """
 
 from __future__ import annotations
@@ -151,7 +155,8 @@ def alpha_at(alpha: float, decay: bool, batch: int, n_batches: int) -> float:
                         "coef/<m>": "modality m's test-time fusion weight: the batch mean of its entropy weight "
                                     "exp(-H_m) / sum_j exp(-H_j) (a running estimate), or its fixed weight",
                         "method/owm_trace": "trace(P) / d of the OWM projector: the fraction of the shared "
-                                            "head's input space still free to learn (1 at the start)"})
+                                            "head's input space still free to learn (1 at the start)"},
+                  tune={"fusion": ("fixed",), "owm": (False,)})
 class MLA(Method):
     """See the module docstring."""
 

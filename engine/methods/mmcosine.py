@@ -38,6 +38,9 @@ mean true-class cosine logit s * cos(z_m, w_{m,y}) of modality m (in [-s, s]; th
 mean cosine logit"), ``coef/<m>`` the scale s applied to modality m's cosine (the same for every
 modality: MMCosine equalises magnitudes rather than weighting modalities). Cost: that of ``joint``
 (1F + 1B; two normalisations per modality).
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``scale``, 15 (BalanceBenchmark, beside
+the paper's and release's 10) and 5 (ours, the same step below).
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ def true_class_sums(logits: dict[str, torch.Tensor], y: torch.Tensor) -> torch.T
                         "Fine-Grained Learning, ICASSP 2023",
                   optimizer="sgd", cost="1F + 1B",
                   live={"score/<m>": "mean true-class cosine logit s * cos(z_m, w_m,y) of modality m (in [-s, s])",
-                        "coef/<m>": "scale s of modality m's cosine logits (the same for every modality)"})
+                        "coef/<m>": "scale s of modality m's cosine logits (the same for every modality)"},
+                  tune={"scale": (5.0, 15.0)})
 class MMCosine(Method):
     """MMCosine: the fused cross-entropy of summed per-modality cosine logits; see the module docstring."""
 

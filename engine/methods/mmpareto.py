@@ -72,6 +72,9 @@ Live values per step (0-d device tensors): ``score/<m>`` cos(g_mm, g_u) of encod
 lambda (the weight of the multimodal gradient before the factor 2; 1/2 without conflict),
 ``method/conflict_<m>`` (1 when cos < 0), ``method/boost_<m>`` (s_m), ``method/ce_fused``,
 ``method/ce_<m>`` and ``method/guarded``; the step's loss is L_mm + L_u (the uniform baseline's).
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``gamma``, 1.0 (no magnitude boost: the
+conflict-aware mix alone) and 2.0 (ours, the same step above the paper's and release's 1.5).
 """
 
 from __future__ import annotations
@@ -174,7 +177,8 @@ def combine(g_mm: torch.Tensor, g_u: torch.Tensor, gamma: float) -> tuple[torch.
                         "method/ce_fused": "cross-entropy of the fused logits (the multimodal loss)",
                         "method/ce_<m>": "cross-entropy of modality m's own logits (its unimodal loss)",
                         "method/guarded": "encoders whose NaN guard acted in the step (zero gradient, or a "
-                                          "vanishing min-norm point)"})
+                                          "vanishing min-norm point)"},
+                  tune={"gamma": (1.0, 2.0)})
 class MMPareto(Method):
     """See the module docstring."""
 

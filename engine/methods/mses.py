@@ -65,6 +65,10 @@ Live values per step: ``coef/<m>`` (1 while m trains, 0 once frozen), with ``uni
 validation metric s_t), ``method/best_<m>``, ``method/wait_<m>`` (epochs since m's best) and
 ``method/frozen_<m>`` (1 once stopped). A ``modality_stopped`` event names the modality, its best epoch
 and value, and whether its encoder was rolled back.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``patience`` 10 and 20 (ours: the
+release's only value, 80, is for runs of 100 epochs and more and never acts in runs of tens of epochs) and
+``unimodal_weight`` 0 (the release's fused-only loss).
 """
 
 from __future__ import annotations
@@ -170,7 +174,8 @@ def drop_gradients(params) -> None:
                         "method/ce_fused": "cross-entropy of the fused logits",
                         "method/ce_<m>": "cross-entropy of modality m's own logits (the multitask term)",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(film/gated fusion with unimodal_weight = 0)"})
+                                          "(film/gated fusion with unimodal_weight = 0)"},
+                  tune={"patience": (10, 20), "unimodal_weight": (0.0,)})
 class MSES(Method):
     """See the module docstring."""
 

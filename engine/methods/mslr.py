@@ -71,6 +71,9 @@ pass per epoch (the dynamic rule reads the trainer's validation metrics).
 Live values per step: ``coef/<m>`` and ``method/lr_<m>`` (the effective rate of encoder m). Per epoch, with
 the validation record: ``score/<m>`` (branch m's validation accuracy), ``method/ratio_<m>`` (r_m for the
 next epoch), ``method/base_<m>`` (c_m) and ``method/stage``.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``strategy`` "keep" and "smooth", the
+paper's other two strategies beside "dynamic".
 """
 
 from __future__ import annotations
@@ -156,7 +159,8 @@ def dynamic_update(memory: list[float], acc: float, size: int) -> tuple[list[flo
                         "method/base_<m>": "c_m = eta_m / train.lr, from the unimodal search or lr_factors",
                         "method/stage": "stage of the epoch: 0 unimodal fine-tuning, 1 late fusion",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(film / gated fusion, late-fusion stage)"})
+                                          "(film / gated fusion, late-fusion stage)"},
+                  tune={"strategy": ("keep", "smooth")})
 class Mslr(Method):
     """See the module docstring: search, stages, strategies, deviations and logged values."""
 

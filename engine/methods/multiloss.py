@@ -12,6 +12,9 @@ extra head loss is added for non-additive fusions (``trains_modality_heads``). A
 modalities; nothing in the rule is specific to two.
 
 Live values: ``coef/<m>`` (w_m), ``method/ce_fused`` and ``method/ce_<m>`` (the unweighted terms).
+
+Declares no ``tune`` for ``mmbal advise``: its knob, the per-modality ``weights``, is a list whose length
+depends on the preset, and ``fused_weight`` alone only rescales the loss.
 """
 
 from __future__ import annotations

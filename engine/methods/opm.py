@@ -64,6 +64,9 @@ step: 1 - q_m when the drop runs, else 1), ``score/<m>`` (s_m / batch size), ``m
 fraction of the batch whose m feature was dropped), ``method/executed`` (1 when the drop ran).
 Cost vs ``joint`` (after warm-up): the fusion head runs a second time (on the clean features, without gradient,
 for the scores and the train metrics) and one uniform draw per sample and modality.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``q_base``, 0.4 (the release's
+``config.py`` and BalanceBenchmark) and 0.6 (ours, the same step above the release's 0.5).
 """
 
 from __future__ import annotations
@@ -139,7 +142,8 @@ def dropped_features(features: dict[str, torch.Tensor], keep: torch.Tensor,
                         "method/dropped/<m>": "fraction of the batch whose modality-m feature was dropped",
                         "method/executed": "1 when this batch was modulated (probability p_exe after warm-up)",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(non-additive fusions)"})
+                                          "(non-additive fusions)"},
+                  tune={"q_base": (0.4, 0.6)})
 class OPM(Method):
     """OPM: per-step dropping of the dominant modality's features; see the module docstring."""
 

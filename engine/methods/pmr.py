@@ -55,6 +55,9 @@ true-class prototype probability), ``method/ratio/<m>`` (rho_m), ``method/pce_<m
 ``method/per_<m>`` (the PER weight applied), ``method/ce_fused``.
 Cost vs ``joint``: per step one B x C distance matrix per modality; per epoch one no-grad encoder pass
 over the training split.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``alpha``, 0.6 (BalanceMM) and 2.0 (the
+top of the original release's 1-2, catalog section 2.1).
 """
 
 from __future__ import annotations
@@ -143,7 +146,8 @@ def entropy(logp: torch.Tensor) -> torch.Tensor:
                                           "modality, first entropy_epochs epochs)",
                         "method/ce_fused": "cross-entropy of the fused logits",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(non-additive fusions)"})
+                                          "(non-additive fusions)"},
+                  tune={"alpha": (0.6, 2.0)})
 class PMR(Method):
     """PMR: per-epoch class prototypes, ratio-weighted prototype losses each step; see the module docstring."""
 

@@ -93,6 +93,10 @@ stage, all in rectification and pretraining), ``method/stage`` (the boosting sta
 ``method/phase`` (0 pretrain, 1 boost, 2 rectify), ``method/boost_rate`` (beta); in boosting steps
 ``method/boost_loss`` (L_boost), ``method/kl`` (D) and, from the second stage on, ``method/ga`` (the MSE,
 unweighted); in rectification steps ``method/ce`` (CE of the ensemble).
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``w1``, 4 (the release's AVE and
+ModelNet40 value) and 1 (its MOSI / MOSEI / SIMS value; with w2 = 1 the learner fits the plain boosting
+residual).
 """
 
 from __future__ import annotations
@@ -219,7 +223,8 @@ def linear_head(d_in: int, d_out: int, seed: int) -> nn.Linear:
                         "method/ce": "cross-entropy of the ensemble in the global rectification phase",
                         "method/stage": "boosting stage k (modality k mod M is boosted); -1 while pretraining",
                         "method/phase": "phase of the epoch: 0 pretraining, 1 boosting, 2 global rectification",
-                        "method/boost_rate": "ensemble weight beta in Phi = beta sum_m o_m"})
+                        "method/boost_rate": "ensemble weight beta in Phi = beta sum_m o_m"},
+                  tune={"w1": (1.0, 4.0)})
 class ReconBoost(Method):
     """See the module docstring: schedule, losses, freezing, deviations and logged values."""
 

@@ -62,6 +62,10 @@ with validation, from the first diagnosis on): ``score/<m>``, ``coef/<m>``, ``me
 re-initialisation is a ``reinit`` event with every modality's alpha and purities.
 Cost vs ``joint``: none per step; per re-initialisation one no-grad encoder pass over the training and
 validation splits and 2 M k-means runs of restarts x iterations x N x k distances.
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``move_lambda`` 1.5 and 6 (ours, half
+and double the paper's 3, its only value in our sources) and ``reinit_epoch`` 15 (BalanceMM, beside the
+release's 20).
 """
 
 from __future__ import annotations
@@ -214,7 +218,8 @@ def strengths(purity_train: torch.Tensor, purity_val: torch.Tensor, move_lambda:
                         "method/gap/<m>": "learning-state gap |P_train - P_val| of modality m at the last diagnosis",
                         "method/reinits": "re-initialisations so far",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(non-additive fusions)"})
+                                          "(non-additive fusions)"},
+                  tune={"move_lambda": (1.5, 6.0), "reinit_epoch": (15,)})
 class Relearning(Method):
     """Diagnosing & Re-learning; see the module docstring."""
 

@@ -29,6 +29,9 @@ Any number of modalities M >= 2: every member is trained and weighted alike.
 
 Live values per step: ``coef/<m>`` (member m's weight in the ensemble, 1/M) and ``method/ce_<m>`` (member m's
 cross-entropy).
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``combine`` "probs", the other ensemble
+rule (the paper's own could not be checked, see above; no values in our sources).
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class UmeConfig:
                         "Multi-Modal Learning, ICML 2023",
                   optimizer="sgd", cost="1F + 1B (each encoder alone, M heads); inference: M uni-modal forwards",
                   live={"coef/<m>": "weight of modality m's uni-modal model in the ensemble (1/M)",
-                        "method/ce_<m>": "cross-entropy of modality m's uni-modal model"})
+                        "method/ce_<m>": "cross-entropy of modality m's uni-modal model"},
+                  tune={"combine": ("probs",)})
 class Ume(Method):
     """See the module docstring."""
 

@@ -49,6 +49,10 @@ loss term: 1 for its cross-entropy in the teacher stage, lambda for its distilla
 ``method/ce_<m>`` (teacher stage), ``method/distill_<m>`` (student stage, unweighted MSE) and
 ``method/ce_fused`` (student stage). Per epoch: ``method/stage`` and, once a teacher is kept, ``score/<m>``
 (its validation accuracy, the selection score).
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``distill_weight``, 1 and 100. The
+sources give only BalanceMM's 10 (the paper's weight could not be checked), so these are our decade brackets
+around it, not the authors' values.
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ class UmtConfig:
                         "method/distill_<m>": "MSE between modality m's student and teacher features",
                         "method/ce_fused": "cross-entropy of the fused logits (student stage)",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(film / gated fusion, student stage)"})
+                                          "(film / gated fusion, student stage)"},
+                  tune={"distill_weight": (1.0, 100.0)})
 class Umt(Method):
     """See the module docstring: stages, teachers, student, deviations and logged values."""
 

@@ -65,6 +65,9 @@ epoch's valuation), ``method/duplicated`` (rows added to this epoch by the
 re-sampling; 0 in the warm-up) and ``method/duplicated_<m>`` (those in which only m is kept).
 Cost vs ``joint``: per epoch one no-grad encoder pass over the training split and the fusion head on
 (2^M - 1) x N rows (with mid-fusion: 2^M - 1 whole forwards), and a longer epoch (the duplicated rows).
+
+Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``level`` "modality", the paper's
+modality-level method (BalanceMM's configured variant), beside the sample-level default.
 """
 
 from __future__ import annotations
@@ -182,7 +185,8 @@ def modality_level_extra(phi: torch.Tensor, part_ratio: float, alpha: float,
                         "method/duplicated_<m>": "added rows in which only modality m is kept (the others "
                                                  "dropped)",
                         "method/head_ce": "cross-entropy training the per-modality heads on detached features "
-                                          "(non-additive fusions)"})
+                                          "(non-additive fusions)"},
+                  tune={"level": ("modality",)})
 class Valuation(Method):
     """Modality valuation: per-epoch Shapley valuation and a re-sampled epoch plan; see the module docstring."""
 
