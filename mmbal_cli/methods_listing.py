@@ -37,6 +37,7 @@ def method_rows() -> list[dict[str, Any]]:
             "cost": info.cost,
             "params": [{"name": n, "type": t, "default": d, "help": h} for n, t, d, h in describe(entry.config)],
             "live": [{"name": pattern, "meaning": meaning} for pattern, meaning in info.live.items()],
+            "tune": {option: list(values) for option, values in info.tune.items()},
         })
     return rows
 
@@ -66,6 +67,9 @@ def _facts(row: dict[str, Any]) -> Table:
     grid.add_row(Text("paper"), Text(row["paper"] or NO_PAPER))
     grid.add_row(Text("optimiser"), Text(row["optimizer"]))
     grid.add_row(Text("cost/step"), Text(row["cost"]))
+    if row.get("tune"):
+        tried = "; ".join(f"{option} {', '.join(map(repr, values))}" for option, values in row["tune"].items())
+        grid.add_row(Text("sensitive"), Text(f"{tried} (what `mmbal advise` tries besides the defaults)"))
     return grid
 
 

@@ -63,9 +63,9 @@ def preset(tmp_path: Path, unique=(2.0, 1.0), noise=(0.2, 0.6), n=600, epochs=3)
     return path
 
 
-def advise(tmp_path, path, methods=("ogm_ge",), seeds=2, apply=False, execute=None, **kw) -> dict:
+def advise(tmp_path, path, methods=("ogm_ge",), seeds=2, apply=False, execute=None, tune=False, **kw) -> dict:
     cfg = AdviseConfig(path.resolve(), (tmp_path / "runs").resolve(), "t", tuple(methods), seeds=seeds,
-                       apply=apply, explicit_methods=True, **kw)
+                       apply=apply, explicit_methods=True, tune=tune, **kw)
     return Advisor(cfg, execute or InProcessExecutor()).run()
 
 
@@ -94,7 +94,11 @@ def test_synthetic_useless_second_modality_adds_nothing(tmp_path):
     d = record["diagnosis"]
     assert d["verdict"] == "uninformative", d["sentence"]
     assert "b adds nothing" in d["sentence"]
-    assert record["recommendation"]["method"] in ("joint", "ogm_ge")
+    if d["fused_beats_best"]:
+        assert record["recommendation"]["method"] in ("joint", "ogm_ge")
+    else:   # unimodal on a is the default: a method must beat a alone to be recommended
+        assert record["choice"]["references"] == ["joint", "unimodal-modality=a"]
+        assert record["recommendation"]["method"] in ("joint", "unimodal-modality=a", "ogm_ge")
 
 
 def test_halving_keeps_one_in_eta_and_fits_the_run_budget():
@@ -222,8 +226,13 @@ def test_report_json_has_the_documented_keys(tmp_path, monkeypatch):
     assert {"metric", "eta", "resplit", "schedule", "rounds", "ranking"} <= set(out["choice"])
     row = out["choice"]["ranking"][0]
     assert {"candidate", "round", "scores", "mean", "std", "diff", "p", "cost"} <= set(row)
-    assert {r["candidate"] for r in out["choice"]["ranking"]} == {"joint", "ogm_ge"}
-    assert out["recommendation"]["method"] in ("joint", "ogm_ge")
+    # --tune (the default): ogm_ge at its defaults and at each alpha its registration declares sensitive
+    candidates = ["ogm_ge", "ogm_ge-alpha=0.1", "ogm_ge-alpha=0.8"]
+    assert out["choice"]["candidates"] == candidates
+    references = out["choice"]["references"]
+    assert {r["candidate"] for r in out["choice"]["ranking"]} == {*references, *candidates}
+    assert out["recommendation"]["method"] in (*references, *candidates)
+    assert out["recommendation"]["set"].startswith('method={name = ')
     md = CliRunner().invoke(app, ["advise", str(path), "--runs-dir", str(tmp_path / "runs"), "--methods",
                                   "ogm_ge", "--seeds", "2", "--format", "md", "--name", "t"])
     assert md.exit_code == 0 and "| candidate | round |" in md.stdout
@@ -240,3 +249,50 @@ def test_resplit_redraws_train_and_val_and_keeps_test_rows():
         for k in range(4):
             assert ((new == 1) & (y == k)).sum() == ((codes == 1) & (y == k)).sum()
     assert (resplit_train_val(y, codes, 1) == resplit_train_val(y, codes, 1)).all()
+
+
+def test_rounds_train_at_least_what_joint_needed_to_get_halfway_from_chance():
+    from engine.advise.halving import fit_time, min_round_epochs
+    curve = [(1, 0.25), (2, 0.30), (3, 0.45), (4, 0.60), (5, 0.65)]   # chance 0.25, best 0.65: halfway 0.45
+    assert min_round_epochs(curve, 0.25, 60) == 3
+    assert min_round_epochs([(1, 0.2), (2, 0.25)], 0.25, 60) == 60    # never above chance: full epochs
+    assert min_round_epochs(curve, 0.25, 2) == 2                       # at most the preset's epochs
+    rounds = schedule(29, 3, 60, 3, min_epochs=7)
+    assert [r.epochs for r in rounds] == [7, 7, 7, 20, 60]             # without the floor: 1, 2, 7, 20, 60
+    assert [r.epochs for r in schedule(29, 3, 60, 3)] == [1, 2, 7, 20, 60]
+    fitted = fit_time(29, 3, 60, 3, budget_s=400, epoch_s=0.1, startup_s=0.5, min_epochs=7)
+    assert fitted is not None and min(r.epochs for r in fitted) >= 7
+    assert fit_time(29, 3, 60, 3, budget_s=10, epoch_s=0.1, startup_s=0.5, min_epochs=7) is None
+    two = schedule(4, 3, 10, 2, references=2)                          # joint and unimodal beside each
+    assert [r.runs() for r in two] == [(4 + 2) * 2, (2 + 2) * 2, (1 + 2) * 2]
+
+
+def test_the_same_difference_on_every_seed_decides_nothing():
+    from engine.advise.report import beats, score_round, versus
+    joint = {0: 0.50, 1: 0.60, 2: 0.55}
+    same_gain = {0: 0.52, 1: 0.62, 2: 0.57}                   # +0.02 on every seed: sd 0, t infinite
+    assert versus(same_gain, joint) == (pytest.approx(0.02), None)
+    scored = score_round({"joint": joint, "m": same_gain}, {})
+    assert scored["m"]["p"] is None and not beats(scored["m"])
+    spread = {0: 0.60, 1: 0.72, 2: 0.64}
+    diff, p = versus(spread, joint)
+    assert diff == pytest.approx(0.1033, abs=1e-4) and 0 < p < 0.05 and beats(score_round(
+        {"joint": joint, "m": spread}, {})["m"])
+
+
+def test_when_fused_loses_to_a_modality_alone_a_method_must_beat_that_modality():
+    from engine.advise.report import recommend, score_round
+    uni = "unimodal-modality=a"
+    joint = {0: 0.50, 1: 0.52, 2: 0.49}
+    alone = {0: 0.60, 1: 0.61, 2: 0.58}
+    beats_joint_only = {0: 0.56, 1: 0.57, 2: 0.55}             # beats joint, not a alone
+    last = {"kept": ["m"], "scores": score_round({"joint": joint, uni: alone, "m": beats_joint_only}, {}, uni)}
+    method, text = recommend(last, uni, "val/acc/fused", "a")
+    assert method == uni and text.startswith(f"keep {uni}: the fused model does not beat a alone")
+    better = {0: 0.66, 1: 0.70, 2: 0.65}
+    last = {"kept": ["m"], "scores": score_round({"joint": joint, uni: alone, "m": better}, {}, uni)}
+    assert recommend(last, uni, "val/acc/fused", "a")[0] == "m"
+    assert recommend(last, "joint", "val/acc/fused", "a")[0] == "m"
+    strong_joint = {0: 0.70, 1: 0.75, 2: 0.71}                 # joint beats a alone, m beats neither
+    last = {"kept": ["m"], "scores": score_round({"joint": strong_joint, uni: alone, "m": alone}, {}, uni)}
+    assert recommend(last, uni, "val/acc/fused", "a")[0] == "joint"

@@ -15,11 +15,12 @@ from typing import Callable
 from ..errors import MmbalError, PresetError, RunLocked, UsageError
 from ..store import RunLock, RunPaths, read_json
 from .config import SMALL_TRAIN_ROWS, AdviseConfig
+from .candidates import Candidate, expand, unimodal
 from .diagnose import diagnose
-from .halving import as_dicts, estimate_s, fit_runs, fit_time, from_dicts, schedule
+from .halving import as_dicts, estimate_s, fit_runs, fit_time, from_dicts, min_round_epochs, schedule
 from .reading import ValidationReader, test_key, test_value
 from .record import SCHEMA, advice_dir, now, read_advice, write_advice
-from .report import beats_joint, ranking, score_round
+from .report import ranking, recommend, score_round
 from .stages import AdviceStopped, plan_stage, stage_members, stage_results
 
 
@@ -51,21 +52,24 @@ class Advisor:
                *([] if preset_cfg.data.split_seed is not None else [f"data.split_seed={preset_cfg.seed}"])]
         self.general = pin
         self.probe_epochs = min(cfg.probe_epochs or self.epochs, self.epochs)
-        self.diag_members = stage_members(cfg.preset, f"{cfg.name}-diag", ["joint", "unimodal"], [self.seed0],
-                                          [*pin, f"train.epochs={self.probe_epochs}"], cfg.device,
-                                          modalities=self.modalities)
+        self.diag_members = stage_members(cfg.preset, f"{cfg.name}-diag",
+                                          [Candidate("joint"), *map(unimodal, self.modalities)], [self.seed0],
+                                          [*pin, f"train.epochs={self.probe_epochs}"], cfg.device)
         self.candidates, self.skipped, problems = [], [], []
-        for method in cfg.candidates:
+        for c in expand(list(cfg.candidates), cfg.tune):
             try:
-                stage_members(cfg.preset, f"{cfg.name}-check", [method], [self.seed0], pin, cfg.device)
-                self.candidates.append(method)
+                stage_members(cfg.preset, f"{cfg.name}-check", [c], [self.seed0], pin, cfg.device)
+                self.candidates.append(c)
             except PresetError as exc:
-                problems.append(f"{method}: " + "; ".join(exc.problems))
-        if problems and cfg.explicit_methods:
+                if cfg.explicit_methods and not c.options:
+                    problems.append(f"{c.label}: " + "; ".join(exc.problems))
+                else:
+                    self.skipped.append(f"{c.label}: " + "; ".join(exc.problems) + " (the preset does not suit it)")
+        if problems:
             raise PresetError(f"{cfg.preset} (--methods)", problems)
-        self.skipped = [f"{p} (the preset does not suit it)" for p in problems]
         if not self.candidates:
-            raise UsageError(f"--methods: no candidate method runs with {cfg.preset}: " + " | ".join(problems))
+            raise UsageError(f"--methods: no candidate method runs with {cfg.preset}: " + " | ".join(self.skipped))
+        self.by_label = {c.label: c for c in self.candidates}
         if cfg.budget_runs is not None:
             rounds = fit_runs(len(self.candidates), cfg.eta, self.epochs, cfg.seeds, cfg.budget_runs)
             if rounds is None:
@@ -136,8 +140,7 @@ class Advisor:
         wall = time.perf_counter() - started
         self._need(results, "diagnosis")
         joint = next(r for r in results if r.label == "joint")
-        alone = {r.label.split(":", 1)[1]: self.reader.value(r.summary, "val/acc/fused")
-                 for r in results if r.label.startswith("unimodal:")}
+        alone = {r.modality: self.reader.value(r.summary, "val/acc/fused") for r in results if r.modality}
         s = joint.summary
         inside = {m: self.reader.value(s, f"val/acc/{m}") for m in self.modalities}
         shapley = {m: v for m in self.modalities if (v := self.reader.value(s, f"shapley/{m}")) is not None}
@@ -147,33 +150,46 @@ class Advisor:
         counts = (run_info.get("data_fingerprint") or {}).get("split_counts") or {}
         result = diagnose(self.reader.value(s, "val/acc/fused"), inside, alone, n_classes, shapley, mi)
         epoch_s = self.reader.epoch_s(s) or 0.0
+        least = min_round_epochs(self.reader.curve(joint.run_dir, "val/acc/fused"), result.chance, self.epochs)
         spent = sum(float(r.summary.get("duration_s") or 0.0) for r in results)
         startup = max(0.0, wall - spent) / len(results)
         self.record["diagnosis"] = {**result.to_dict(), "epochs": self.probe_epochs, "seed": self.seed0,
                                     "runs": {r.label: r.run_dir.name for r in results},
                                     "train_rows": counts.get("train"), "epoch_s": epoch_s, "startup_s": startup,
-                                    "seconds": wall}
+                                    "seconds": wall, "min_round_epochs": least}
         write_advice(self.home, self.record)
         self.say(f"diagnosis: {result.sentence}")
 
-    def _schedule(self) -> list:
+    def _references(self) -> list[Candidate]:
+        """joint, and ``unimodal`` on the best modality when the diagnosis found the fused model no better."""
+        d = self.record["diagnosis"]
+        return [Candidate("joint")] + ([] if d["fused_beats_best"] else [unimodal(d["best_alone"])])
+
+    def _schedule(self, references: int) -> list:
         if "schedule" in self.record["choice"]:
             return from_dicts(self.record["choice"]["schedule"])
         cfg, d = self.cfg, self.record["diagnosis"]
-        n = len(self.candidates)
+        n, least = len(self.candidates), d.get("min_round_epochs", 1)
         if cfg.budget_runs is not None:
-            rounds = fit_runs(n, cfg.eta, self.epochs, cfg.seeds, cfg.budget_runs)
+            rounds = fit_runs(n, cfg.eta, self.epochs, cfg.seeds, cfg.budget_runs, least, references)
+            if rounds is None:
+                need = sum(r.runs() for r in schedule(n, cfg.eta, self.epochs, 2, least, references))
+                raise UsageError(f"--budget-runs: {cfg.budget_runs} runs are too few: with "
+                                 f"{' and '.join(c.label for c in self._references())} as references the choice "
+                                 f"needs at least {need}; raise --budget-runs (the diagnosis is kept in {self.home})")
         elif cfg.budget_s is not None:
             left = cfg.budget_s - d["seconds"]
-            rounds = fit_time(n, cfg.eta, self.epochs, cfg.seeds, left, d["epoch_s"], d["startup_s"])
+            rounds = fit_time(n, cfg.eta, self.epochs, cfg.seeds, left, d["epoch_s"], d["startup_s"], least,
+                              references)
             if rounds is None:
-                least = estimate_s(schedule(n, cfg.eta, 1, 2), d["epoch_s"], d["startup_s"])
+                need = estimate_s(schedule(n, cfg.eta, least, 2, least, references), d["epoch_s"], d["startup_s"])
                 raise UsageError(f"--budget: {max(left, 0):.0f}s are left after the diagnosis ({d['seconds']:.0f}s), "
-                                 f"but choosing among {n} candidates needs about {least:.0f}s even at 1 epoch and 2 "
-                                 f"seeds a round; raise --budget, name fewer --methods or raise --eta (the "
-                                 f"diagnosis is kept in {self.home})")
+                                 f"but choosing among {n} candidates needs about {need:.0f}s even at {least} "
+                                 f"epoch(s) and 2 seeds a round ({least}: the epochs joint needed to get halfway "
+                                 f"from chance to its best validation accuracy); raise --budget, name fewer "
+                                 f"--methods, add --no-tune or raise --eta (the diagnosis is kept in {self.home})")
         else:
-            rounds = schedule(n, cfg.eta, self.epochs, cfg.seeds)
+            rounds = schedule(n, cfg.eta, self.epochs, cfg.seeds, least, references)
         self.record["choice"]["schedule"] = as_dicts(rounds)
         self.record["choice"]["estimate_s"] = estimate_s(rounds, d["epoch_s"], d["startup_s"])
         return rounds
@@ -181,42 +197,35 @@ class Advisor:
     def _choose(self) -> None:
         d = self.record["diagnosis"]
         small = d.get("train_rows") is not None and d["train_rows"] < SMALL_TRAIN_ROWS
-        choice = self.record.setdefault("choice", {"metric": self.metric, "eta": self.cfg.eta, "resplit": small,
-                                                   "rounds": []})
-        rounds = self._schedule()
+        references = self._references()
+        choice = self.record.setdefault("choice", {
+            "metric": self.metric, "eta": self.cfg.eta, "resplit": small, "rounds": [],
+            "candidates": [c.label for c in self.candidates], "references": [c.label for c in references],
+            "default": references[-1].label, "min_round_epochs": d.get("min_round_epochs", 1)})
+        rounds = self._schedule(len(references))
         write_advice(self.home, self.record)
-        survivors = list(self.candidates)
+        survivors = [c.label for c in self.candidates]
         for r, spec in enumerate(rounds):
             if r < len(choice["rounds"]):
                 survivors = choice["rounds"][r]["kept"]
                 continue
             seeds = [self.seed0 + i for i in range(spec.seeds)]
-            self.say(f"round {r + 1}/{len(rounds)}: {len(survivors)} candidate(s) + joint x {spec.seeds} seeds, "
+            names = " and ".join(c.label for c in references)
+            self.say(f"round {r + 1}/{len(rounds)}: {len(survivors)} candidate(s) + {names} x {spec.seeds} seeds, "
                      f"{spec.epochs} epoch(s)")
             general = [*self.general, f"train.epochs={spec.epochs}", "monitor.enabled=false"]
-            members = stage_members(self.cfg.preset, f"{self.cfg.name}-r{r}", ["joint", *survivors], seeds,
-                                    general, self.cfg.device, resplit=choice["resplit"])
-            results = self._stage(f"{self.cfg.name}-r{r}", members)
-            self._need([x for x in results if x.label == "joint"], f"round {r + 1}'s joint runs")
-            scores: dict[str, dict[int, float]] = {}
-            epoch_s: dict[str, list[float]] = {}
-            failed = []
-            for x in results:
-                if x.state != "finished":
-                    failed.append(f"{x.label} (seed {x.member.seed}): {x.state}")
-                    continue
-                value = self.reader.value(x.summary, self.metric)
-                if value is not None:
-                    scores.setdefault(x.label, {})[x.member.seed] = value
-                cost = self.reader.epoch_s(x.summary)
-                if cost is not None:
-                    epoch_s.setdefault(x.label, []).append(cost)
-            scored = score_round(scores, epoch_s)
+            stage = f"{self.cfg.name}-r{r}"
+            members = stage_members(self.cfg.preset, stage, [*references, *(self.by_label[c] for c in survivors)],
+                                    seeds, general, self.cfg.device, resplit=choice["resplit"])
+            results = self._stage(stage, members)
+            refs = {c.label for c in references}
+            self._need([x for x in results if x.label in refs], f"round {r + 1}'s reference runs")
+            scored, failed = self._score(results, choice["default"])
             lower = self.metric.split("/")[1] == "loss"
             alive = [c for c in survivors if c in scored and len(scored[c]["scores"]) == spec.seeds]
             alive.sort(key=lambda c: (scored[c]["mean"] if lower else -scored[c]["mean"], c))
             kept = alive[:spec.keep]
-            choice["rounds"].append({"round": r, "epochs": spec.epochs, "seeds": seeds, "stage": f"{self.cfg.name}-r{r}",
+            choice["rounds"].append({"round": r, "epochs": spec.epochs, "seeds": seeds, "stage": stage,
                                      "candidates": list(survivors), "scores": scored, "kept": kept, "failed": failed})
             write_advice(self.home, self.record)
             survivors = kept
@@ -224,34 +233,52 @@ class Advisor:
                 break
         self._recommend()
 
+    def _score(self, results, default: str) -> tuple[dict, list[str]]:
+        """A round's scores (validation only) and costs per candidate, and the runs that did not finish."""
+        scores: dict[str, dict[int, float]] = {}
+        epoch_s: dict[str, list[float]] = {}
+        failed = []
+        for x in results:
+            if x.state != "finished":
+                failed.append(f"{x.label} (seed {x.member.seed}): {x.state}")
+                continue
+            value = self.reader.value(x.summary, self.metric)
+            if value is not None:
+                scores.setdefault(x.label, {})[x.member.seed] = value
+            cost = self.reader.epoch_s(x.summary)
+            if cost is not None:
+                epoch_s.setdefault(x.label, []).append(cost)
+        return score_round(scores, epoch_s, default), failed
+
     def _recommend(self) -> None:
         choice = self.record["choice"]
         last = choice["rounds"][-1] if choice["rounds"] else None
-        finalist = last["kept"][0] if last and last["kept"] else None
-        entry = last["scores"].get(finalist) if finalist else None
-        if entry and beats_joint(entry):
-            text = (f"{finalist}: it beats joint on val {self.metric} by {entry['diff']:+.4f} "
-                    f"(paired t-test p={entry['p']:.3f}, {len(entry['scores'])} seeds)")
-            method = finalist
-        elif entry:
-            p = f"p={entry['p']:.3f}" if entry.get("p") is not None else "no p"
-            text = (f"keep joint: no method beats it here (the finalist {finalist} differs by {entry['diff']:+.4f}, "
-                    f"{p})")
-            method = "joint"
-        else:
-            text, method = "keep joint: no candidate finished the choice", "joint"
+        method, text = recommend(last, choice.get("default", "joint"), self.metric,
+                                 self.record["diagnosis"]["best_alone"])
         choice["ranking"] = ranking(choice["rounds"])
-        self.record["recommendation"] = {"method": method, "text": text}
+        self.record["recommendation"] = {"method": method, "text": text, "set": self._as_set(method)}
         write_advice(self.home, self.record)
         self.say(f"recommendation: {text}")
 
+    def _candidate(self, label: str) -> Candidate:
+        refs = {c.label: c for c in self._references()}
+        return refs.get(label) or self.by_label.get(label) or Candidate(label)
+
+    def _as_set(self, label: str) -> str:
+        """The ``--set`` item that makes the preset run the recommendation."""
+        from ..config_text import toml_value
+        c = self._candidate(label)
+        return "method=" + toml_value({"name": c.method, **dict(c.options)})
+
     def _apply(self) -> None:
         method = self.record["recommendation"]["method"]
-        methods = ["joint"] if method == "joint" else [method, "joint"]
+        labels = list(dict.fromkeys([method, "joint", self.record["choice"].get("default", "joint")]))
         seeds = [self.seed0 + i for i in range(self.cfg.seeds)]
         stage = f"{self.cfg.name}-apply"
         general = [*self.general, f"train.epochs={self.epochs}", "monitor.enabled=false"]
-        results = self._stage(stage, stage_members(self.cfg.preset, stage, methods, seeds, general, self.cfg.device))
+        members = stage_members(self.cfg.preset, stage, [self._candidate(x) for x in labels], seeds, general,
+                                self.cfg.device)
+        results = self._stage(stage, members)
         self._need(results, "--apply")
         key = test_key(self.metric)
         values: dict[str, dict[int, float]] = {}
@@ -259,7 +286,7 @@ class Advisor:
             values.setdefault(x.label, {})[x.member.seed] = test_value(x.summary, key)
         from ..analysis.stats import mean_std, paired_t_test
         out = {"metric": key, "epochs": self.epochs, "seeds": seeds, "stage": stage, "methods": {}}
-        for m in methods:
+        for m in labels:
             mean, std = mean_std([values[m][s] for s in seeds])
             out["methods"][m] = {"test": [values[m][s] for s in seeds], "mean": mean, "std": std}
         if method != "joint":
@@ -277,6 +304,8 @@ def report(record: dict) -> dict:
             "choice": {"metric": record.get("metric"), "eta": choice.get("eta"), "resplit": choice.get("resplit"),
                        "schedule": choice.get("schedule", []), "estimate_s": choice.get("estimate_s"),
                        "rounds": choice.get("rounds", []), "ranking": choice.get("ranking", []),
-                       "skipped": record.get("skipped", [])},
+                       "skipped": record.get("skipped", []), "candidates": choice.get("candidates", []),
+                       "references": choice.get("references", ["joint"]), "default": choice.get("default", "joint"),
+                       "min_round_epochs": choice.get("min_round_epochs")},
             "recommendation": record.get("recommendation"), "apply": record.get("apply"),
             "read_while_choosing": record.get("read_while_choosing", []), "stopped": record.get("stopped")}

@@ -20,7 +20,9 @@ class AdviseConfig:
     reference); ``seeds``: seeds of the last round and of ``--apply``; ``eta``: the halving factor;
     ``budget_s`` / ``budget_runs``: the choice's budget in seconds or in runs (at most one);
     ``probe_epochs``: epochs of the diagnosis runs (None: the preset's); ``overrides``: ``--set``
-    values applied to the preset for every run (the diagnosis, the choice and ``--apply``).
+    values applied to the preset for every run (the diagnosis, the choice and ``--apply``); ``tune``:
+    each method is also a candidate with each value of the options its registration declares
+    sensitive (one option changed at a time; :mod:`engine.advise.candidates`).
     """
 
     preset: Path
@@ -36,13 +38,14 @@ class AdviseConfig:
     device: str | None = None
     explicit_methods: bool = False
     overrides: tuple[str, ...] = ()   # --set KEY=VALUE, given to every run of the advice
+    tune: bool = True   # also try each value of the options each method declares sensitive
 
 
     def identity(self) -> dict:
         """The options a re-run must repeat to continue the same advice (``--apply`` may be added later)."""
         return {"preset": str(self.preset), "candidates": list(self.candidates), "seeds": self.seeds,
                 "eta": self.eta, "budget_s": self.budget_s, "budget_runs": self.budget_runs,
-                "probe_epochs": self.probe_epochs, "overrides": list(self.overrides)}
+                "probe_epochs": self.probe_epochs, "overrides": list(self.overrides), "tune": self.tune}
 
 
 def parse_budget(text: str) -> float:

@@ -33,6 +33,21 @@ class ValidationReader:
         self.read.add(key)
         return _number((summary.get("best") or {}).get(key))
 
+    def curve(self, run_dir, key: str) -> list[tuple[int, float]]:
+        """``(epoch, value)`` of validation metric ``key`` over a run's epochs (its ``metrics.jsonl``)."""
+        if not key.startswith("val/"):
+            raise ValueError(f"the choice may read validation curves only, not '{key}'")
+        from ..store import RunPaths
+        from ..store.jsonl import read_metrics
+        self.read.add(key)
+        rows = read_metrics(RunPaths(run_dir).metrics).metric_rows()
+        out = []
+        for r in rows:
+            value = _number(r["m"].get(key)) if r.get("split") == "val" else None
+            if value is not None:
+                out.append((int(r.get("epoch") or len(out) + 1), value))
+        return out
+
     def epoch_s(self, summary: dict) -> float | None:
         """Measured training seconds per epoch (a cost, not a score)."""
         self.read.add("time_per_epoch_s")

@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 from ..errors import UsageError
 from ..store import RunPaths, read_json, read_status, read_summary
 from ..sweep.attempts import choose_attempt, config_differences, decide, read_attempt, runs_by_name
-from ..sweep.grid import parse_grid
 from ..sweep.members import Member, build_members
 from ..sweep.plan import Plan
+from .candidates import Candidate
 
 
 class AdviceStopped(Exception):
@@ -45,18 +45,23 @@ class StageRun:
 
     @property
     def label(self) -> str:
-        modality = dict(self.member.grid).get("unimodal.modality")
-        return f"unimodal:{modality}" if modality else self.member.method
+        """The candidate's label (:class:`engine.advise.candidates.Candidate`): its run name less stage and seed."""
+        return "-".join((self.member.method, *self.member.labels))
+
+    @property
+    def modality(self) -> str | None:
+        """The modality of a ``unimodal`` member."""
+        return dict(self.member.grid).get("unimodal.modality")
 
 
-def stage_members(preset: Path, stage: str, methods: list[str], seeds: list[int], general: list[str],
-                  device: str | None, resplit: bool = False, modalities: Sequence[str] = ()) -> list[Member]:
-    """The members of one stage (``unimodal`` once per modality in ``modalities``), seed-major."""
-    axes = parse_grid([f"unimodal.modality={','.join(modalities)}"], methods, []) if modalities else []
+def stage_members(preset: Path, stage: str, candidates: Sequence[Candidate], seeds: list[int], general: list[str],
+                  device: str | None, resplit: bool = False) -> list[Member]:
+    """The members of one stage, seed-major: every candidate (:mod:`engine.advise.candidates`) per seed."""
     members: list[Member] = []
     for seed in seeds:
         extra = [f"data.resplit_seed={seed}"] if resplit else []
-        members += build_members(preset, stage, methods, [seed], [*general, *extra], {}, device, axes)
+        for c in candidates:
+            members += build_members(preset, stage, [c.method], [seed], [*general, *extra], {}, device, c.axes())
     return members
 
 

@@ -65,6 +65,9 @@ def register(app: typer.Typer) -> None:
         methods: Annotated[Optional[str], typer.Option(
             "--methods", help="Comma-separated candidate methods (default: every registered method the preset "
                               "suits); joint is always run as the reference.", show_default=False)] = None,
+        tune: Annotated[bool, typer.Option(
+            "--tune/--no-tune", help="Also try each method with each value of the one or two options its "
+                                     "registration declares sensitive (`mmbal methods` lists them).")] = True,
         seeds: Annotated[int, typer.Option(
             "--seeds", help="Seeds of the last halving round and of --apply (at least 2; the preset's seed and "
                             "the following ones).")] = 3,
@@ -114,7 +117,7 @@ def register(app: typer.Typer) -> None:
             check_sweep_name(name)
             cfg = AdviseConfig(preset.resolve(), default_runs_dir(runs_dir).expanduser().resolve(), name,
                                tuple(candidates), seeds, eta, budget_s, budget_runs, probe_epochs, apply, device,
-                               explicit, overrides)
+                               explicit, overrides, tune)
             advisor = Advisor(cfg, _executor(jobs), _say)
         except MmbalError as exc:
             fail(exc)

@@ -119,6 +119,11 @@ def running_text(info: RunInfo, seed: int) -> str:
     return f"s{seed} {'-' if epoch is None else f'{epoch:g}'}/{'?' if info.epochs is None else info.epochs}"
 
 
+def shown(label: str) -> str:
+    """A candidate's label as a row shows it: ``unimodal-modality=gene`` reads ``gene alone``."""
+    return re.sub(r"^unimodal-(?:modality=)?(.+)$", r"\1 alone", label)
+
+
 def live_row(label: str, names: dict[int, str], runs: dict[str, RunInfo], metric: str) -> Row:
     """A row from the runs themselves (the stage under way): how many seeds finished, the mean of their
     selected ``metric``, and the state (running with its seeds and epochs, finished, waiting, or the
@@ -192,8 +197,16 @@ class AdviceModel:
     def _seed0(self) -> int | None:
         return whole(_dict(self._record.get("diagnosis")).get("seed"))
 
+    def _references(self) -> list[str]:
+        """joint, and unimodal on the best modality when the diagnosis found fused no better than it."""
+        refs = [r for r in _list(self._choice.get("references")) if isinstance(r, str)]
+        return refs or ["joint"]
+
     def _initial_candidates(self) -> list[str]:
-        """The candidates of the first round: the options' methods less those skipped (``method: why``)."""
+        """The candidates of the first round (older records: the options' methods less those skipped)."""
+        listed = [c for c in _list(self._choice.get("candidates")) if isinstance(c, str)]
+        if listed:
+            return listed
         skipped = {_text(s).split(":", 1)[0] for s in _list(self._record.get("skipped"))}
         return [c for c in _list(_dict(self._record.get("options")).get("candidates"))
                 if isinstance(c, str) and c not in skipped]
@@ -304,8 +317,7 @@ class AdviceModel:
         d = _dict(self._record.get("diagnosis"))
         rows = []
         for label, names in self._runs_under("diag").items():
-            shown = re.sub(r"^unimodal-(?:modality=)?(.+)$", r"\1 alone", label)
-            rows.append(live_row(shown, names, self.runs, self.metric))
+            rows.append(live_row(shown(label), names, self.runs, self.metric))
         rows.sort(key=lambda row: (row.label != "joint", row.label))
         if d:
             detail = f"{_plural(whole(d.get('epochs')), 'epoch')} · seed {whole(d.get('seed'))}"
@@ -339,8 +351,8 @@ class AdviceModel:
         kept = [c for c in _list(rnd.get("kept")) if isinstance(c, str)]
         scores = _dict(rnd.get("scores"))
         failed = [_text(f) for f in _list(rnd.get("failed"))]
-        rows = [self._scored_row("joint", _dict(scores.get("joint")), len(seeds), "reference", "reference",
-                                 self._run_of(f"r{r}", "joint", seeds))]
+        rows = [self._scored_row(ref, _dict(scores.get(ref)), len(seeds), "reference", "reference",
+                                 self._run_of(f"r{r}", ref, seeds)) for ref in self._references()]
 
         def order(c: str) -> tuple:   # kept first, then by mean, highest first
             mean = finite(_dict(scores.get(c)).get("mean"))
@@ -352,7 +364,7 @@ class AdviceModel:
                 state, kind = "kept", "kept"
             else:
                 broke = any(f.startswith(f"{c} (") for f in failed)
-                state, kind = f"dropped after round {r + 1}" + (" (a run failed)" if broke else ""), "dropped"
+                state, kind = f"dropped in round {r + 1}" + (" (a run failed)" if broke else ""), "dropped"
             rows.append(self._scored_row(c, _dict(scores.get(c)), len(seeds), state, kind,
                                          self._run_of(f"r{r}", c, seeds)))
         spec = {"epochs": rnd.get("epochs"), "keep": len(kept)}
@@ -363,7 +375,7 @@ class AdviceModel:
     @staticmethod
     def _scored_row(label: str, entry: dict, total: int, state: str, kind: str, run: Path | None) -> Row:
         done = len(_dict(entry.get("scores")))
-        return Row(label, done, total, finite(entry.get("mean")), finite(entry.get("std")),
+        return Row(shown(label), done, total, finite(entry.get("mean")), finite(entry.get("std")),
                    finite(entry.get("diff")) if label != "joint" else None, finite(entry.get("p")), state, kind, run)
 
     def _open_round(self, r: int, spec: dict, total: int, done: list[dict]) -> StageView:
@@ -378,9 +390,9 @@ class AdviceModel:
         seed0, n = self._seed0(), whole(spec.get("seeds"))
         seeds = [seed0 + i for i in range(n)] if seed0 is not None and n is not None else []
         rows = []
-        for method in ["joint", *[c for c in candidates if isinstance(c, str)]]:
+        for method in [*self._references(), *[c for c in candidates if isinstance(c, str)]]:
             names = {s: f"{self.name}-r{r}-{method}-s{s}" for s in seeds}
-            rows.append(live_row(method, names, self.runs, self.metric))
+            rows.append(live_row(shown(method), names, self.runs, self.metric))
         return StageView(f"r{r}", title, self._round_detail(spec, seeds, len(candidates)), self._open_status(),
                          short_metric(self.metric), tuple(rows))
 
@@ -394,16 +406,17 @@ class AdviceModel:
             return None
         figure = short_metric(_text(a.get("metric"), "test/" + self.metric.split("/", 1)[-1]))
         if not a:
-            rows = tuple(live_row(label, names, self.runs, self.metric) for label, names in runs.items())
+            rows = tuple(live_row(shown(label), names, self.runs, self.metric) for label, names in runs.items())
             return StageView("apply", "apply", "the recommendation and joint, full epochs and seeds",
                              self._open_status(), short_metric(self.metric), rows)
         seeds = [s for s in _list(a.get("seeds")) if whole(s) is not None]
         rows = []
+        chosen = _dict(self._record.get("recommendation")).get("method")
         for method, values in _dict(a.get("methods")).items():
             v = _dict(values)
             tests = [t for t in _list(v.get("test")) if finite(t) is not None]
-            diff = finite(a.get("diff")) if method != "joint" else None
-            rows.append(Row(method, len(tests), len(seeds), finite(v.get("mean")), finite(v.get("std")), diff,
+            diff = finite(a.get("diff")) if method == chosen and method != "joint" else None
+            rows.append(Row(shown(method), len(tests), len(seeds), finite(v.get("mean")), finite(v.get("std")), diff,
                             finite(a.get("p")) if diff is not None else None, "finished", "finished",
                             self._run_of("apply", method, seeds)))
         detail = f"{_plural(whole(a.get('epochs')), 'epoch')} · {_seeds_text(seeds) if seeds else 'no seeds'}"

@@ -1,7 +1,7 @@
 """Text pieces of the advice screen, shared with ``mmbal watch --advice NAME --once``.
 
 As for runs (:mod:`.text`), what matters is in the characters: a candidate's state is words
-(``kept``, ``dropped after round 1``, ``running s1 1/3``), the held-back modality carries a marker.
+(``kept``, ``dropped in round 1``, ``running s1 1/3``), the held-back modality carries a marker.
 The halving is one line per stage header and one per row, in fixed columns, so that the screen's
 list and the snapshot print the same lines.
 """

@@ -48,6 +48,7 @@ class AdviceScreen(Screen):
         self.runs_dir = Path(runs_dir)
         self.interval = interval
         self._reading = False
+        self._followed: int | None = None   # the row the cursor was put on to follow the advice
         self.reader = AdviceReader(home, self.runs_dir)
         self.model = AdviceModel(home)
 
@@ -103,6 +104,7 @@ class AdviceScreen(Screen):
         model = self.model
         self.query_one("#advice-title", Static).update(title_text(model))
         self.query_one(NoticeBar).show(model.notices())
+        self.call_after_refresh(self._keep_followed_in_view)
         self.query_one("#advice-diagnosis", Static).update(diagnosis_part(model))
         self.query_one("#advice-result", Static).update(result_part(model))
         self.app.sub_title = f"advice {model.name} ({model.current_stage()})"
@@ -112,6 +114,7 @@ class AdviceScreen(Screen):
 
     def _fill(self, lines) -> None:
         halving = self.query_one(OptionList)
+        following = halving.highlighted in (None, 0, self._followed)
         kept = halving.highlighted_option.id if halving.highlighted_option is not None else None
         halving.clear_options()
         ids = set()
@@ -120,8 +123,19 @@ class AdviceScreen(Screen):
             option_id = run_id if run_id is not None and run_id not in ids else f"line-{i}"
             ids.add(option_id)
             halving.add_option(Option(text, id=option_id, disabled=row is None))
-        if kept is not None and kept in ids:
+        if following:   # until the user moves the cursor it follows the advice: the last row with a run
+            rows = [i for i, (_, row) in enumerate(lines) if row is not None]
+            if rows:
+                halving.highlighted = self._followed = rows[-1]
+                self.call_after_refresh(halving.scroll_to_highlight)
+        elif kept is not None and kept in ids:
             halving.highlighted = halving.get_option_index(kept)
+
+    def _keep_followed_in_view(self) -> None:
+        """After a redraw (a notice may have taken a line), the followed row is still shown."""
+        halving = self.query_one(OptionList)
+        if self._followed is not None and halving.highlighted == self._followed:
+            halving.scroll_to_highlight()
 
     # -- actions --------------------------------------------------------------------------------
     @on(OptionList.OptionSelected)
