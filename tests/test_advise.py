@@ -119,7 +119,8 @@ def test_choice_keeps_the_right_number_and_reads_no_test_figure_before_apply(tmp
     assert rounds[1]["candidates"] == rounds[0]["kept"]
     assert rounds[0]["epochs"] == 1 and rounds[1]["epochs"] == 2
     assert set(rounds[0]["scores"]) == {"joint", "ogm_ge", "mla", "mmcosine"}
-    best = min(("ogm_ge", "mla", "mmcosine"), key=lambda c: (-rounds[0]["scores"][c]["mean"], c))  # ties: by name
+    from engine.advise.report import rank_key
+    best = min(("ogm_ge", "mla", "mmcosine"), key=lambda c: rank_key(rounds[0]["scores"][c], False, c))  # ties: cost
     assert rounds[0]["kept"] == [best]
     assert calls == [] and record.get("apply") is None
     assert record["read_while_choosing"] and all(k.startswith(("val/", "mi/", "shapley/")) or k == "time_per_epoch_s"
@@ -129,7 +130,8 @@ def test_choice_keeps_the_right_number_and_reads_no_test_figure_before_apply(tmp
     runs_before = sorted(p.name for p in (tmp_path / "runs").iterdir())
     record = advise(tmp_path, preset(tmp_path, epochs=2), methods=("ogm_ge", "mla", "mmcosine"), apply=True)
     assert calls and all(k == "test/acc/fused" for k in calls)
-    assert set(record["apply"]["methods"]) == {record["recommendation"]["method"], "joint"}
+    assert set(record["apply"]["methods"]) == {record["recommendation"]["method"], "joint",
+                                               record["choice"]["default"]}
     assert len(record["apply"]["methods"]["joint"]["test"]) == 2
     new = set(p.name for p in (tmp_path / "runs").iterdir()) - set(runs_before)
     assert all("-apply-" in n for n in new if n != "advice")
@@ -296,3 +298,12 @@ def test_when_fused_loses_to_a_modality_alone_a_method_must_beat_that_modality()
     strong_joint = {0: 0.70, 1: 0.75, 2: 0.71}                 # joint beats a alone, m beats neither
     last = {"kept": ["m"], "scores": score_round({"joint": strong_joint, uni: alone, "m": alone}, {}, uni)}
     assert recommend(last, uni, "val/acc/fused", "a")[0] == "joint"
+
+
+def test_candidates_that_tie_on_validation_go_on_by_cost_not_by_name():
+    from engine.advise.report import rank_key
+    scored = {"agm": {"mean": 0.65, "cost": 1.4}, "ume": {"mean": 0.65 + 1e-17, "cost": 0.9},
+              "zz": {"mean": 0.70, "cost": 3.0}, "mla": {"mean": 0.65, "cost": None}}
+    order = sorted(scored, key=lambda c: rank_key(scored[c], False, c))
+    assert order == ["zz", "ume", "agm", "mla"]
+    assert sorted(scored, key=lambda c: rank_key(scored[c], True, c))[-1] == "zz"   # a loss: lower is better

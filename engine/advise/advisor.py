@@ -20,7 +20,7 @@ from .diagnose import diagnose
 from .halving import as_dicts, estimate_s, fit_runs, fit_time, from_dicts, min_round_epochs, schedule
 from .reading import ValidationReader, test_key, test_value
 from .record import SCHEMA, advice_dir, now, read_advice, write_advice
-from .report import ranking, recommend, score_round
+from .report import rank_key, ranking, recommend, score_round
 from .stages import AdviceStopped, plan_stage, stage_members, stage_results
 
 
@@ -223,7 +223,7 @@ class Advisor:
             scored, failed = self._score(results, choice["default"])
             lower = self.metric.split("/")[1] == "loss"
             alive = [c for c in survivors if c in scored and len(scored[c]["scores"]) == spec.seeds]
-            alive.sort(key=lambda c: (scored[c]["mean"] if lower else -scored[c]["mean"], c))
+            alive.sort(key=lambda c: rank_key(scored[c], lower, c))
             kept = alive[:spec.keep]
             choice["rounds"].append({"round": r, "epochs": spec.epochs, "seeds": seeds, "stage": stage,
                                      "candidates": list(survivors), "scores": scored, "kept": kept, "failed": failed})

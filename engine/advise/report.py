@@ -60,6 +60,14 @@ def beats(entry: dict, reference: str = "joint") -> bool:
     return diff is not None and diff > 0 and p is not None and p < ALPHA
 
 
+def rank_key(entry: dict, lower: bool, label: str) -> tuple:
+    """The order a round keeps candidates in: the best mean first (equal up to rounding: the cheaper
+    first, since the validation figures cannot tell them apart; then by label)."""
+    mean = round(entry["mean"], 9)
+    cost = entry.get("cost")
+    return (mean if lower else -mean, cost if cost is not None else math.inf, label)
+
+
 def _against(entry: dict, reference: str) -> tuple[float | None, float | None]:
     return (entry.get("diff"), entry.get("p")) if reference == "joint" else \
         (entry.get("diff_default"), entry.get("p_default"))

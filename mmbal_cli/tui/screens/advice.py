@@ -35,6 +35,16 @@ class AdviceReadDone(Message):
         self.read = read
 
 
+class HalvingList(OptionList):
+    """The stages' rows; while ``following``, a change of height keeps the highlighted row in view."""
+
+    following = False
+
+    def on_resize(self) -> None:
+        if self.following and self.highlighted is not None:
+            self.scroll_to_highlight()
+
+
 class AdviceScreen(Screen):
     """One advice, live; :meth:`attach` switches to another."""
 
@@ -57,7 +67,7 @@ class AdviceScreen(Screen):
         yield NoticeBar(limit=2, id="advice-notices")
         yield Static(id="advice-diagnosis")
         yield Static(id="advice-columns")
-        yield OptionList(id="halving")
+        yield HalvingList(id="halving")
         yield Static(id="advice-result")
         yield Footer()
 
@@ -104,7 +114,6 @@ class AdviceScreen(Screen):
         model = self.model
         self.query_one("#advice-title", Static).update(title_text(model))
         self.query_one(NoticeBar).show(model.notices())
-        self.call_after_refresh(self._keep_followed_in_view)
         self.query_one("#advice-diagnosis", Static).update(diagnosis_part(model))
         self.query_one("#advice-result", Static).update(result_part(model))
         self.app.sub_title = f"advice {model.name} ({model.current_stage()})"
@@ -115,6 +124,7 @@ class AdviceScreen(Screen):
     def _fill(self, lines) -> None:
         halving = self.query_one(OptionList)
         following = halving.highlighted in (None, 0, self._followed)
+        halving.following = following
         kept = halving.highlighted_option.id if halving.highlighted_option is not None else None
         halving.clear_options()
         ids = set()
@@ -130,12 +140,6 @@ class AdviceScreen(Screen):
                 self.call_after_refresh(halving.scroll_to_highlight)
         elif kept is not None and kept in ids:
             halving.highlighted = halving.get_option_index(kept)
-
-    def _keep_followed_in_view(self) -> None:
-        """After a redraw (a notice may have taken a line), the followed row is still shown."""
-        halving = self.query_one(OptionList)
-        if self._followed is not None and halving.highlighted == self._followed:
-            halving.scroll_to_highlight()
 
     # -- actions --------------------------------------------------------------------------------
     @on(OptionList.OptionSelected)
