@@ -83,12 +83,12 @@ def recommend(last: dict | None, default: str, metric: str, best_alone: str) -> 
     n = len(entry["scores"])
     diff, p = _against(entry, default)
     if beats(entry, default):
-        return finalist, (f"{finalist}: it beats {default} on val {metric} by {diff:+.4f} "
+        return finalist, (f"{finalist}: it beats {default} on {metric} by {diff:+.4f} "
                           f"(paired t-test p={p:.3f}, {n} seeds)")
     joint = last["scores"].get("joint", {})
     if default != "joint" and beats(joint, default):
         jd, jp = _against(joint, default)
-        return "joint", (f"keep joint: it beats {default} on val {metric} by {jd:+.4f} (p={jp:.3f}), and no "
+        return "joint", (f"keep joint: it beats {default} on {metric} by {jd:+.4f} (p={jp:.3f}), and no "
                          f"method beats {default} (the finalist {finalist} differs by {diff:+.4f})")
     ptext = f"p={p:.3f}" if p is not None else "no p: the same difference on every seed"
     why = "no method beats it here" if default == "joint" else \
