@@ -106,12 +106,12 @@ def stage_results(plan: Plan) -> list[StageRun]:
 class SweepExecutor:
     """Runs a plan's members as ``mmbal run``/``resume`` subprocesses started by ``cli`` (the sweep runner)."""
 
-    def __init__(self, cli: Sequence[str], jobs: int = 1, on_event: Callable | None = None):
-        self.cli, self.jobs, self.on_event = list(cli), jobs, on_event
+    def __init__(self, cli: Sequence[str], jobs: int = 1, on_event: Callable | None = None, launcher=None):
+        self.cli, self.jobs, self.on_event, self.launcher = list(cli), jobs, on_event, launcher
 
     def __call__(self, plan: Plan) -> None:
         from ..sweep.runner import SweepRunner
-        result = SweepRunner(plan, self.cli, self.jobs, on_event=self.on_event).run()
+        result = SweepRunner(plan, self.cli, self.jobs, on_event=self.on_event, launcher=self.launcher).run()
         if result.interrupted:
             raise AdviceStopped(result.stopped_by or "SIGINT")
 

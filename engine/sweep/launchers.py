@@ -89,8 +89,9 @@ class SubmititLauncher:
             raise UsageError(f"--slurm: {first}; shared keys: {', '.join(GENERIC)}; any other key is a Slurm "
                              f"option of submitit's SlurmExecutor (partition, account, qos, constraint, ...)") from None
 
-    def start(self, cmd: Sequence[str], log: Path, name: str) -> "SubmittedMember":
-        """Submit one member whose output is appended to ``log``."""
+    def start(self, cmd: Sequence[str], log: Path, name: str, env: dict | None = None) -> "SubmittedMember":
+        """Submit one member whose output is appended to ``log`` (``env`` is not used: a job runs in the
+        cluster's environment)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         stop = self.folder / f"{name}.stop"
         stop.unlink(missing_ok=True)

@@ -5,9 +5,11 @@ interpreter and module); a member is ``cli + ["run", preset, ...]`` or ``cli + [
 With ``jobs > 1`` each member gets ``OMP_NUM_THREADS = cpus // jobs`` unless the variable is set.
 With ``gpus`` (``mmbal sweep --gpus 0,1``) the ``jobs`` slots are dealt to the GPUs round-robin
 (slot ``i`` runs on ``gpus[i % len(gpus)]``) and a member started in a slot sees only that GPU
-(``CUDA_VISIBLE_DEVICES``), where it is ``cuda:0``. With a ``launcher``
-(:class:`engine.sweep.launchers.SubmititLauncher`, ``--launcher slurm``) each member is a cluster job
-instead of a subprocess; everything else (the queue, the record, the stop, the resume) is the same.
+(``CUDA_VISIBLE_DEVICES``), where it is ``cuda:0``. With a ``launcher`` each member is started by it
+instead (``launcher.start(cmd, log, name, env=...)`` returns what ``poll``/``send_signal``/``wait``
+like a subprocess): a cluster job (:class:`engine.sweep.launchers.SubmititLauncher`, ``--launcher
+slurm``) or a process forked from a server that imported mmbal once (the CLI's ``ForkLauncher``, for
+local members off the GPU); everything else (the queue, the record, the stop, the resume) is the same.
 Members run in their own session, so a terminal Ctrl-C (or a SIGTERM) reaches only the sweep, which
 starts no new member and forwards exactly one SIGINT to each running one: it writes a checkpoint
 and stops (exit 130), like ``mmbal run`` on Ctrl-C; a member still starting up stops without one.
@@ -234,7 +236,7 @@ class SweepRunner:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                         env=member_env(self.jobs, gpu), start_new_session=True)
         if self.launcher is not None:
-            proc = self.launcher.start(cmd, log, task.member.run_name)
+            proc = self.launcher.start(cmd, log, task.member.run_name, env=member_env(self.jobs, gpu))
         item = _Live(task, proc, log, start, time.perf_counter(), slot, gpu)
         self._live.append(item)
         if self._interrupts:  # a signal arrived while this member was being started

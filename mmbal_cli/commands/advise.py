@@ -29,8 +29,9 @@ def _member_event(kind, task, outcome) -> None:
 def _executor(jobs: int):
     """What runs a stage's members: ``mmbal run``/``resume`` subprocesses through the sweep runner."""
     from engine.advise.stages import SweepExecutor
-    from .sweep import mmbal_argv
-    return SweepExecutor(mmbal_argv(sys.executable), jobs, on_event=_member_event)
+    from .sweep import local_launcher, mmbal_argv
+    cli = mmbal_argv(sys.executable)
+    return SweepExecutor(cli, jobs, on_event=_member_event, launcher=local_launcher(cli))
 
 
 def candidate_methods(text: str | None) -> tuple[list[str], bool]:

@@ -147,7 +147,8 @@ def register(app: typer.Typer) -> None:
                               name=name, device=device, grid=grid or [])
             if jobs is None:  # a cluster's scheduler queues every job; here one run, or one per GPU
                 jobs = max(1, len(plan.todo())) if launcher == "slurm" else max(1, len(gpu_list))
-            cluster = _launcher(launcher, plan, slurm or []) if not dry_run else None
+            cluster = _launcher(launcher, plan, slurm or [], mmbal_argv(sys.executable), gpu_list) \
+                if not dry_run else None
         except MmbalError as exc:
             fail(exc)
         except KeyboardInterrupt:
@@ -182,10 +183,17 @@ def _check_launcher(launcher: str, gpus: str | None, slurm: list[str] | None) ->
         import_submitit()  # missing: exit 2 before anything is planned
 
 
-def _launcher(launcher: str, plan, slurm: list[str]):
-    """The submitit launcher of ``--launcher slurm`` (None for local runs)."""
+def local_launcher(cli: list[str], gpus: list[str] = ()):
+    """Members forked from a server that imported mmbal once (:mod:`mmbal_cli.forked`); None (exec'd
+    members) with GPUs or with ``MMBAL_SWEEP_EXEC=1``."""
+    from .. import forked
+    return forked.ForkLauncher(len(cli)) if not gpus and forked.enabled() else None
+
+
+def _launcher(launcher: str, plan, slurm: list[str], cli: list[str], gpus: list[str]):
+    """The submitit launcher of ``--launcher slurm``; for local runs the fork launcher (or None)."""
     if launcher != "slurm":
-        return None
+        return local_launcher(cli, gpus)
     from engine.sweep.launchers import SubmititLauncher, parse_parameters
     from engine.sweep.layout import sweep_dir
     return SubmititLauncher(sweep_dir(plan.runs_dir, plan.name), parse_parameters(slurm))
