@@ -212,7 +212,7 @@ def test_zeroing_the_game_weight_leaves_only_the_task_gradient():
     assert any(not torch.allclose(u, v) for u, v in zip(g0, g1))
 
 
-# -- cost: one encoder pass, one batched head call ----------------------------------------------
+# -- cost: one encoder pass, one head call on the batch ----------------------------------------------
 @pytest.mark.parametrize("game", ["greedy", "ind", "colab"])
 def test_all_permutations_go_through_one_head_call(game):
     model, method, step, x, y = make(game=game, n_permutations=5)
@@ -220,7 +220,9 @@ def test_all_permutations_go_through_one_head_call(game):
     model.fusion.register_forward_hook(lambda mod, args, out: rows.append(out[0].shape[0]))
     model.encoders["a"].register_forward_hook(lambda mod, args, out: encoder_calls.append(1))
     method.train_step(x, y, step)
-    assert rows == [B, 2 * 5 * B] and len(encoder_calls) == 1   # 2 permuted sets x N x B rows
+    # an additive head is row-wise: the game runs it on the B rows once and permutes the (B, C) logit
+    # contributions, not 2 permuted sets x N x B feature rows
+    assert rows == [B, B] and len(encoder_calls) == 1
 
 
 @pytest.mark.parametrize("game, calls", [("greedy", [2 * 5 * B]), ("ind", [5 * B, 5 * B])])

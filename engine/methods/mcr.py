@@ -419,26 +419,35 @@ class MCR(Method):
                          scaled: bool = True) -> dict[str, torch.Tensor]:
         """Each modality's features for every permuted set, (n_sets, N * B, d_m), permuted where the set
         holds the modality, repeated otherwise; ``scaled``: their gradient multiplied by the game's g(m, S)."""
-        n_sets, (n, b) = len(self.sets), perms.shape[1:]
         scales = self.feature_scale.to(perms.device)
         stacked = {}
         for i, m in enumerate(self.ctx.modalities):
-            z = features[m]
-            permuted, repeated = permute_rows(z, perms[i]), z.expand(n, *z.shape)
-            rows = torch.stack([permuted if m in s else repeated for s in self.sets]).view(n_sets, n * b, -1)
+            rows = self.stacked_rows(m, features[m], perms[i])
             stacked[m] = with_gradient_scale(rows, scales[:, i, None, None].to(rows.dtype)) if scaled else rows
         return stacked
+
+    def stacked_rows(self, m: str, z: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+        """(n_sets, N * B, ...): the B rows ``z`` of modality ``m`` for every permuted set, under its N
+        permutations ``perms`` (N, B) where the set holds ``m``, repeated N times otherwise."""
+        n, b = perms.shape
+        permuted, repeated = permute_rows(z, perms), z.expand(n, *z.shape)
+        return torch.stack([permuted if m in s else repeated for s in self.sets]).view(len(self.sets), n * b,
+                                                                                           *z.shape[1:])
 
     def permuted_logits(self, fusion: nn.Module, features, perms, share: float) -> torch.Tensor:
         """The fused logits (n_sets, N * B, C) of every permuted set, routed as ``game_head`` says; ``share``
         multiplies the head parameters' gradient (1 / world size: see :meth:`game`)."""
         n_sets = len(self.sets)
         flat = lambda rows: {m: r.reshape(-1, r.shape[-1]) for m, r in rows.items()}  # noqa: E731
-        if self.cfg.game_head == "player" and getattr(fusion, "additive", False):
-            # each modality's logit contribution (its head slice and bias share) carries g(m, S)
-            rows = flat(self.stacked_features(features, perms, scaled=False))
-            _, parts = functional_call(fusion, head_parameters(fusion, share), (rows,))
-            stacked = torch.stack([parts[m] for m in self.ctx.modalities]).unflatten(1, (n_sets, -1))
+        if getattr(fusion, "additive", False):
+            # each modality's logit contribution (its head slice and bias share; frozen: a detached head)
+            # carries g(m, S). The head is row-wise, so the contribution of permuted features is the
+            # permuted contribution: the head runs once on the B rows and only the (B, C) contributions
+            # are permuted and stacked, not the (N * B, d_m) features (the spec's "implementation shortcut")
+            scale = share if self.cfg.game_head == "player" else 0.0
+            _, parts = functional_call(fusion, head_parameters(fusion, scale), (features,))
+            stacked = torch.stack([self.stacked_rows(m, parts[m], perms[i])
+                                   for i, m in enumerate(self.ctx.modalities)])   # (M, n_sets, N * B, C)
             scales = self.feature_scale.to(perms.device).T[:, :, None, None].to(stacked.dtype)  # (M, n_sets, 1, 1)
             return with_gradient_scale(stacked, scales).sum(0)
         stacked = self.stacked_features(features, perms)
