@@ -1,7 +1,8 @@
 """Gradient routing for ``mcr``'s permutation game: the pieces that change which parameters a value's
 gradient reaches, and by how much, without changing the value (see :mod:`engine.methods.mcr`).
 
-* :func:`with_gradient_scale`: ``x`` bit for bit, its gradient multiplied by a constant;
+* :func:`with_gradient_scale` (:class:`ScaleGradient`): ``x`` bit for bit, its gradient multiplied by a
+  constant;
 * :class:`PermuteRows`: N row permutations of a batch, with a deterministic backward;
 * :func:`head_parameters`: a module's parameters for ``torch.func.functional_call`` with their
   gradient scaled (or cut);
@@ -16,10 +17,28 @@ import torch
 from torch import nn
 
 
+class ScaleGradient(torch.autograd.Function):
+    """``x`` broadcast with ``scale`` in value (no arithmetic: a view), its gradient multiplied by
+    ``scale`` and summed back to ``x``'s shape: what ``x.detach() + (x - x.detach()) * scale`` computes,
+    without that expression's three passes over the broadcast tensor in the forward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scale)
+        ctx.shape = x.shape
+        return x.expand(torch.broadcast_shapes(x.shape, scale.shape))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (scale,) = ctx.saved_tensors
+        return (grad * scale).sum_to_size(ctx.shape), None
+
+
 def with_gradient_scale(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``x`` in value (bit for bit), with its gradient multiplied by ``scale`` (broadcast)."""
-    frozen = x.detach()
-    return frozen + (x - frozen) * scale
+    """``x`` in value (bit for bit; broadcast with ``scale``), with its gradient multiplied by ``scale``."""
+    scale = scale.detach() if isinstance(scale, torch.Tensor) else torch.tensor(scale, dtype=x.dtype, device=x.device)
+    return ScaleGradient.apply(x, scale)
 
 
 class PermuteRows(torch.autograd.Function):
