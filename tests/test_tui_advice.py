@@ -234,3 +234,10 @@ def test_the_a_key_lists_the_advices_and_enter_opens_one_then_a_candidates_run(f
         assert isinstance(app.screen, AdviceScreen)
 
     drive(scenario, finished, run_dir=joint)
+
+
+def test_a_long_candidate_label_keeps_its_method_and_value():
+    from mmbal_cli.tui.advice_text import fit_label
+    assert fit_label("ogm_ge-alpha=0.8", 18) == "ogm_ge-alpha=0.8"
+    cut = [fit_label(f"inforeg-window_threshold={v}", 18) for v in ("0.04", "0.1")]
+    assert cut == ["inforeg-…hold=0.04", "inforeg-…shold=0.1"] and all(len(c) == 18 for c in cut)

@@ -86,9 +86,18 @@ def versus_text(row: Row) -> str:
     return f"{row.diff:+.3f}" + (f" p={row.p:.2f}" if row.p is not None else "")
 
 
+def fit_label(label: str, width: int) -> str:
+    """``label`` in ``width`` characters: cut in the middle, so that the method and the option's value
+    both stay (``inforeg-wi…shold=0.04``, ``inforeg-wi…eshold=0.1``)."""
+    if len(label) <= width:
+        return label
+    head = (width - 1) // 2
+    return label[:head] + "…" + label[len(label) - (width - 1 - head):]
+
+
 def row_text(row: Row, width: int) -> Text:
     """One candidate in fixed columns: label, seeds finished of planned, mean ± std, vs joint, state."""
-    label = row.label if len(row.label) <= width else row.label[: width - 1] + "…"
+    label = fit_label(row.label, width)
     cells = "  " + label.ljust(width) + "  " + f"{row.done}/{row.total}".rjust(SEEDS_W) + "  " \
         + pm(row.mean, row.std).ljust(MEAN_W) + "  " + versus_text(row).ljust(VERSUS_W) + "  "
     return Text.assemble(cells, (row.state, KIND_STYLES.get(row.kind, "")), no_wrap=True, overflow="ellipsis")
