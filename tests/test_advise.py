@@ -307,3 +307,23 @@ def test_candidates_that_tie_on_validation_go_on_by_cost_not_by_name():
     order = sorted(scored, key=lambda c: rank_key(scored[c], False, c))
     assert order == ["zz", "ume", "agm", "mla"]
     assert sorted(scored, key=lambda c: rank_key(scored[c], True, c))[-1] == "zz"   # a loss: lower is better
+
+
+def test_rounds_train_beyond_the_presets_warm_up_and_a_refused_candidate_is_dropped(tmp_path, monkeypatch):
+    path = preset(tmp_path, epochs=3)
+    path.write_text(path.read_text().replace('lr = 1e-2', 'lr = 1e-2\nwarmup_epochs = 1'))
+    real = advisor_mod.stage_members
+
+    def refusing(preset_path, stage, candidates, *args, **kw):   # mla's options need more epochs than round 1's
+        if stage.endswith("-r0") and [c.label for c in candidates] == ["mla"]:
+            from engine.errors import PresetError
+            raise PresetError("p.toml", ["method.x: needs more epochs"])
+        return real(preset_path, stage, candidates, *args, **kw)
+
+    monkeypatch.setattr(advisor_mod, "stage_members", refusing)
+    record = advise(tmp_path, path, methods=("ogm_ge", "mla", "mmcosine"), seeds=2)
+    choice = record["choice"]
+    assert choice["min_round_epochs"] == 2 and all(r["epochs"] >= 2 for r in choice["rounds"])
+    first = choice["rounds"][0]
+    assert "mla" not in first["scores"] and "mla" not in first["kept"]
+    assert any(f.startswith("mla: refused at 2 epoch(s): method.x: needs more epochs") for f in first["failed"])

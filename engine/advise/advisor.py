@@ -45,6 +45,8 @@ class Advisor:
         cfg = self.cfg
         preset_cfg, _ = load_preset(cfg.preset, list(cfg.overrides))
         self.epochs = preset_cfg.train.epochs
+        # a round must train beyond the preset's warm-up (train.warmup_epochs < train.epochs)
+        self.warmup_floor = int(preset_cfg.train.warmup_epochs) + 1
         self.seed0 = preset_cfg.seed
         self.metric = preset_cfg.train.select_metric
         self.modalities = list(preset_cfg.modalities)
@@ -169,7 +171,7 @@ class Advisor:
         if "schedule" in self.record["choice"]:
             return from_dicts(self.record["choice"]["schedule"])
         cfg, d = self.cfg, self.record["diagnosis"]
-        n, least = len(self.candidates), d.get("min_round_epochs", 1)
+        n, least = len(self.candidates), max(d.get("min_round_epochs", 1), self.warmup_floor)
         if cfg.budget_runs is not None:
             rounds = fit_runs(n, cfg.eta, self.epochs, cfg.seeds, cfg.budget_runs, least, references)
             if rounds is None:
@@ -201,7 +203,8 @@ class Advisor:
         choice = self.record.setdefault("choice", {
             "metric": self.metric, "eta": self.cfg.eta, "resplit": small, "rounds": [],
             "candidates": [c.label for c in self.candidates], "references": [c.label for c in references],
-            "default": references[-1].label, "min_round_epochs": d.get("min_round_epochs", 1)})
+            "default": references[-1].label,
+            "min_round_epochs": min(max(d.get("min_round_epochs", 1), self.warmup_floor), self.epochs)})
         rounds = self._schedule(len(references))
         write_advice(self.home, self.record)
         survivors = [c.label for c in self.candidates]
@@ -215,12 +218,21 @@ class Advisor:
                      f"{spec.epochs} epoch(s)")
             general = [*self.general, f"train.epochs={spec.epochs}", "monitor.enabled=false"]
             stage = f"{self.cfg.name}-r{r}"
-            members = stage_members(self.cfg.preset, stage, [*references, *(self.by_label[c] for c in survivors)],
-                                    seeds, general, self.cfg.device, resplit=choice["resplit"])
+            members = stage_members(self.cfg.preset, stage, references, seeds, general, self.cfg.device,
+                                    resplit=choice["resplit"])
+            refused = []
+            for c in survivors:
+                try:
+                    members += stage_members(self.cfg.preset, stage, [self.by_label[c]], seeds, general,
+                                             self.cfg.device, resplit=choice["resplit"])
+                except PresetError as exc:   # e.g. an option that needs more epochs than this round trains
+                    refused.append(f"{c}: refused at {spec.epochs} epoch(s): " + "; ".join(exc.problems))
+            members.sort(key=lambda m: m.seed)   # seed-major, as a sweep: a partial round pairs seeds
             results = self._stage(stage, members)
             refs = {c.label for c in references}
             self._need([x for x in results if x.label in refs], f"round {r + 1}'s reference runs")
             scored, failed = self._score(results, choice["default"])
+            failed = [*refused, *failed]
             lower = self.metric.split("/")[1] == "loss"
             alive = [c for c in survivors if c in scored and len(scored[c]["scores"]) == spec.seeds]
             alive.sort(key=lambda c: rank_key(scored[c], lower, c))
