@@ -45,16 +45,14 @@ def separate(preset: str, runs: int, jobs: int, epochs: int, where: Path) -> flo
     if jobs > 1:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     started = time.perf_counter()
-    live: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []
     for seed in range(runs):
-        while len(live) >= jobs:
-            live = [p for p in live if p.poll() is None] or live
-            if len(live) >= jobs:
-                time.sleep(0.02)
-        live.append(subprocess.Popen(mmbal("run", preset, "--runs-dir", str(where), "--set", f"seed={seed}",
-                                           "--set", f"train.epochs={epochs}"), env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    for p in live:
+        while sum(p.poll() is None for p in procs) >= jobs:
+            time.sleep(0.02)
+        procs.append(subprocess.Popen(mmbal("run", preset, "--runs-dir", str(where), "--set", f"seed={seed}",
+                                            "--set", f"train.epochs={epochs}"), env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for p in procs:
         if p.wait() != 0:
             raise SystemExit(f"a run failed (exit {p.returncode})")
     return time.perf_counter() - started
