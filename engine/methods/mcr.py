@@ -287,7 +287,10 @@ class GameResult:
                   help="Multimodal Competition Regularizer: latent-permutation JSD game + SupCon + CEB (Kontras et al. 2025)",
                   paper="Kontras, Strypsteen, Chatzichristos, Liang, Blaschko, De Vos: Multimodal Competition "
                         "Regularizer, NeurIPS 2025 (arXiv 2411.07335)",
-                  optimizer="adam", cost="1F + 1B + N permuted fusion-head passes",
+                  optimizer="adam",
+                  cost="1F + 1B + the game: N x sets permuted copies of the B x C logit contributions and their "
+                       "JSD (additive heads; other heads: N x sets fusion-head passes) + NT-Xent over 2B rows + M "
+                       "unimodal heads",
                   live={"coef/<m>": "game weight lambda on modality m (0 during pre-training)",
                         "score/<m>": "permutation importance: fused accuracy with m's features permuted over the "
                                      "unpermuted accuracy (lower: m matters more)",
