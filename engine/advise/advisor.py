@@ -187,8 +187,9 @@ class Advisor:
                 need = estimate_s(schedule(n, cfg.eta, least, 2, least, references), d["epoch_s"], d["startup_s"])
                 raise UsageError(f"--budget: {max(left, 0):.0f}s are left after the diagnosis ({d['seconds']:.0f}s), "
                                  f"but choosing among {n} candidates needs about {need:.0f}s even at {least} "
-                                 f"epoch(s) and 2 seeds a round ({least}: the epochs joint needed to get halfway "
-                                 f"from chance to its best validation accuracy); raise --budget, name fewer "
+                                 f"epoch(s) and 2 seeds a round (the fewest a round may train: what joint needed "
+                                 f"to get halfway from chance to its best validation accuracy, and more than the "
+                                 f"preset's warm-up); raise --budget, name fewer "
                                  f"--methods, add --no-tune or raise --eta (the diagnosis is kept in {self.home})")
         else:
             rounds = schedule(n, cfg.eta, self.epochs, cfg.seeds, least, references)
