@@ -133,7 +133,7 @@ nor logged.
 
 Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``game_weight`` 0.01 (AVE) and 0.001
 (UCF101), beside 0.1 (CREMA-D), and ``unimodal_weight`` 1 (the transformer runs), the per-dataset ``--l`` and
-``--multil`` of the release's ``run.sh`` (methods-seeds spec, section 1.7).
+``--multil`` of the release's ``run.sh``.
 """
 
 from __future__ import annotations
@@ -446,7 +446,7 @@ class MCR(Method):
             # each modality's logit contribution (its head slice and bias share; frozen: a detached head)
             # carries g(m, S). The head is row-wise, so the contribution of permuted features is the
             # permuted contribution: the head runs once on the B rows and only the (B, C) contributions
-            # are permuted and stacked, not the (N * B, d_m) features (the spec's "implementation shortcut")
+            # are permuted and stacked, not the (N * B, d_m) features
             scale = share if self.cfg.game_head == "player" else 0.0
             _, parts = functional_call(fusion, head_parameters(fusion, scale), (features,))
             stacked = torch.stack([self.stacked_rows(m, parts[m], perms[i])

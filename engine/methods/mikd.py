@@ -89,7 +89,7 @@ in stage 2) and, in the KD stage, ``method/kd``.
 
 Declared sensitive for ``mmbal advise`` (the registration's ``tune``): ``temperature`` 2 (the low end of the
 reconstruction's 2-4) and ``calibrate`` "gradient" (the reconstruction's gradient-level variant). The paper
-publishes no values; both come from the reconstruction (methods-seeds spec, section 3.2).
+publishes no values; both come from the reconstruction this module implements.
 """
 
 from __future__ import annotations
