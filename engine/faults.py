@@ -128,6 +128,15 @@ def hits() -> dict[str, int]:
         return dict(_counts)
 
 
+def arm_from_environment() -> None:
+    """Arm the faults ``MMBAL_FAULTS`` names now (read at import otherwise): for a process forked from
+    one that imported this module under another environment (a forked sweep member)."""
+    global _faults, _counts
+    with _lock:
+        _faults = parse(os.environ[ENV]) if os.environ.get(ENV) else None
+        _counts = {}
+
+
 @contextmanager
 def inject(spec: str) -> Iterator[None]:
     """Arm the faults of ``spec`` (the ``MMBAL_FAULTS`` syntax) in this process for a ``with`` block."""

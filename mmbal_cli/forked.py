@@ -12,7 +12,7 @@ exec'd one does:
 * it runs in its own session (a terminal Ctrl-C reaches only the sweep, which forwards one SIGINT);
 * its standard output and error are the member's log, its standard input ``/dev/null``;
 * its environment is the member's (``OMP_NUM_THREADS`` shared out among ``--jobs``; torch's thread
-  count, read when torch was imported, is set from it);
+  count, read when torch was imported, is set from it, and so are the test faults of ``MMBAL_FAULTS``);
 * its exit status is the command's (130 on Ctrl-C, negative when a signal killed it).
 
 The server is started at the first member, never touches a GPU (members placed on GPUs with
@@ -66,6 +66,8 @@ def run_member(argv: list[str], log: str, env: dict[str, str]) -> None:
         signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     os.environ.clear()
     os.environ.update(env)
+    from engine.faults import arm_from_environment
+    arm_from_environment()   # the one module state read from the environment at import
     threads = env.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         import torch

@@ -82,3 +82,12 @@ def test_a_forked_members_exit_status_and_environment_are_its_own(tmp_path):
                              env={**os.environ, "MMBAL_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"})
     assert proc.wait() == 0, log.read_text()
     assert len(list(runs.glob("2*_where_*"))) == 1              # $MMBAL_RUNS_DIR of the member's environment
+
+
+def test_a_forked_member_arms_the_faults_of_its_own_environment(tmp_path):
+    """The server imported engine.faults without MMBAL_FAULTS; the member's environment arms them."""
+    from engine import faults
+    proc, log = start_member(tmp_path, ["run", str(preset(tmp_path, epochs=1)), "--runs-dir", str(tmp_path / "r")],
+                             env={**os.environ, faults.ENV: "eval:1"})
+    assert proc.wait() == -9                                    # killed (SIGKILL) at its first evaluation
+    assert not list((tmp_path / "r").glob("2*/checkpoints/last.pt"))
