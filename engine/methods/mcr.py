@@ -418,15 +418,14 @@ class MCR(Method):
         m, n = len(self.ctx.modalities), self.cfg.n_permutations
         return torch.rand(m, n, batch, device=device).argsort(dim=-1)
 
-    def stacked_features(self, features: dict[str, torch.Tensor], perms: torch.Tensor,
-                         scaled: bool = True) -> dict[str, torch.Tensor]:
+    def stacked_features(self, features: dict[str, torch.Tensor], perms: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each modality's features for every permuted set, (n_sets, N * B, d_m), permuted where the set
-        holds the modality, repeated otherwise; ``scaled``: their gradient multiplied by the game's g(m, S)."""
+        holds the modality, repeated otherwise, their gradient multiplied by the game's g(m, S)."""
         scales = self.feature_scale.to(perms.device)
         stacked = {}
         for i, m in enumerate(self.ctx.modalities):
             rows = self.stacked_rows(m, features[m], perms[i])
-            stacked[m] = with_gradient_scale(rows, scales[:, i, None, None].to(rows.dtype)) if scaled else rows
+            stacked[m] = with_gradient_scale(rows, scales[:, i, None, None].to(rows.dtype))
         return stacked
 
     def stacked_rows(self, m: str, z: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
