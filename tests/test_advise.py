@@ -14,7 +14,7 @@ from engine.advise import reading
 from engine.advise.advisor import Advisor, report
 from engine.advise.config import AdviseConfig, parse_budget
 from engine.advise.diagnose import diagnose
-from engine.advise.halving import schedule, fit_runs
+from engine.advise.halving import Round, schedule, fit_runs
 from engine.advise.stages import AdviceStopped, InProcessExecutor
 from engine.errors import UsageError
 from mmbal_cli.app import app
@@ -293,6 +293,20 @@ def test_rounds_train_at_least_what_joint_needed_to_get_halfway_from_chance():
     assert fit_time(29, 3, 60, 3, budget_s=10, epoch_s=0.1, startup_s=0.5, min_epochs=7) is None
     two = schedule(4, 3, 10, 2, references=2)                          # joint and unimodal beside each
     assert [r.runs() for r in two] == [(4 + 2) * 2, (2 + 2) * 2, (1 + 2) * 2]
+
+
+def test_the_time_estimate_counts_runs_that_go_jobs_at_a_time():
+    from engine.advise.halving import estimate_s, fit_time
+    rounds = schedule(9, 3, 9, 3)                                      # 20, 8 and 6 runs
+    one = estimate_s(rounds, epoch_s=1.0, startup_s=0.5)
+    two = estimate_s(rounds, epoch_s=1.0, startup_s=0.5, jobs=2)
+    assert two == pytest.approx(one / 2)                               # every round has an even number of runs
+    last = Round(1, 1, 9, 3, references=2)                             # 9 runs: 5 waves of 2
+    assert estimate_s([last], 1.0, 0.0, 1.0, jobs=2) == pytest.approx(9 * 9 * 5 / 9)
+    assert estimate_s([last], 1.0, 0.0, 1.0, jobs=20) == pytest.approx(9.0)
+    budget = one * 0.6                                                 # too little for the full epochs at --jobs 1
+    assert max(r.epochs for r in fit_time(9, 3, 9, 3, budget, 1.0, 0.5)) < 9
+    assert max(r.epochs for r in fit_time(9, 3, 9, 3, budget, 1.0, 0.5, jobs=2)) == 9
 
 
 def test_the_same_difference_on_every_seed_decides_nothing():

@@ -154,7 +154,7 @@ class Advisor:
         epoch_s = self.reader.epoch_s(s) or 0.0
         least = min_round_epochs(self.reader.curve(joint.run_dir, "val/acc/fused"), result.chance, self.epochs)
         spent = sum(float(r.summary.get("duration_s") or 0.0) for r in results)
-        startup = max(0.0, wall - spent) / len(results)
+        startup = max(0.0, wall * min(self.cfg.jobs, len(results)) - spent) / len(results)
         self.record["diagnosis"] = {**result.to_dict(), "epochs": self.probe_epochs, "seed": self.seed0,
                                     "runs": {r.label: r.run_dir.name for r in results},
                                     "train_rows": counts.get("train"), "epoch_s": epoch_s, "startup_s": startup,
@@ -182,9 +182,10 @@ class Advisor:
         elif cfg.budget_s is not None:
             left = cfg.budget_s - d["seconds"]
             rounds = fit_time(n, cfg.eta, self.epochs, cfg.seeds, left, d["epoch_s"], d["startup_s"], least,
-                              references)
+                              references, cfg.jobs)
             if rounds is None:
-                need = estimate_s(schedule(n, cfg.eta, least, 2, least, references), d["epoch_s"], d["startup_s"])
+                need = estimate_s(schedule(n, cfg.eta, least, 2, least, references), d["epoch_s"], d["startup_s"],
+                                  jobs=cfg.jobs)
                 raise UsageError(f"--budget: {max(left, 0):.0f}s are left after the diagnosis ({d['seconds']:.0f}s), "
                                  f"but choosing among {n} candidates needs about {need:.0f}s even at {least} "
                                  f"epoch(s) and 2 seeds a round (the fewest a round may train: what joint needed "
@@ -194,7 +195,7 @@ class Advisor:
         else:
             rounds = schedule(n, cfg.eta, self.epochs, cfg.seeds, least, references)
         self.record["choice"]["schedule"] = as_dicts(rounds)
-        self.record["choice"]["estimate_s"] = estimate_s(rounds, d["epoch_s"], d["startup_s"])
+        self.record["choice"]["estimate_s"] = estimate_s(rounds, d["epoch_s"], d["startup_s"], jobs=cfg.jobs)
         return rounds
 
     def _choose(self) -> None:

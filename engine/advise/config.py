@@ -22,7 +22,8 @@ class AdviseConfig:
     ``probe_epochs``: epochs of the diagnosis runs (None: the preset's); ``overrides``: ``--set``
     values applied to the preset for every run (the diagnosis, the choice and ``--apply``); ``tune``:
     each method is also a candidate with each value of the options its registration declares
-    sensitive (one option changed at a time; :mod:`engine.advise.candidates`).
+    sensitive (one option changed at a time; :mod:`engine.advise.candidates`); ``jobs``: runs at the
+    same time, which the time budget's estimate counts on (not part of the identity: a re-run may change it).
     """
 
     preset: Path
@@ -39,6 +40,7 @@ class AdviseConfig:
     explicit_methods: bool = False
     overrides: tuple[str, ...] = ()   # --set KEY=VALUE, given to every run of the advice
     tune: bool = True   # also try each value of the options each method declares sensitive
+    jobs: int = 1       # runs at the same time (--jobs): the time budget's estimate counts on it
 
 
     def identity(self) -> dict:

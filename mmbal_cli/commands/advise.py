@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
             "--name", help="Advice name: its record is RUNS_DIR/advice/NAME/advice.json and its runs are named "
                            "NAME-diag-..., NAME-r0-... (default: the preset's name plus -advice).",
             show_default=False)] = None,
-        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs at the same time.")] = 1,
+        jobs: Annotated[int, typer.Option(
+            "--jobs", "-j", help="Runs at the same time; the --budget estimate counts on it.")] = 1,
         device: Annotated[Optional[str], typer.Option(
             help="auto | cpu | cuda | cuda:N for every run (overrides train.device).", show_default=False)] = None,
         set_: SetOpt = None,
@@ -118,7 +119,7 @@ def register(app: typer.Typer) -> None:
             check_sweep_name(name)
             cfg = AdviseConfig(preset.resolve(), default_runs_dir(runs_dir).expanduser().resolve(), name,
                                tuple(candidates), seeds, eta, budget_s, budget_runs, probe_epochs, apply, device,
-                               explicit, overrides, tune)
+                               explicit, overrides, tune, jobs)
             advisor = Advisor(cfg, _executor(jobs), _say)
         except MmbalError as exc:
             fail(exc)
