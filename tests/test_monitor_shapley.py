@@ -5,7 +5,7 @@ import torch
 
 from engine.models.fusion import FUSIONS
 from engine.monitor import MonitorConfig, Monitors, coalition_masks, shapley_matrix, shapley_values
-from engine.monitor.passes import head_passes
+from engine.monitor.passes import additive_passes, head_passes
 
 CPU = torch.device("cpu")
 
@@ -129,6 +129,53 @@ def test_head_passes_give_the_same_answer_in_one_call_or_many():
     for a, b in zip(one, many):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(one[0][3], direct.gather(1, y[:, None]).squeeze(1))
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
+def test_an_additive_head_gives_the_head_passes_values_from_one_call(fusion):
+    head, feats, y = random_problem(3, n=40, fusion=fusion)
+    tables = {m: torch.cat([z, torch.zeros(1, z.shape[1])]) for m, z in feats.items()}
+    g = torch.Generator().manual_seed(1)
+    index = {m: torch.randint(0, 41, (9, 40), generator=g) for m in feats}
+    calls = []
+
+    def counted(f):
+        calls.append(next(iter(f.values())).shape[0])
+        return head(f)
+    with torch.no_grad():
+        passes = head_passes(head, tables, index, y, chunk_rows=120)
+        shortcut = additive_passes(counted, tables, index, y, chunk_rows=120)
+    assert calls == [41]                                               # the table rows, once
+    torch.testing.assert_close(passes[0], shortcut[0])                 # the same sums, other matmul blocking
+    assert torch.equal(passes[1], shortcut[1])
+
+
+def test_the_monitors_values_are_the_same_with_the_additive_shortcut():
+    head, feats, y = random_problem(3, n=60, fusion="concat")
+    cfg = MonitorConfig(mi=False, pairwise=False, grad=False, cmi_permutations=4)
+    mon = Monitors(cfg, list(feats), {m: 5 for m in feats}, 4, torch.full((4,), 0.25), CPU)
+    with torch.no_grad():
+        fused, logits = head(feats)
+        slow = mon.evaluate(head, feats, logits, fused, y)
+        fast = mon.evaluate(head, feats, logits, fused, y, additive=True)
+    assert slow.keys() == fast.keys() and any(k.startswith("cmi/") for k in slow)
+    for k in slow:
+        torch.testing.assert_close(slow[k], fast[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
+def test_only_the_models_own_additive_head_is_taken_as_additive():
+    from engine.models import ModalitySpec, ModelSpec, build_model
+
+    def model(fusion):
+        spec = ModelSpec(tuple(ModalitySpec(m, "mlp", {"hidden": [4], "dim": 4}) for m in ("a", "b")), fusion)
+        return build_model(spec, {"a": (3,), "b": (3,)}, 2)
+
+    from engine.methods.base import Method
+    from engine.methods.mmcosine import MMCosine
+    assert Method.head_is_additive(object.__new__(Method), model("concat"))
+    assert Method.head_is_additive(object.__new__(Method), model("sum"))
+    assert not Method.head_is_additive(object.__new__(Method), model("gated"))
+    assert not MMCosine.head_is_additive(object.__new__(MMCosine), model("concat"))   # its own head
 
 
 def test_shapley_is_skipped_above_the_modality_limit():

@@ -290,6 +290,13 @@ class Method:
         masked features. Methods with their own heads (AUG) override it."""
         return model.head(features)
 
+    def head_is_additive(self, model: MultimodalModel) -> bool:
+        """Whether :meth:`head`'s fused logits are the sum of its per-modality logits, each a function of
+        its own modality's features alone (the model's ``concat`` or ``sum`` head, unchanged): the
+        monitors then score permuted copies and coalitions without a head pass per copy. A method
+        that overrides :meth:`head` is not assumed additive."""
+        return type(self).head is Method.head and bool(getattr(model.fusion, "additive", False))
+
     def predict(self, model: MultimodalModel, x: dict[str, torch.Tensor]) -> ModelOutput:
         """The model's prediction at evaluation time (``fused`` is what ``*/fused`` metrics score)."""
         features = model.encode(x)

@@ -31,7 +31,7 @@ from ..models import ModelOutput, MultimodalModel
 from .config import MonitorConfig
 from .gradnorm import encoder_grad_norms, grad_name
 from .infonce import PairCritics, modality_pairs, pair_name
-from .passes import HeadFn, head_passes, identity_rows
+from .passes import HeadFn, additive_passes, head_passes, identity_rows
 from .permutation import conditional_information, replacement_rows_all
 from .probe import LinearProbes, entropy, information_bound, information_bounds, label_entropy, mean_cross_entropies
 from .budget import EvalBudget
@@ -223,7 +223,7 @@ class Monitors:
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, head_fn: HeadFn, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor],
-                 fused: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+                 fused: torch.Tensor, y: torch.Tensor, additive: bool = False) -> dict[str, torch.Tensor]:
         """The estimators on one split's (features, per-modality logits, fused logits, labels).
 
         ``head_fn(features) -> (fused, logits)`` is the method's head; it is run on permuted
@@ -231,7 +231,10 @@ class Monitors:
         head's output on the unchanged features (it gives the full coalition's accuracy and the
         unpermuted term of cmi). The probes and critics score at most ``eval_max_samples`` rows,
         the head passes at most ``eval_head_rows`` rows in all; larger splits are subsampled at
-        evenly spaced rows (deterministic, the same rows every evaluation).
+        evenly spaced rows (deterministic, the same rows every evaluation). ``additive``: the head's
+        fused logits are the sum of its per-modality logits, each of its own modality's features
+        (:meth:`engine.methods.base.Method.head_is_additive`): the head then runs once on the rows
+        and the variants sum gathered logits (:func:`engine.monitor.passes.additive_passes`).
         """
         n = int(y.shape[0])
         if not self.cfg.enabled or n == 0:
@@ -250,7 +253,7 @@ class Monitors:
         if self.use_cmi or self.use_shapley:
             limit = self.budget.rows(self.cfg.eval_head_rows // self._n_variants(), MIN_HEAD_SAMPLES)
             passes = split.subset(max(MIN_HEAD_SAMPLES, limit))
-            out.update(self._head_estimates(head_fn, passes.features, passes.fused, passes.y))
+            out.update(self._head_estimates(head_fn, passes.features, passes.fused, passes.y, additive))
         self.budget.stop()
         return {k: out[k] for k in self.eval_names()}
 
@@ -272,7 +275,7 @@ class Monitors:
             out[mi_name(m)] = information_bound(h_y, candidates)
         return out
 
-    def _head_estimates(self, head_fn: HeadFn, features, fused, y) -> dict[str, torch.Tensor]:
+    def _head_estimates(self, head_fn: HeadFn, features, fused, y, additive: bool = False) -> dict[str, torch.Tensor]:
         """cmi/<m> and shapley/<m> from one batched set of head passes over all variants."""
         n, device = y.shape[0], y.device
         index: dict[str, list[torch.Tensor]] = {m: [] for m in self.modalities}
@@ -293,8 +296,8 @@ class Monitors:
             for i, o in enumerate(self.modalities):
                 index[o].append(coalitions[:, i])
         tables = {m: torch.cat([z, self._fill(z)[None]]) for m, z in features.items()}
-        log_q, correct = head_passes(head_fn, tables, {o: torch.cat(v) for o, v in index.items()}, y,
-                                     self.cfg.eval_head_rows)
+        passes = additive_passes if additive else head_passes
+        log_q, correct = passes(head_fn, tables, {o: torch.cat(v) for o, v in index.items()}, y, self.cfg.eval_head_rows)
         fused = fused.float()
         out = {}
         if self.use_cmi:

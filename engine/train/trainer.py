@@ -400,7 +400,7 @@ class Trainer:
         logits = {m: cat(lambda o: o.logits[m]) for m in self.modalities}
         y = torch.cat([y for _, y in kept])
         return self.monitors.evaluate(lambda f: method.head(model, f), features, logits,
-                                      cat(lambda o: o.fused), y)
+                                      cat(lambda o: o.fused), y, method.head_is_additive(model))
 
     def finish(self) -> dict:
         """Test metrics of the selected (best-on-val) checkpoint: its weights *and* its method state
