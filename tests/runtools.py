@@ -56,7 +56,8 @@ def tiny_doc(method_table: str = 'name = "joint"', *, name: str = "tiny", seed: 
             "data": {"source": "synthetic", "synthetic": SYNTHETIC},
             "modalities": {m: encoder for m in modalities},
             "method": tomllib.loads(method_table),
-            "train": {"epochs": epochs, "batch_size": 32, "log_every": 3, "optimizer": optimizer, "lr": lr}}
+            "train": {"epochs": epochs, "batch_size": 32, "log_every": 3, "optimizer": optimizer, "lr": lr},
+            "monitor": {"max_overhead": 0.0}}   # every monitor update and evaluation: reproducible logs
     return merged(merged({}, base), changes)
 
 

@@ -22,7 +22,7 @@ def correlated(n: int, d: int, rho: float, g: torch.Generator) -> tuple[torch.Te
 
 
 def pairwise_only(**kw) -> MonitorConfig:
-    return MonitorConfig(mi=False, cmi=False, shapley=False, grad=False, update_every=1, **kw)
+    return MonitorConfig(mi=False, cmi=False, shapley=False, grad=False, update_every=1, max_overhead=0.0, **kw)
 
 
 def trained_estimate(rho: float, d: int, steps: int = 300, batch: int = 128, n_eval: int = 4096) -> float:

@@ -35,7 +35,9 @@ def batch(seed, n=32):
 
 
 def monitors(**kw):
-    return Monitors(MonitorConfig(**kw), MODS, {m: 4 for m in MODS}, C, torch.tensor([0.3, 0.4, 0.3]), CPU)
+    """Monitors without the overhead budget (every update and evaluation runs) unless ``kw`` sets one."""
+    return Monitors(MonitorConfig(**{"max_overhead": 0.0, **kw}), MODS, {m: 4 for m in MODS}, C,
+                    torch.tensor([0.3, 0.4, 0.3]), CPU)
 
 
 # -- gradient norms -----------------------------------------------------------------------------------
@@ -214,6 +216,77 @@ def test_a_changed_critic_starts_fresh_and_the_probes_load():
     c = monitors(update_every=1, pairwise=False)        # names changed: running sums are dropped
     c.load_state_dict(roundtrip(a.state_dict()))
     assert c.count == 0 and set(c.interval_values()) <= {"mi/a", "mi/b", "mi/c"}
+
+
+# -- the overhead budget --------------------------------------------------------------------------------
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_overhead_budget_lets_the_monitors_work_only_within_their_share():
+    from engine.monitor.overhead import OverheadBudget
+    clock = Clock()
+    budget = OverheadBudget(0.1, clock)
+    assert budget.allows()                           # nothing measured yet
+    with budget.timed():
+        clock.now += 1.0                             # the monitors: 1 s
+    clock.now += 5.0                                 # training: 5 s, so 1 > 0.1 * 5
+    assert not budget.allows()
+    clock.now += 5.0                                 # 10 s of training: 1 <= 0.1 * 10
+    assert budget.allows() and budget.allows()
+    assert budget.monitor_s == 1.0 and budget.other_s == 10.0
+    clock.now += 1.0
+    assert budget.allows(key=7)
+    with budget.timed():
+        clock.now += 2.0
+    assert budget.allows(key=7)                      # the same step asked again: the same answer
+    assert not budget.allows(key=8)                  # 3 > 0.1 * 11
+    resumed = OverheadBudget(0.1, clock)
+    resumed.load_state_dict(budget.state_dict())
+    clock.now += 100.0                               # the pause between the runs is not counted
+    assert not resumed.allows() and resumed.other_s == 11.0
+    free = OverheadBudget(0.0, clock)
+    with free.timed():
+        clock.now += 50.0
+    assert free.allows() and free.monitor_s == 0.0   # 0: no budget, nothing timed
+
+
+def test_updates_and_evaluations_beyond_the_budget_are_skipped_the_first_ones_always_run():
+    clock = Clock()
+    mon = monitors(update_every=1, max_overhead=0.1)
+    mon.overhead.clock = clock
+    x, y = batch(3)
+    out = fake_output(x, y)
+    real_update = mon._update
+
+    def slow_update(*args):                              # each update takes 1 s
+        clock.now += 1.0
+        real_update(*args)
+    mon._update = slow_update
+    ran = []
+    for step in range(40):
+        before = mon.count
+        mon.observe_step(out, y, step)
+        ran.append(mon.count > before)
+        clock.now += 1.0                                # each training step: 1 s
+    assert ran[0] and sum(ran) == 4                     # steps 0, 10, 21, 32: 4 s <= 0.1 x 36 s
+    assert mon.overhead.monitor_s <= 0.1 * mon.overhead.other_s + 1.0
+    assert mon.evaluates()                              # the first evaluation always runs
+    evaluate(mon, small_model())
+    assert mon.evaluations == 1
+    with mon.overhead.timed():
+        clock.now += 100.0
+    assert not mon.evaluates()
+    assert monitors(update_every=1, max_overhead=0.1, enabled=False).evaluates() is False
+    assert monitors(max_overhead=0.1).overhead.active
+    assert not Monitors(MonitorConfig(max_overhead=0.1), MODS, {m: 4 for m in MODS}, C,
+                        torch.tensor([0.3, 0.4, 0.3]), CPU, distributed=True).overhead.active
 
 
 # -- no effect on training ------------------------------------------------------------------------

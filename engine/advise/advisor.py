@@ -56,7 +56,8 @@ class Advisor:
         self.probe_epochs = min(cfg.probe_epochs or self.epochs, self.epochs)
         self.diag_members = stage_members(cfg.preset, f"{cfg.name}-diag",
                                           [Candidate("joint"), *map(unimodal, self.modalities)], [self.seed0],
-                                          [*pin, f"train.epochs={self.probe_epochs}"], cfg.device)
+                                          [*pin, f"train.epochs={self.probe_epochs}", "monitor.max_overhead=0"],
+                                          cfg.device)   # the monitors' values at joint's selected epoch
         self.candidates, self.skipped, problems = [], [], []
         for c in expand(list(cfg.candidates), cfg.tune):
             try:

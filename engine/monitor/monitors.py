@@ -35,6 +35,7 @@ from .passes import HeadFn, additive_passes, head_passes, identity_rows
 from .permutation import conditional_information, replacement_rows_all
 from .probe import LinearProbes, entropy, information_bound, information_bounds, label_entropy, mean_cross_entropies
 from .budget import EvalBudget
+from .overhead import OverheadBudget
 from .shapley import (coalition_index, coalition_masks, imbalance, masks_of_codes, sampled_shapley_matrix,
                       shapley_matrix)
 
@@ -103,7 +104,7 @@ class Monitors:
     """Live imbalance and information monitors of one run (see the module docstring)."""
 
     def __init__(self, cfg: MonitorConfig, modalities: list[str], feature_dims: dict[str, int], n_classes: int,
-                 class_prior: torch.Tensor, device: torch.device):
+                 class_prior: torch.Tensor, device: torch.device, distributed: bool = False):
         self.cfg = cfg
         self.modalities = list(modalities)
         self.n_classes = n_classes
@@ -121,6 +122,9 @@ class Monitors:
         # built once: a host-to-device copy at each evaluation would synchronise on CUDA
         self.shapley_weights, self.coalitions = (self._shapley_plan(exact) if self.use_shapley else (None, None))
         self.budget = EvalBudget(cfg.eval_time_budget, self.device)
+        # the ranks of a multi-process run must decide alike without a collective: no overhead budget there
+        self.overhead = OverheadBudget(0.0 if distributed else cfg.max_overhead)
+        self.evaluations = 0   # evaluations run on the validation split (the first always runs)
         dims = {m: int(feature_dims[m]) for m in self.modalities}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -164,14 +168,26 @@ class Monitors:
 
     # -- training -------------------------------------------------------------------------------
     def observes(self, step: int) -> bool:
-        """Whether :meth:`observe_step` uses the batch of ``step``."""
-        return (self.probes is not None or self.critics is not None) and step % self.cfg.update_every == 0
+        """Whether :meth:`observe_step` uses the batch of ``step``: every ``update_every`` steps, the
+        first always, the others while the monitors are within ``max_overhead`` (:mod:`.overhead`)."""
+        if (self.probes is None and self.critics is None) or step % self.cfg.update_every:
+            return False
+        return self.count == 0 and not self.last or self.overhead.allows(("step", step))
+
+    def evaluates(self) -> bool:
+        """Whether the next validation is scored by the monitors: the first always, the others while
+        the monitors are within ``max_overhead`` (a test split is always scored)."""
+        return self.cfg.enabled and (self.evaluations == 0 or self.overhead.allows())
 
     def observe_step(self, out: ModelOutput, y: torch.Tensor, step: int) -> None:
         """Every ``update_every`` steps: record the running values on this batch, then train the
         probes and critics one step on its detached features."""
         if not self.observes(step):
             return
+        with self.overhead.timed():
+            self._update(out, y)
+
+    def _update(self, out: ModelOutput, y: torch.Tensor) -> None:
         features = {m: out.features[m].detach() for m in self.modalities}
         y = y.detach()
         values: list[torch.Tensor] = []   # blocks in the order of interval_names()
@@ -221,9 +237,19 @@ class Monitors:
         return dict(self.last)
 
     # -- evaluation -----------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, head_fn: HeadFn, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor],
-                 fused: torch.Tensor, y: torch.Tensor, additive: bool = False) -> dict[str, torch.Tensor]:
+                 fused: torch.Tensor, y: torch.Tensor, additive: bool = False,
+                 validation: bool = True) -> dict[str, torch.Tensor]:
+        """:meth:`_evaluate`, timed for ``max_overhead``; ``validation``: counted as a validation's
+        evaluation (see :meth:`evaluates`)."""
+        with self.overhead.timed():
+            out = self._evaluate(head_fn, features, logits, fused, y, additive)
+        self.evaluations += int(validation and bool(out))
+        return out
+
+    @torch.no_grad()
+    def _evaluate(self, head_fn: HeadFn, features: dict[str, torch.Tensor], logits: dict[str, torch.Tensor],
+                  fused: torch.Tensor, y: torch.Tensor, additive: bool = False) -> dict[str, torch.Tensor]:
         """The estimators on one split's (features, per-modality logits, fused logits, labels).
 
         ``head_fn(features) -> (fused, logits)`` is the method's head; it is run on permuted
@@ -324,7 +350,8 @@ class Monitors:
         """Probe and critic weights, their optimiser states and the running sums (tensors and
         primitives only, so ``torch.load(weights_only=True)`` reads it)."""
         state: dict = {"names": self.interval_names(), "sums": self.sums, "count": self.count,
-                       "last": dict(self.last)}
+                       "last": dict(self.last), "overhead": self.overhead.state_dict(),
+                       "evaluations": self.evaluations}
         if self.probes is not None:
             state["probes"] = self.probes.state_dict()
         if self.critics is not None:
@@ -356,3 +383,5 @@ class Monitors:
         self.sums = state["sums"].to(self.device) if same_names and state.get("sums") is not None else None
         self.count = int(state.get("count", 0)) if self.sums is not None else 0
         self.last = {k: v.to(self.device) for k, v in state.get("last", {}).items() if k in self.interval_names()}
+        self.overhead.load_state_dict(state.get("overhead", {}))
+        self.evaluations = int(state.get("evaluations", 0))

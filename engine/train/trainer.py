@@ -98,7 +98,7 @@ class Trainer:
         self.n_train = data.split_size("train")
         self.monitors = Monitors(monitor or MonitorConfig(enabled=False), self.modalities,
                                  {m: model.encoders[m].out_dim for m in self.modalities}, data.n_classes,
-                                 data.class_counts("train"), device)
+                                 data.class_counts("train"), device, distributed=collectives.is_distributed())
         self._log_now = False
         self._lr = cfg.lr
         self.plan: EpochPlan | None = None   # the current epoch's plan, when the method gives one
@@ -377,7 +377,8 @@ class Trainer:
         model.eval()
         scorer = SplitScorer(["fused", *self.modalities], self.data.n_classes, self.device)
         kept: list = []  # outputs for the monitors, up to their row budget
-        budget = self.monitors.cfg.eval_max_samples if self.monitors.cfg.enabled else 0
+        monitored = self.monitors.cfg.enabled and (split != "val" or self.monitors.evaluates())
+        budget = self.monitors.cfg.eval_max_samples if monitored else 0
         for x, y in self.data.eval_batches(split, self.cfg.eval_batch_size):
             with self.autocast():
                 out = method.predict(model, x)
@@ -388,11 +389,12 @@ class Trainer:
                 budget -= y.numel()
         values = scorer.tensors(split)
         if kept:
-            values.update(self._monitor_values(model, method, kept))
+            values.update(self._monitor_values(model, method, kept, split == "val"))
         model.train(was_training)
         return to_host(values)
 
-    def _monitor_values(self, model: MultimodalModel, method: Method, kept: list) -> dict[str, torch.Tensor]:
+    def _monitor_values(self, model: MultimodalModel, method: Method, kept: list,
+                        validation: bool) -> dict[str, torch.Tensor]:
         """The evaluation-time monitors on the gathered outputs of a split (float32, no autocast)."""
         def cat(get):
             return torch.cat([get(o).float() for o, _ in kept])
@@ -400,7 +402,7 @@ class Trainer:
         logits = {m: cat(lambda o: o.logits[m]) for m in self.modalities}
         y = torch.cat([y for _, y in kept])
         return self.monitors.evaluate(lambda f: method.head(model, f), features, logits,
-                                      cat(lambda o: o.fused), y, method.head_is_additive(model))
+                                      cat(lambda o: o.fused), y, method.head_is_additive(model), validation)
 
     def finish(self) -> dict:
         """Test metrics of the selected (best-on-val) checkpoint: its weights *and* its method state
