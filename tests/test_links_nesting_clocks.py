@@ -206,15 +206,15 @@ def test_a_deeply_nested_json_file_is_reported_as_damaged(cut, tmp_path, name):
 def test_presets_and_set_values_nested_too_deep_exit_2_naming_the_key(tmp_path):
     runs = tmp_path / "runs"
     deep_array = tmp_path / "deep.toml"
-    deep_array.write_text(PRESET + "\n[monitor]\nweights = " + "[" * 5000 + "]" * 5000 + "\n")
+    deep_array.write_text(PRESET + "\n[model]\nweights = " + "[" * 5000 + "]" * 5000 + "\n")
     line = deep_array.read_text().count("\n")
     dotted = tmp_path / "dotted.toml"
-    dotted.write_text(PRESET + "\n[monitor]\n" + ".".join(["k"] * 5000) + " = 1\n")
+    dotted.write_text(PRESET + "\n[model]\n" + ".".join(["k"] * 5000) + " = 1\n")
     plain = tmp_path / "plain.toml"
     plain.write_text(PRESET)
     cases = [
-        ([deep_array], f"monitor.weights (line {line}): nested more than {MAX_NESTING} levels deep"),
-        ([dotted], "monitor.k.k.k"),
+        ([deep_array], f"model.weights (line {line}): nested more than {MAX_NESTING} levels deep"),
+        ([dotted], "model.k.k.k"),
         ([plain, "--set", "train.x=" + "[" * 5000 + "]" * 5000], f"train.x: nested more than {MAX_NESTING}"),
         ([plain, "--set", "method.w={a = " * 3000 + "1" + "}" * 3000], "method.w: nested more than"),
         ([plain, "--set", ".".join(["train"] * 5000) + "=1"], "train.train.train"),

@@ -125,6 +125,7 @@ class Monitors:
         # the ranks of a multi-process run must decide alike without a collective: no overhead budget there
         self.overhead = OverheadBudget(0.0 if distributed else cfg.max_overhead)
         self.evaluations = 0   # evaluations run on the validation split (the first always runs)
+        self.changed = False   # probes or critics trained since the state was last written apart (trainer)
         dims = {m: int(feature_dims[m]) for m in self.modalities}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -186,6 +187,7 @@ class Monitors:
             return
         with self.overhead.timed():
             self._update(out, y)
+        self.changed = True
 
     def _update(self, out: ModelOutput, y: torch.Tensor) -> None:
         features = {m: out.features[m].detach() for m in self.modalities}

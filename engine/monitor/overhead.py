@@ -12,7 +12,10 @@ dashboard keeps showing the last ones). The first update and the first evaluatio
 
 Which steps and epochs carry monitor values then depends on the machine's speed, so two runs of the
 same preset may log them at different epochs (training itself is unaffected: the monitors never
-touch the model or the training RNG). ``max_overhead = 0`` runs every update and evaluation, as
+touch the model or the training RNG). Under the budget the monitors' state (probes, critics, their
+optimiser: on 6 modalities more than a third of a small model's checkpoint) is also kept out of
+``last.pt``: the trainer writes it to ``checkpoints/monitors.pt`` only when it has changed and the budget
+allows, and a resume continues the monitors from there. ``max_overhead = 0`` runs every update and evaluation, as
 configured, and keeps the monitors' values reproducible bit for bit. In a multi-process run every
 rank must take the same decision without a collective, so the budget is off there. The time is the
 host's wall clock: on CUDA, where kernels run asynchronously, it counts the host's share of the work

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..store import Heartbeat, MetricsWriter, RunPaths, save_run_checkpoint, write_summary
-from ..store.paths import BEST, LAST
+from ..store import Heartbeat, MetricsWriter, RunPaths, save_run_checkpoint, write_checkpoint, write_summary
+from ..store.paths import BEST, LAST, MONITORS
 from .kept import RunKept
 from .reporting import ProgressReporter
 from .signals import checkpoint_write
@@ -74,6 +74,11 @@ class RunRecorder:
             self.heartbeat.update(step=pos["step"], epoch=pos["epoch"])
             self.writer.event("checkpoint", pos["step"], path=self.paths.relative(path), epoch=pos["epoch"])
             self.write_summary("running", pos, state["best"])
+
+    def save_monitors(self, state: dict) -> None:
+        """Write ``checkpoints/monitors.pt``: the monitors' state, apart from ``last.pt`` (atomic, checksummed)."""
+        with checkpoint_write(MONITORS):
+            write_checkpoint(self.paths.monitors, state)
 
     def restore_best(self) -> None:
         """Write ``best.pt`` again from the selected state in memory when it has gone missing (deleted

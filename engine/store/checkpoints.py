@@ -13,7 +13,8 @@ code can run from the file.
   the new one is complete on disk (:func:`engine.store.atomic.atomic_write_with`), so a failed write
   (disk full) leaves both as they were.
 * Resume: :func:`newest_good_checkpoint` takes ``last.pt``, or ``previous.pt`` when the newest one is
-  damaged or missing.
+  damaged or missing, plus the monitors' state from ``monitors.pt`` when it was written apart
+  (``monitor.max_overhead``, :mod:`engine.monitor.overhead`).
 
 ``torch`` is imported where a checkpoint is read or written, so that listing and watching runs
 (``mmbal ls``, the dashboard) never import it.
@@ -130,6 +131,22 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return state
 
 
+def _add_monitors_apart(paths: RunPaths, state: dict, map_location, warnings: list[str]) -> None:
+    """The monitors' state written apart (``monitors.pt``, under ``monitor.max_overhead``) into ``state``
+    when ``state`` has none; a damaged one is passed over with a warning (the monitors start afresh)."""
+    if "monitors" in state:
+        return
+    try:
+        monitors = load_checkpoint(paths.monitors, map_location=map_location)
+    except FileNotFoundError:
+        return
+    except CheckpointDamaged as exc:
+        warnings.append(f"checkpoint {exc}; the monitors' probes and critics start afresh")
+        return
+    monitors.pop("checksum", None)
+    state["monitors"] = monitors
+
+
 def newest_good_checkpoint(paths: RunPaths, map_location="cpu") -> tuple[dict | None, list[str], list[Path]]:
     """``last.pt``, or ``previous.pt`` when the newest one is damaged or missing; with warnings and the
     damaged files passed over (a resume sets them aside, :mod:`engine.run.recovery`). The state's
@@ -149,6 +166,7 @@ def newest_good_checkpoint(paths: RunPaths, map_location="cpu") -> tuple[dict | 
                             f"{paths.relative(damaged_path(path))})")
             continue
         state["loaded_from"] = path.name
+        _add_monitors_apart(paths, state, map_location, warnings)
         return state, warnings, passed_over
     if damaged:
         raise ResumeRefused(f"{paths.root} cannot be resumed: every checkpoint is damaged:\n  " + "\n  ".join(damaged)

@@ -45,7 +45,7 @@ def remove_run(run_dir: str | os.PathLike) -> int:
 
 def resume_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     paths = RunPaths(run_dir)
-    return [p for p in paths.resume_candidates if p.exists()]
+    return [p for p in (*paths.resume_candidates, paths.monitors) if p.exists()]
 
 
 def collectable(run_dir: str | os.PathLike) -> bool:
@@ -55,7 +55,7 @@ def collectable(run_dir: str | os.PathLike) -> bool:
 
 
 def collect_run(run_dir: str | os.PathLike) -> int:
-    """Remove a finished run's ``last.pt`` and ``previous.pt`` (keeping ``best.pt``, the metrics and
+    """Remove a finished run's ``last.pt``, ``previous.pt`` and ``monitors.pt`` (keeping ``best.pt``, the metrics and
     the summary), recorded in ``meta.json``; returns the bytes freed."""
     paths = RunPaths(run_dir)
     with RunLock(run_dir):

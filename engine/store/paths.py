@@ -33,6 +33,7 @@ CHECKPOINT_SUFFIX = ".pt"
 LAST = "last"          # the newest checkpoint
 PREVIOUS = "previous"  # the one before it, kept so that a damaged newest file still leaves a good one
 BEST = "best"          # the weights selected on validation
+MONITORS = "monitors"  # the monitors' state when monitor.max_overhead keeps it out of last.pt (engine.monitor.overhead)
 DAMAGED_SUFFIX = ".damaged"
 RUN_FILES = (RUN_JSON, PRESET_TOML, CONFIG_JSON, METRICS_JSONL, STATUS_JSON, SUMMARY_JSON, CHECKPOINTS_DIR)
 
@@ -125,6 +126,11 @@ class RunPaths:
     @property
     def best(self) -> Path:
         return self.checkpoint(BEST)
+
+    @property
+    def monitors(self) -> Path:
+        """The monitors' state, written apart from ``last.pt`` under ``monitor.max_overhead``."""
+        return self.checkpoint(MONITORS)
 
     @property
     def resume_candidates(self) -> tuple[Path, Path]:

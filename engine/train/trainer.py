@@ -429,7 +429,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(),
             "interval": self.interval.state_dict(),
-            "monitors": self.monitors.state_dict(),
+            # under monitor.max_overhead the monitors' state is written apart, when it changed (save())
+            **({} if self.monitors.overhead.active else {"monitors": self.monitors.state_dict()}),
             "best": {"value": self.best.value, "epoch": self.best.epoch, "step": self.best.step,
                      "metrics": self.best.metrics},
             "method_end": self.method.end_reason,
@@ -453,6 +454,19 @@ class Trainer:
         else:
             self.interval.average_across_ranks()
             self.recorder.save_checkpoint(self.state_dict(), "last")
+            self._save_monitors()
+
+    def _save_monitors(self) -> None:
+        """Under ``monitor.max_overhead``: the monitors' state in ``checkpoints/monitors.pt`` when their
+        probes or critics changed since it was last written and the budget allows the write (timed as the
+        monitors' own work), so a small model does not rewrite their weights with every checkpoint."""
+        save = getattr(self.recorder, "save_monitors", None)
+        if save is None or not self.monitors.overhead.active or not self.monitors.changed:
+            return
+        if self.monitors.overhead.allows():
+            with self.monitors.overhead.timed():
+                save(self.monitors.state_dict())
+            self.monitors.changed = False
 
     def load_state_dict(self, state: dict, best: dict | None) -> None:
         """Restore a position saved by :meth:`state_dict` (and the best weights, if any)."""
