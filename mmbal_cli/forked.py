@@ -115,12 +115,23 @@ class ForkedMember:
         return self.process.exitcode
 
 
+def _nothing() -> None:
+    """A member that does nothing: :meth:`ForkLauncher.warm` starts the server with it."""
+
+
 class ForkLauncher:
     """Starts members (``cli + [command, ...]`` argv) by forking the fork server; ``cli_len``: the argv's
     prefix that starts mmbal (the interpreter and module), dropped here."""
 
     def __init__(self, cli_len: int):
         self.cli_len = cli_len
+
+    def warm(self) -> None:
+        """Start the fork server now and wait until it has imported mmbal (a member that does nothing),
+        so that the first real member's start-up does not include it (``mmbal advise`` times its start-ups)."""
+        process = fork_context().Process(target=_nothing, name="mmbal fork server warm-up", daemon=True)
+        process.start()
+        process.join()
 
     def start(self, cmd: Sequence[str], log: Path, name: str, env: dict[str, str] | None = None) -> ForkedMember:
         ctx = fork_context()

@@ -127,6 +127,20 @@ def test_synthetic_useless_second_modality_adds_nothing(tmp_path):
         assert record["recommendation"]["method"] in ("joint", "unimodal-modality=a", "ogm_ge")
 
 
+def test_the_executors_one_off_start_is_made_before_the_diagnosis_is_timed(tmp_path):
+    calls = []
+
+    class Warmed(InProcessExecutor):
+        def warm(self):
+            calls.append("warm")
+
+        def __call__(self, plan):
+            calls.append(plan.name)
+            super().__call__(plan)
+    advise(tmp_path, preset(tmp_path, epochs=2), execute=Warmed())
+    assert calls[:2] == ["warm", "t-diag"] and calls.count("warm") == 1
+
+
 def test_halving_keeps_one_in_eta_and_fits_the_run_budget():
     rounds = schedule(9, 3, 9, 3)
     assert [(r.candidates, r.keep) for r in rounds] == [(9, 3), (3, 1), (1, 1)]

@@ -91,3 +91,11 @@ def test_a_forked_member_arms_the_faults_of_its_own_environment(tmp_path):
                              env={**os.environ, faults.ENV: "eval:1"})
     assert proc.wait() == -9                                    # killed (SIGKILL) at its first evaluation
     assert not list((tmp_path / "r").glob("2*/checkpoints/last.pt"))
+
+
+def test_warm_starts_the_server_before_any_member_and_members_start_after_it(tmp_path):
+    import multiprocessing.forkserver as server
+    forked.ForkLauncher(0).warm()
+    assert getattr(server._forkserver, "_forkserver_pid", None) is not None   # the server runs
+    member, log = start_member(tmp_path, ["--version"])
+    assert member.wait() == 0 and "mmbal" in log.read_text()

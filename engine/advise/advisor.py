@@ -138,6 +138,9 @@ class Advisor:
     def _diagnose(self) -> None:
         if "diagnosis" in self.record:
             return
+        warm = getattr(self.execute, "warm", None)
+        if warm is not None:   # the fork server's one-off start is no member's start-up (the budget's estimate)
+            warm()
         started = time.perf_counter()
         results = self._stage(f"{self.cfg.name}-diag", self.diag_members)
         wall = time.perf_counter() - started

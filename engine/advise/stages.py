@@ -109,6 +109,12 @@ class SweepExecutor:
     def __init__(self, cli: Sequence[str], jobs: int = 1, on_event: Callable | None = None, launcher=None):
         self.cli, self.jobs, self.on_event, self.launcher = list(cli), jobs, on_event, launcher
 
+    def warm(self) -> None:
+        """Whatever the launcher starts once for all members (the fork server), started now."""
+        warm = getattr(self.launcher, "warm", None)
+        if warm is not None:
+            warm()
+
     def __call__(self, plan: Plan) -> None:
         from ..sweep.runner import SweepRunner
         result = SweepRunner(plan, self.cli, self.jobs, on_event=self.on_event, launcher=self.launcher).run()
