@@ -259,8 +259,8 @@ def test_overhead_budget_lets_the_monitors_work_only_within_their_share():
 
 def test_updates_and_evaluations_beyond_the_budget_are_skipped_the_first_ones_always_run():
     clock = Clock()
-    mon = monitors(update_every=1, max_overhead=0.1)
-    mon.overhead.clock = clock
+    mon = monitors(update_every=1, max_overhead=0.2)                # 0.1 for the updates, 0.1 for the evaluations
+    mon.overhead.clock = mon.eval_overhead.clock = clock
     x, y = batch(3)
     out = fake_output(x, y)
     real_update = mon._update
@@ -282,11 +282,14 @@ def test_updates_and_evaluations_beyond_the_budget_are_skipped_the_first_ones_al
     assert mon.evaluations == 1
     with mon.overhead.timed():
         clock.now += 100.0
+    assert mon.evaluates()                              # the updates' time is not the evaluations'
+    with mon.eval_overhead.timed():
+        clock.now += 100.0
     assert not mon.evaluates()
     assert monitors(update_every=1, max_overhead=0.1, enabled=False).evaluates() is False
     assert monitors(max_overhead=0.1).overhead.active
     assert not Monitors(MonitorConfig(max_overhead=0.1), MODS, {m: 4 for m in MODS}, C,
-                        torch.tensor([0.3, 0.4, 0.3]), CPU, distributed=True).overhead.active
+                        torch.tensor([0.3, 0.4, 0.3]), CPU, distributed=True).eval_overhead.active
 
 
 # -- no effect on training ------------------------------------------------------------------------

@@ -50,9 +50,9 @@ class MonitorConfig:
     eval_time_budget: float = opt(0.0, ge=0.0, help="seconds the evaluation-time monitors may take per evaluation: "
                                                     "their rows shrink (never below 256) to fit, so their values "
                                                     "depend on the machine's speed; 0: no limit (deterministic)")
-    max_overhead: float = opt(0.1, ge=0.0, le=1.0,
-                              help="the monitors' updates and evaluations run only while their time is at most "
-                                   "this fraction of the rest of the run's (the first of each always runs), so "
+    max_overhead: float = opt(0.05, ge=0.0, le=1.0,
+                              help="the monitors' updates and evaluations run only while each kind's time is at most "
+                                   "half this fraction of the rest of the run's (the first of each always runs), so "
                                    "which epochs carry their values depends on the machine's speed; 0: every "
                                    "one, reproducible (off in multi-process runs)")
     eval_max_samples: int = opt(4096, ge=16, help="evaluation rows scored by the probes and critics (an evenly "

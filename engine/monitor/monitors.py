@@ -122,8 +122,11 @@ class Monitors:
         # built once: a host-to-device copy at each evaluation would synchronise on CUDA
         self.shapley_weights, self.coalitions = (self._shapley_plan(exact) if self.use_shapley else (None, None))
         self.budget = EvalBudget(cfg.eval_time_budget, self.device)
-        # the ranks of a multi-process run must decide alike without a collective: no overhead budget there
-        self.overhead = OverheadBudget(0.0 if distributed else cfg.max_overhead)
+        # half of max_overhead for the probe/critic updates (and writing their state), half for the evaluations,
+        # so that the updates, every few steps, do not leave no room for the estimators; the ranks of a
+        # multi-process run must decide alike without a collective: no overhead budget there
+        share = 0.0 if distributed else cfg.max_overhead / 2
+        self.overhead, self.eval_overhead = OverheadBudget(share), OverheadBudget(share)
         self.evaluations = 0   # evaluations run on the validation split (the first always runs)
         self.changed = False   # probes or critics trained since the state was last written apart (trainer)
         dims = {m: int(feature_dims[m]) for m in self.modalities}
@@ -170,15 +173,15 @@ class Monitors:
     # -- training -------------------------------------------------------------------------------
     def observes(self, step: int) -> bool:
         """Whether :meth:`observe_step` uses the batch of ``step``: every ``update_every`` steps, the
-        first always, the others while the monitors are within ``max_overhead`` (:mod:`.overhead`)."""
+        first always, the others while the updates are within their half of ``max_overhead`` (:mod:`.overhead`)."""
         if (self.probes is None and self.critics is None) or step % self.cfg.update_every:
             return False
         return self.count == 0 and not self.last or self.overhead.allows(("step", step))
 
     def evaluates(self) -> bool:
         """Whether the next validation is scored by the monitors: the first always, the others while
-        the monitors are within ``max_overhead`` (a test split is always scored)."""
-        return self.cfg.enabled and (self.evaluations == 0 or self.overhead.allows())
+        the evaluations are within their half of ``max_overhead`` (a test split is always scored)."""
+        return self.cfg.enabled and (self.evaluations == 0 or self.eval_overhead.allows())
 
     def observe_step(self, out: ModelOutput, y: torch.Tensor, step: int) -> None:
         """Every ``update_every`` steps: record the running values on this batch, then train the
@@ -227,7 +230,8 @@ class Monitors:
         """``{"grad/<m>": 0-d tensor}``: the L2 norm of each encoder's current gradients (None = 0)."""
         if not self.use_grad:
             return {}
-        return encoder_grad_norms(model.encoders, self.modalities, self.device)
+        with self.overhead.timed():   # every logging interval, not skipped, but counted with the updates
+            return encoder_grad_norms(model.encoders, self.modalities, self.device)
 
     def interval_values(self) -> dict[str, torch.Tensor]:
         """Means of the running values over the updates since the last call (the last means when
@@ -244,7 +248,7 @@ class Monitors:
                  validation: bool = True) -> dict[str, torch.Tensor]:
         """:meth:`_evaluate`, timed for ``max_overhead``; ``validation``: counted as a validation's
         evaluation (see :meth:`evaluates`)."""
-        with self.overhead.timed():
+        with self.eval_overhead.timed():
             out = self._evaluate(head_fn, features, logits, fused, y, additive)
         self.evaluations += int(validation and bool(out))
         return out
@@ -353,6 +357,7 @@ class Monitors:
         primitives only, so ``torch.load(weights_only=True)`` reads it)."""
         state: dict = {"names": self.interval_names(), "sums": self.sums, "count": self.count,
                        "last": dict(self.last), "overhead": self.overhead.state_dict(),
+                       "eval_overhead": self.eval_overhead.state_dict(),
                        "evaluations": self.evaluations}
         if self.probes is not None:
             state["probes"] = self.probes.state_dict()
@@ -386,4 +391,5 @@ class Monitors:
         self.count = int(state.get("count", 0)) if self.sums is not None else 0
         self.last = {k: v.to(self.device) for k, v in state.get("last", {}).items() if k in self.interval_names()}
         self.overhead.load_state_dict(state.get("overhead", {}))
+        self.eval_overhead.load_state_dict(state.get("eval_overhead", {}))
         self.evaluations = int(state.get("evaluations", 0))

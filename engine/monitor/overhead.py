@@ -3,9 +3,11 @@
 The monitors' own work (training the probes and critics every ``update_every`` steps, and the
 estimators at each validation) costs about the same whatever the model, so on small models with
 epochs of a few milliseconds it can double an epoch (6 modalities on uci_mfeat). With
-``max_overhead = f``, :class:`OverheadBudget` times that work and lets the next update or
-evaluation run only while the monitors' time so far is at most f times the rest of the run's time
-so far: an update or evaluation that is skipped waits until training has caught up, so the monitors
+``max_overhead = f``, two :class:`OverheadBudget` accounts, one for the updates (and the writing
+of the monitors' state, below) and one for the evaluations, each of f / 2, time that work and let the
+next update or evaluation run only while its kind's time so far is at most f / 2 times the rest of
+the run's time so far (two accounts, so that updates every few steps do not leave the estimators no
+room): an update or evaluation that is skipped waits until training has caught up, so the monitors
 settle at or under f of the time, and their values come less often on small models (a skipped
 evaluation leaves the epoch's ``mi/``, ``cmi/``, ``shapley/`` values out of its log row; the
 dashboard keeps showing the last ones). The first update and the first evaluation always run.
