@@ -189,6 +189,9 @@ class ListRecorder:
     def save_checkpoint(self, state, kind):
         self.checkpoints[kind] = state
 
+    def save_monitors(self, state):
+        self.checkpoints["monitors"] = state
+
     def progress(self, position, n_batches, values):
         pass
 

@@ -65,6 +65,9 @@ class ListRecorder:
     def save_checkpoint(self, state, kind):
         pass
 
+    def save_monitors(self, state):
+        pass
+
     def progress(self, position, n_batches, values):
         pass
 

@@ -32,6 +32,7 @@ class DiscardingRecorder:
     def metrics(self, step, epoch, split, values): pass
     def event(self, name, step, **fields): pass
     def save_checkpoint(self, state, kind): pass
+    def save_monitors(self, state): pass
     def progress(self, pos, n_batches, values): pass
 
 

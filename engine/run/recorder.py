@@ -129,6 +129,7 @@ class FollowerRecorder:
     def metrics(self, step, epoch, split, values): pass
     def event(self, name, step, **fields): pass
     def save_checkpoint(self, state, kind): pass
+    def save_monitors(self, state): pass
     def progress(self, position, n_batches, values): pass
 
 

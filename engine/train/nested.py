@@ -38,6 +38,7 @@ class _KeepNothing:
     def metrics(self, step, epoch, split, values): pass
     def event(self, name, step, **fields): pass
     def save_checkpoint(self, state, kind): pass
+    def save_monitors(self, state): pass
     def progress(self, position, n_batches, values): pass
 
 

@@ -58,6 +58,7 @@ class Recorder(Protocol):
     def metrics(self, step: int, epoch: float, split: str, values: dict[str, float]) -> None: ...
     def event(self, name: str, step: int, **fields) -> None: ...
     def save_checkpoint(self, state: dict, kind: str) -> None: ...      # kind: "last" | "best"
+    def save_monitors(self, state: dict) -> None: ...                   # the monitors' state, apart (max_overhead)
     def progress(self, position: "Position", n_batches: int, values: dict[str, float] | None) -> None: ...
 
 
@@ -460,12 +461,11 @@ class Trainer:
         """Under ``monitor.max_overhead``: the monitors' state in ``checkpoints/monitors.pt`` when their
         probes or critics changed since it was last written and the budget allows the write (timed as the
         monitors' own work), so a small model does not rewrite their weights with every checkpoint."""
-        save = getattr(self.recorder, "save_monitors", None)
-        if save is None or not self.monitors.overhead.active or not self.monitors.changed:
+        if not self.monitors.overhead.active or not self.monitors.changed:
             return
         if self.monitors.overhead.allows():
             with self.monitors.overhead.timed():
-                save(self.monitors.state_dict())
+                self.recorder.save_monitors(self.monitors.state_dict())
             self.monitors.changed = False
 
     def load_state_dict(self, state: dict, best: dict | None) -> None:
