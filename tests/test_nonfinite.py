@@ -68,24 +68,27 @@ def test_skip_skips_the_bad_step_on_the_device(opt, poisoned, tmp_path):
     assert math.isfinite(result.summary["test"]["test/acc/fused"])
 
 
-@pytest.fixture()
-def bad_gradient(monkeypatch):
-    """A finite loss whose gradient is infinite at the last step of epoch 1 (step index 13)."""
+@pytest.fixture(params=[13, 9], ids=["interval-end", "mid-interval"])
+def bad_gradient(request, monkeypatch):
+    """A finite loss whose gradient is infinite at step index 13 (the last of epoch 1, which ends a logging
+    interval: the gradients are checked there) or 9 (mid-interval: the loss of the next step shows it)."""
     original = Joint.after_backward
 
     def after_backward(self, model, out, y, step):
         live = original(self, model, out, y, step)
-        if step.step == 13:
+        if step.step == request.param:
             next(model.encoders["b"].parameters()).grad[0] = float("inf")
         return live
     monkeypatch.setattr(Joint, "after_backward", after_backward)
+    return request.param
 
 
 def test_a_non_finite_gradient_with_a_finite_loss_stops_before_the_epochs_checkpoint(bad_gradient, tmp_path):
     with pytest.raises(NonFiniteError) as info:
         start_run(preset(tmp_path, "stop"), runs_dir=tmp_path / "runs")
     message = str(info.value)
-    assert "at step 14 " in message and "grad/a=" in message and "grad/b=" in message
+    named = 14 if bad_gradient == 13 else 11   # 1-based: the bad step itself, or the one after it
+    assert f"at step {named} " in message and "grad/a=" in message and "grad/b=" in message
     run_dir = next((tmp_path / "runs").iterdir())
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["position"]["step"] == 7  # epoch 1's checkpoint (which would hold the bad step) was not written

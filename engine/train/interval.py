@@ -25,12 +25,16 @@ class RunningSums:
         self.count = 0
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
-        keys = tuple(values)
+        """Adds one step's 0-d values by name."""
         with torch.no_grad():  # one stack of the 0-d values, no per-value detach (the result needs no graph)
-            vec = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values.values()]).double()
+            vec = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values.values()])
+        self.add_vector(tuple(values), vec)
+
+    def add_vector(self, keys: tuple[str, ...], vec: torch.Tensor) -> None:
+        """Adds one step's values given as names and a vector of the same length (summed in float64)."""
         if keys != self._keys:
             self._fold()
-            self._keys, self._vec = keys, vec
+            self._keys, self._vec = keys, vec.detach().double().clone()
         else:
             self._vec += vec
         self._vec_count += 1

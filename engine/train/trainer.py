@@ -81,6 +81,7 @@ class Trainer:
         self.seed = seed
         self.recorder = recorder
         self.modalities = list(model.modalities)
+        self._acc_keys = ("train/acc/fused", *(f"train/acc/{m}" for m in self.modalities))
         self.autocast = autocast_factory(cfg.precision, device)
         # before the optimiser, whose state then takes the weights' layout
         self.channels_last = model.to_channels_last() if channels_last_enabled(cfg.channels_last, device) else []
@@ -183,7 +184,7 @@ class Trainer:
         result = self.method.train_step(x, y, self._step_context(batch, ids, masks))
         fault_point(self.fault_site)
         self._observe(result.output, y)
-        self.interval.add(self._step_values(result, y))
+        self.interval.add_vector(*self._step_values(result, y))
         self.pos.step += 1
         self.pos.batch = batch + 1
         return result
@@ -268,7 +269,8 @@ class Trainer:
             g["lr"] = g["lr"] * factor
 
     def _step_optimizer(self) -> None:
-        self.guard.before_step(self.optimizer, self.params, self.pos.step + 1)
+        # the gradients' check at the interval's last step (every step with on_nonfinite = "skip")
+        self.guard.before_step(self.optimizer, self.params, self.pos.step + 1, gradients=self._log_now)
         if self._log_now:  # summed over the optimiser steps of one batch (alternating methods step per modality)
             for k, v in self.monitors.grad_norms(self.model).items():
                 self._grads[k] = self._grads[k] + v if k in self._grads else v
@@ -277,16 +279,16 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _step_values(self, result, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss, fused and per-modality batch accuracy (one batched argmax), and the live values."""
+    def _step_values(self, result, y: torch.Tensor) -> tuple[tuple[str, ...], torch.Tensor]:
+        """The step's values for the interval's sums, as names and one vector: the loss, the live values,
+        and the fused and per-modality batch accuracies (one batched argmax; float64)."""
         out = result.output
         with torch.no_grad():  # no graph: no detach per tensor
             logits = torch.stack([out.fused, *(out.logits[m] for m in self.modalities)])
-            acc = (logits.argmax(-1) == y).mean(1, dtype=torch.float64).unbind()
-        values = {"train/loss/method": result.loss, "train/acc/fused": acc[0]}
-        values.update({f"train/acc/{m}": a for m, a in zip(self.modalities, acc[1:])})
-        values.update(result.live)
-        return values
+            acc = (logits.argmax(-1) == y).mean(1, dtype=torch.float64)
+            scalars = [result.loss, *(v if v.dim() == 0 else v.reshape(()) for v in result.live.values())]
+            vec = torch.cat([torch.stack(scalars), acc])  # promoted to float64
+        return ("train/loss/method", *result.live, *self._acc_keys), vec
 
     def _flush_interval(self) -> dict[str, float] | None:
         if self.interval.count == 0:
@@ -294,7 +296,7 @@ class Trainer:
         values = to_host({**self._interval_means(), **self.monitors.interval_values(), **self._grads,
                           **self.guard.values()})
         self._grads = {}
-        bad, first = int(values.pop("nonfinite_steps")), int(values.pop("nonfinite_first_step"))
+        bad, first = int(values.pop("nonfinite_steps")), self.guard.step_of(int(values.pop("nonfinite_first_step")))
         self.guard.reset()
         if bad:
             values["nonfinite_steps"] = bad
