@@ -49,6 +49,8 @@ class RunningSums:
         self._keys, self._vec, self._vec_count = (), None, 0
 
     def means(self) -> dict[str, torch.Tensor]:
+        if not self.sums and self._vec is not None:   # one set of names all interval: one division
+            return dict(zip(self._keys, (self._vec / self._vec_count).unbind()))
         self._fold()
         return {k: v / self.counts[k] for k, v in self.sums.items()}
 

@@ -164,7 +164,8 @@ class Trainer:
             self.plan = self.method.epoch_plan(epoch, self.model)  # mid-epoch, the checkpoint's plan
         batches = self.data.train_epoch(self.seed, epoch, self.cfg.batch_size, self.cfg.drop_last, plan=self.plan)
         self._n_batches = len(batches)
-        self.model.train()
+        if not all(m.training for m in self.model.modules()):   # as model.train(), without its setattr per module
+            self.model.train()
         for x, y, ids, masks in batches.iterate(self.pos.batch):
             self._stop_if_requested(agree=self.pos.step % self.cfg.log_every == 0)
             self.train_one(x, y, ids, masks)
