@@ -81,6 +81,7 @@ class Trainer:
         self.seed = seed
         self.recorder = recorder
         self.modalities = list(model.modalities)
+        self._modules = list(model.modules())
         self._acc_keys = ("train/acc/fused", *(f"train/acc/{m}" for m in self.modalities))
         self.autocast = autocast_factory(cfg.precision, device)
         # before the optimiser, whose state then takes the weights' layout
@@ -164,7 +165,7 @@ class Trainer:
             self.plan = self.method.epoch_plan(epoch, self.model)  # mid-epoch, the checkpoint's plan
         batches = self.data.train_epoch(self.seed, epoch, self.cfg.batch_size, self.cfg.drop_last, plan=self.plan)
         self._n_batches = len(batches)
-        if not all(m.training for m in self.model.modules()):   # as model.train(), without its setattr per module
+        if not all(m.training for m in self._modules):   # as model.train(), without its setattr per module
             self.model.train()
         for x, y, ids, masks in batches.iterate(self.pos.batch):
             self._stop_if_requested(agree=self.pos.step % self.cfg.log_every == 0)
