@@ -72,9 +72,11 @@ class TensorData:
         """Rows ``idx`` (on the data's device) of every modality, and their labels."""
         return {m: t.index_select(0, idx) for m, t in self.x.items()}, self.y.index_select(0, idx)
 
-    def train_batch(self, ids: torch.Tensor, masks: torch.Tensor | None = None) -> Batch:
-        """The :class:`Batch` of train-split rows ``ids``; ``masks`` (B, M) bool drops (zeroes) inputs."""
-        x, y = self.batch(self.splits["train"].index_select(0, ids))
+    def train_batch(self, ids: torch.Tensor, masks: torch.Tensor | None = None,
+                    rows: torch.Tensor | None = None) -> Batch:
+        """The :class:`Batch` of train-split rows ``ids``; ``masks`` (B, M) bool drops (zeroes) inputs;
+        ``rows``: the data rows of ``ids`` when already known (the epoch's are gathered at once)."""
+        x, y = self.batch(self.splits["train"].index_select(0, ids) if rows is None else rows)
         if masks is None:
             return Batch(x, y, ids, None)
         keep = dict(zip(self.x, masks.unbind(1)))
@@ -100,7 +102,8 @@ class TensorData:
             plan.check(n_train, self.modality_names)
             ids, masks = plan_order(plan.to(self.device), seed, epoch)
         return EpochBatches(self, batch_slices(ids, batch_size, drop_last),
-                            None if masks is None else batch_slices(masks, batch_size, drop_last))
+                            None if masks is None else batch_slices(masks, batch_size, drop_last),
+                            batch_slices(self.splits["train"].index_select(0, ids), batch_size, drop_last))
 
     def eval_batches(self, split: str, batch_size: int):
         """``(x, y)`` batches of ``split`` in row order (no shuffling), for evaluation."""
@@ -134,12 +137,14 @@ class TensorData:
 class EpochBatches:
     """One epoch of training batches of resident data: ``len()`` batches, iterated from any batch on.
 
-    ``ids``: each batch's train-split rows; ``masks``: each batch's (B, M) kept-modality masks, or None.
+    ``ids``: each batch's train-split rows; ``masks``: each batch's (B, M) kept-modality masks, or None;
+    ``rows``: each batch's data rows (the ids through the train split, gathered once for the epoch).
     """
 
     data: TensorData
     ids: list[torch.Tensor]
     masks: list[torch.Tensor] | None = None
+    rows: list[torch.Tensor] | None = None   # each batch's data rows (the ids mapped through the train split)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,7 +152,8 @@ class EpochBatches:
     def iterate(self, start: int = 0):
         """The :class:`Batch` of batches ``start, start + 1, ...`` (resume starts mid-epoch)."""
         for b in range(start, len(self.ids)):
-            yield self.data.train_batch(self.ids[b], None if self.masks is None else self.masks[b])
+            yield self.data.train_batch(self.ids[b], None if self.masks is None else self.masks[b],
+                                        None if self.rows is None else self.rows[b])
 
 
 def plan_order(plan: EpochPlan, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -25,5 +25,14 @@ class Joint(Method):
 
     def loss(self, out, y, step):
         loss, live = super().loss(out, y, step)
-        one = torch.ones((), device=y.device)
-        return loss, {f"coef/{m}": one for m in self.ctx.modalities}
+        return loss, {f"coef/{m}": self._one(y.device) for m in self.ctx.modalities}
+
+    def _one(self, device: torch.device) -> torch.Tensor:
+        """The constant coefficient: one tensor kept between eager steps (no op per step); a fresh one
+        inside a compiled step, whose outputs should not alias a tensor held outside the graph."""
+        if torch.compiler.is_compiling():
+            return torch.ones((), device=device)
+        one = getattr(self, "_one_tensor", None)
+        if one is None or one.device != device:
+            one = self._one_tensor = torch.ones((), device=device)
+        return one

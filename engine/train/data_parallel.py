@@ -97,7 +97,7 @@ class ShardedData:
         if isinstance(batches, EpochBatches):
             def shard(parts):
                 return None if parts is None else [shard_rows(p, self.rank, self.world) for p in parts]
-            return EpochBatches(batches.data, shard(batches.ids), shard(batches.masks))
+            return EpochBatches(batches.data, shard(batches.ids), shard(batches.masks), shard(batches.rows))
         return ShardedBatches(batches, self.rank, self.world)
 
     def subset(self, train: torch.Tensor, val: torch.Tensor | None = None) -> "ShardedData":
