@@ -18,10 +18,60 @@ def test_paired_ratio_alternates_and_takes_per_pair_ratios(monkeypatch):
     def joint():
         pass
     monkeypatch.setattr(figures, "timed", fake_timed)
+    monkeypatch.setattr(figures, "epochs_per_timing", lambda fn, device: 1)
     result = figures.paired_ratio(method, joint, "cpu", repeats=5)
     assert calls == ["method", "joint", "joint", "method", "method", "joint", "joint", "method", "method", "joint"]
     assert result["median"] == result["min"] == result["max"] == 2.0
     assert result["epoch_s"] == 20.0
+
+
+def test_loops_alternate_their_order_and_each_ratio_is_taken_within_a_repeat(monkeypatch):
+    calls = []
+    # the machine is 3x slower on odd repeats: the ratios within a repeat stay 1.2 (engine/hand) and
+    # 1.5 (reference/engine), whatever the order
+    cost = {"engine": 1.2, "hand": 1.0, "reference": 1.8}
+
+    def fake_timed(fn, device):
+        calls.append(fn.__name__)
+        return cost[fn.__name__] * (3.0 if (len(calls) - 1) // 3 % 2 else 1.0)
+
+    def engine():
+        pass
+
+    def hand():
+        pass
+
+    def reference():
+        pass
+    monkeypatch.setattr(figures, "timed", fake_timed)
+    monkeypatch.setattr(figures, "epochs_per_timing", lambda fn, device: 1)
+    times = figures.loop_times({"engine": engine, "hand": hand, "reference": reference}, "cpu", 4)
+    assert calls[:6] == ["engine", "hand", "reference", "reference", "hand", "engine"]
+    assert times["hand"] == [1.0, 3.0, 1.0, 3.0]
+    ratios = figures.loop_ratios(times)
+    assert ratios["engine/hand"]["median"] == ratios["engine/hand"]["max"] == 1.2
+    assert ratios["reference/engine"]["median"] == 1.5 and "compiled/hand" not in ratios
+
+
+def test_the_median_interval_and_the_wide_flag():
+    tight = figures.ratio_summary([1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01, 0.99] * 3)
+    assert tight["median"] == 1.0 and tight["min"] == 0.98 and tight["max"] == 1.02
+    assert tight["ci_low"] <= 1.0 <= tight["ci_high"] and not figures.too_wide(tight)
+    loose = figures.ratio_summary([0.7, 1.3, 0.8, 1.2, 1.0, 0.9, 1.1])   # 7 repeats spread +-30 %
+    assert loose["median"] == 1.0 and figures.too_wide(loose)
+    assert (loose["ci_low"], loose["ci_high"]) == (0.7, 1.3)   # 7 values: the interval is the range
+
+
+def test_one_timing_runs_enough_epochs_to_last_the_minimum(monkeypatch):
+    monkeypatch.setattr(figures, "timed", lambda fn, device: 0.004 if fn.__name__ == "tiny" else 1.0)
+
+    def tiny():
+        pass
+
+    def long():
+        pass
+    assert figures.epochs_per_timing(tiny, "cpu", min_s=0.2) == 50
+    assert figures.epochs_per_timing(long, "cpu", min_s=0.2) == 1
 
 
 def test_a_busy_machine_is_one_whose_load_exceeds_half_its_cores_and_the_benchmark():
@@ -42,6 +92,9 @@ def test_bench_says_what_it_times_as_it_goes(tmp_path):
     import json
     figures_ = json.loads(res.stdout)
     assert len(figures_["load_average"]) == 2 and figures_["busy"] in (True, False)
+    r = figures_["ratios"]["engine/hand"]
+    assert r["min"] <= r["ci_low"] <= r["median"] <= r["ci_high"] <= r["max"]
+    assert figures_["overhead"] == r["median"] and isinstance(figures_["wide"], list)
 
 
 def test_bench_compile_times_module_and_step_compilation(monkeypatch, one_thread):

@@ -162,7 +162,9 @@ def xavier_linear(d_in: int, d_out: int, seed: int) -> nn.Linear:
                        "a classifier added to the least confident modality (AUG)",
                   paper="Jiang, Huang, Yang: Rethinking Multimodal Learning from the Perspective of Mitigating "
                         "Classification Ability Disproportion (sustained boosting, AUG), arXiv 2502.20120, 2025",
-                  optimizer="sgd", cost="M x (F_m + B_m + optimiser step)",
+                  optimizer="sgd",
+                  cost="M x (F_m + B_m + optimiser step) + F/B of modality m's 1 + k_m classifiers (d_m x hidden + "
+                       "hidden x C each; k_m grows by one per assignment, up to max_heads)",
                   live={"coef/<m>": "inference weight w_m of modality m's ensemble in the fused prediction",
                         "score/<m>": "mean true-class confidence of modality m's ensemble (the assignment score)",
                         "method/loss_<m>": "modality m's sustained-boosting loss",

@@ -79,9 +79,21 @@ def _print(result, console) -> None:
         size = ModelSize(**{k: v for k, v in d["model_memory"].items() if k != "total_bytes"})
         console.print(f"model memory (estimated): {size.breakdown()}", markup=False, highlight=False)
     console.print(t)
-    console.print(f"engine overhead over the hand loop: [bold]{d['overhead']:.3f}x[/]"
-                  + (f"; speed-up over the reference-style loop: [bold]{d['speedup_vs_reference']:.2f}x[/]"
-                     if d["speedup_vs_reference"] else ""))
+    ratios = d.get("ratios") or {}
+    lines = [("engine / hand-written loop", "engine/hand"), ("reference-style loop / engine (speed-up)", "reference/engine"),
+             ("train.compile = true / hand-written loop", "compiled/hand"),
+             ("train.compile = \"step\" / hand-written loop", "step_compiled/hand")]
+    for label, key in lines:
+        if key in ratios:
+            r = ratios[key]
+            console.print(f"{label}: [bold]{r['median']:.3f}x[/] (median of the repeats; 95% interval of the "
+                          f"median {r['ci_low']:.3f}-{r['ci_high']:.3f}; min {r['min']:.3f}, max {r['max']:.3f})",
+                          highlight=False)
+    if d.get("wide"):
+        from engine.bench.figures import WIDE
+        console.print(f"[yellow]warning:[/] the 95% interval of the median spans more than {WIDE:.0%} of it for "
+                      f"{', '.join(d['wide'])}: too uncertain to trust; rerun with more --repeats (a few dozen) on a "
+                      f"quiet machine", highlight=False)
     if d["methods"]:
         m = Table("method", "epoch (s)", "x joint (min-max)", "peak memory", "algorithmic cost (per step)")
         for r in d["methods"]:
