@@ -186,7 +186,7 @@ class Trainer:
         result = self.method.train_step(x, y, self._step_context(batch, ids, masks))
         fault_point(self.fault_site)
         self._observe(result.output, y)
-        self.interval.add_vector(*self._step_values(result, y))
+        self._record_step(result, y)
         self.pos.step += 1
         self.pos.batch = batch + 1
         return result
@@ -281,16 +281,15 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _step_values(self, result, y: torch.Tensor) -> tuple[tuple[str, ...], torch.Tensor]:
-        """The step's values for the interval's sums, as names and one vector: the loss, the live values,
-        and the fused and per-modality batch accuracies (one batched argmax; float64)."""
+    def _record_step(self, result, y: torch.Tensor) -> None:
+        """The step's values into the interval's sums: the loss and the live values as one vector, and
+        the fused and per-modality hit masks (one batched argmax) for the batch accuracies."""
         out = result.output
         with torch.no_grad():  # no graph: no detach per tensor
-            logits = torch.stack([out.fused, *(out.logits[m] for m in self.modalities)])
-            acc = (logits.argmax(-1) == y).mean(1, dtype=torch.float64)
-            scalars = [result.loss, *(v if v.dim() == 0 else v.reshape(()) for v in result.live.values())]
-            vec = torch.cat([torch.stack(scalars), acc])  # promoted to float64
-        return ("train/loss/method", *result.live, *self._acc_keys), vec
+            hits = torch.stack([out.fused, *(out.logits[m] for m in self.modalities)]).argmax(-1) == y
+            scalars = torch.stack([result.loss, *(v if v.dim() == 0 else v.reshape(()) for v in result.live.values())])
+        self.interval.add_vector(("train/loss/method", *result.live), scalars)
+        self.interval.add_hits(self._acc_keys, hits)
 
     def _flush_interval(self) -> dict[str, float] | None:
         if self.interval.count == 0:
