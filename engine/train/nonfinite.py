@@ -38,6 +38,9 @@ class NonFiniteGuard:
             raise UsageError(f"train.on_nonfinite = \"skip\" needs PyTorch's fused optimisers, which are not "
                              f"available on {device}; use \"stop\"")
         self._losses: torch.Tensor | None = None   # the step's losses summed (several backward calls a step)
+        # a waiting loss is copied when the step's outputs are reused memory (CUDA-graph replays of a
+        # compiled step overwrite their outputs at the next step; step_compile.CompiledStep.cuda_graphs)
+        self.copy_waiting = False
         self.reset()
 
     def reset(self) -> None:
@@ -62,7 +65,7 @@ class NonFiniteGuard:
         losses, self._losses = self._losses, None
         if self.mode == "stop" and not gradients:
             if losses is not None:
-                self._pending.append(losses)
+                self._pending.append(losses.clone() if self.copy_waiting else losses)
                 self._pending_steps.append(step)
             return
         grads = [p.grad for p in params if p.grad is not None]

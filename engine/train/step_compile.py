@@ -48,7 +48,8 @@ CUDA with static shapes (``train.drop_last``, or a training split that is a mult
 size) the step is compiled with ``mode="reduce-overhead"``: Inductor records the forward and the
 backward as CUDA graphs and replays them, which removes the per-kernel launch cost of small models.
 The outputs of a CUDA-graph replay live in a memory pool that the next replay reuses; the trainer
-uses a step's outputs (loss, logits, live values) only within that step (train metrics, monitors),
+uses a step's outputs (loss, logits, live values) only within that step (train metrics, monitors;
+the non-finite guard copies a loss it checks at a later step, ``NonFiniteGuard.copy_waiting``),
 and :func:`torch.compiler.cudagraph_mark_step_begin` marks each new step. Where Inductor cannot
 record a graph (it logs why, e.g. a CPU tensor among the inputs) it runs that graph compiled without
 CUDA graphs. That CUDA path has not been run by this project's tests (they ran on CPUs without a

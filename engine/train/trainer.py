@@ -109,6 +109,7 @@ class Trainer:
         self._grads: dict[str, torch.Tensor] = {}
         sync_module_state(model, method.modules)  # every rank starts from rank 0's weights
         self.compiled, self.compiled_step = self._compile(cfg.compile)
+        self.guard.copy_waiting = bool(self.compiled_step and self.compiled_step.cuda_graphs)
 
     def _compile(self, mode: bool | str) -> tuple:
         """``train.compile``: the encoders and fusion head (true), the step's forward, loss and backward
