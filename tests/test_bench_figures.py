@@ -87,7 +87,7 @@ def test_bench_says_what_it_times_as_it_goes(tmp_path):
     res = CliRunner().invoke(app, ["bench", "--methods", "joint,ogm", "--repeats", "1", "--no-reference", "--json",
                                    "--set", "data.synthetic.n_samples=300"])
     assert res.exit_code == 0, res.output
-    assert "timing the loops (engine, hand), 1 epochs each" in res.stderr
+    assert "timing the loops (engine, hand), 1 repeats" in res.stderr
     assert "[1/2] joint against joint" in res.stderr and "[2/2] ogm against joint" in res.stderr
     import json
     figures_ = json.loads(res.stdout)

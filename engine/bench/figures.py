@@ -187,7 +187,7 @@ def method_figures(preset: str, base: list[str], device, data, repeats: int, met
     base_cfg = load_preset(preset, base)[0]
     joint = whole_epochs(load_preset(preset, base + ['method.name="joint"'])[0], device, data)
     for i, name in enumerate(methods, 1):
-        progress(f"[{i}/{len(methods)}] {name} against joint, {repeats} epochs each")
+        progress(f"[{i}/{len(methods)}] {name} against joint, {repeats} repeats")
         cfg, _ = load_preset(preset, base + [f'method.name="{name}"'] + _method_overrides(name, base_cfg))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -237,7 +237,7 @@ def run_bench(preset: str, overrides: list[str] = (), repeats: int = 3, referenc
         step = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile="step"))
         progress("compiling the training step (train.compile = \"step\")")
         contenders["step_compiled"] = engine_epochs(step, device, data, step_warmup)
-    progress(f"timing the loops ({', '.join(contenders)}), {repeats} epochs each")
+    progress(f"timing the loops ({', '.join(contenders)}), {repeats} repeats")
     per_repeat = loop_times(contenders, device, repeats)
     times = {k: statistics.median(v) for k, v in per_repeat.items()}
     names = METHODS.names() if methods is None else methods

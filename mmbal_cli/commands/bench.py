@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def bench(preset: Annotated[Optional[Path], typer.Argument(help="Preset to measure (default: the quickstart).")] = None,
               set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Preset override (repeatable).")] = None,
               methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods to time (default: all; '' for none).")] = None,
-              repeats: Annotated[int, typer.Option(min=1, help="Timed epochs per contender.")] = 3,
+              repeats: Annotated[int, typer.Option(min=1, help="Timings per contender (each at least 0.2 s of consecutive epochs).")] = 3,
               reference: Annotated[bool, typer.Option(help="Also time a reference-style Dataset/DataLoader loop.")] = True,
               compile_: Annotated[bool, typer.Option("--compile", help="Also time the engine with train.compile = true "
                                                                        "and with train.compile = \"step\" (each first "
