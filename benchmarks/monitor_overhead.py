@@ -8,7 +8,8 @@ change of load hits both), each in its own ``mmbal run`` process. An epoch's tim
 run's ``metrics.jsonl``: the time between the first and the last epoch's validation rows divided by
 the epochs between them, so it counts training, validation, the monitors' updates and evaluations and
 the logging, and leaves out the start-up and the first epoch (warm-up). The ratio on/off is taken per
-repeat; the figures are its median, min and max. The load average is printed at the start and at the
+repeat; the figures are its median with the 95% interval of the median (``engine.bench.figures.
+ratio_summary``), min and max. The load average is printed at the start and at the
 end: a figure taken under load is not a figure.
 """
 
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from engine.bench.figures import ratio_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_PRESETS = ["presets/nutrimouse.toml", "presets/uci_mfeat.toml", "presets/cub10.toml",
@@ -57,9 +60,11 @@ def measure(preset: str, epochs: int, repeats: int) -> dict:
             print(f"  {preset} repeat {i + 1}/{repeats}: on {on[-1]:.3f} s/epoch, off {off[-1]:.3f}",
                   file=sys.stderr, flush=True)
     ratios = [a / b for a, b in zip(on, off)]
+    summary = ratio_summary(ratios)
     return {"preset": preset, "epochs": epochs, "repeats": repeats,
             "on_s": statistics.median(on), "off_s": statistics.median(off),
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratio_ci_low": summary["ci_low"], "ratio_ci_high": summary["ci_high"]}
 
 
 def main() -> None:
@@ -75,11 +80,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    print("| preset | on s/epoch | off s/epoch | on/off median | min | max |")
+    print("| preset | on s/epoch | off s/epoch | on/off median [95% interval of the median] | min | max |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| `{r['preset']}` | {r['on_s']:.3f} | {r['off_s']:.3f} | {r['ratio']:.2f} | {r['ratio_min']:.2f} "
-              f"| {r['ratio_max']:.2f} |")
+        print(f"| `{r['preset']}` | {r['on_s']:.4f} | {r['off_s']:.4f} | {r['ratio']:.2f} [{r['ratio_ci_low']:.2f}, "
+              f"{r['ratio_ci_high']:.2f}] | {r['ratio_min']:.2f} | {r['ratio_max']:.2f} |")
 
 
 if __name__ == "__main__":
