@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The figures behind BENCHMARKS.md: `mmbal bench` on each preset, JSON into benchmarks/results/<machine>/.
-# Usage: bash benchmarks/run_all.sh [--device cuda] [--repeats N]
+# Usage: bash benchmarks/run_all.sh [--device cuda] [--repeats N]   (a few dozen repeats on a shared machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 machine="${MMBAL_BENCH_MACHINE:-$(hostname)-$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}"
 out="benchmarks/results/$machine"
 mkdir -p "$out"
-for preset in quickstart uci_mfeat avdigits; do
+for preset in quickstart cub10 uci_mfeat nutrimouse avdigits avdigits_hard; do
     echo "== $preset" >&2
     mmbal bench "presets/$preset.toml" --json "$@" > "$out/$preset.json"
 done
