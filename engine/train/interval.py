@@ -10,59 +10,85 @@ from .. import collectives
 class RunningSums:
     """Device-side sums of per-step values over a logging interval.
 
-    The values of one step are stacked into one float64 vector and added with one kernel while
-    the set of names stays the same (the usual case); a new set of names (a method changing
-    stage) folds the running vector back into per-name sums first.
+    A step's values (:meth:`add_values`) and its logits with the labels (:meth:`add_predictions`) are
+    kept as they are, with no device work in the step; the waiting steps are summed together when the
+    sums are read, with one stack of the values and one argmax over the stacked logits (every
+    ``MAX_WAITING_STEPS`` steps or ``MAX_WAITING_ELEMENTS`` logits sooner; every step where ``copy``:
+    outputs in reused memory, such as CUDA-graph replays, must be read before the next step).
 
-    Batch accuracies (:meth:`add_hits`) are kept as each step's (K, B) hit mask until the sums are
-    read: then one count per batch size for all the waiting steps, summed as integer hit counts per
-    batch size. Their interval mean, sum_s hits_s / B_s / S, is a function of
-    those integers, so it is the same whatever the grouping of steps (a resume mid-interval included).
+    Values are summed in float64 as one running vector while the set of names stays the same (the
+    usual case); a new set of names (a method changing stage) folds the running vector back into
+    per-name sums first. Batch accuracies are summed as integer hit counts per batch size: their
+    interval mean, sum_s hits_s / B_s / S, is a function of those integers, so it is the same whatever
+    the grouping of steps (a resume mid-interval included).
     """
 
-    def __init__(self, device: torch.device):
+    MAX_WAITING_STEPS = 256
+    MAX_WAITING_ELEMENTS = 1 << 22   # logits elements kept alive by the waiting steps (16 MiB in float32)
+
+    def __init__(self, device: torch.device, copy: bool = False):
         self.device = device
+        self.copy = copy
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
         self._keys: tuple[str, ...] = ()
         self._vec: torch.Tensor | None = None
-        self._vec_count = 0
+        self._vec_count = 0          # steps in the running vector, the waiting ones included
+        self._waiting: list[torch.Tensor] = []   # the waiting steps' values, len(self._keys) each, flat
         self.count = 0
         self._acc_keys: tuple[str, ...] = ()
-        self._predictions: dict[int, list[torch.Tensor]] = {}   # batch size -> the waiting steps' hit masks
+        self._predictions: dict[int, list[tuple[list[torch.Tensor], torch.Tensor]]] = {}   # batch size -> steps
+        self._waiting_elements = 0
         self._hits: dict[int, torch.Tensor] = {}   # batch size -> int64 hit counts, one per accuracy name
         self._acc_steps = 0
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
         """Adds one step's 0-d values by name."""
-        with torch.no_grad():  # one stack of the 0-d values, no per-value detach (the result needs no graph)
-            vec = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in values.values()])
-        self.add_vector(tuple(values), vec)
+        self.add_values(tuple(values), list(values.values()))
 
-    def add_vector(self, keys: tuple[str, ...], vec: torch.Tensor) -> None:
-        """Adds one step's values given as names and a vector of the same length (summed in float64)."""
+    def add_values(self, keys: tuple[str, ...], values: list[torch.Tensor]) -> None:
+        """Adds one step's values named ``keys`` (0-d or one-element tensors, summed in float64)."""
         if keys != self._keys:
             self._fold()
-            self._keys, self._vec = keys, vec.detach().double().clone()
-        else:
-            self._vec += vec
+            self._keys = keys
+        self._waiting.extend(v.detach() for v in values)
         self._vec_count += 1
         self.count += 1
+        if self.copy or len(self._waiting) >= self.MAX_WAITING_STEPS * max(len(keys), 1):
+            self._sum_waiting()
 
-    def add_hits(self, keys: tuple[str, ...], hits: torch.Tensor) -> None:
-        """Adds one step's batch accuracies named ``keys``: ``hits`` (K, B) bool, whether each of the B
-        rows was predicted right, one row per name. Nothing runs on the device here (class docstring)."""
+    def _sum_waiting(self) -> None:
+        if not self._waiting:
+            return
+        with torch.no_grad():
+            flat = torch.stack([v if v.dim() == 0 else v.reshape(()) for v in self._waiting])
+            part = flat.view(-1, len(self._keys)).sum(0, dtype=torch.float64)
+        self._vec = part if self._vec is None else self._vec + part
+        self._waiting = []
+
+    def add_predictions(self, keys: tuple[str, ...], logits: list[torch.Tensor], y: torch.Tensor) -> None:
+        """Adds one step's batch accuracies named ``keys``, one per (B, C) tensor of ``logits``, against
+        the labels ``y`` (B,)."""
         if keys != self._acc_keys:
             self._accuracies_to_sums()
             self._acc_keys = keys
-        self._predictions.setdefault(int(hits.shape[-1]), []).append(hits)
+        self._predictions.setdefault(int(y.shape[0]), []).append(([z.detach() for z in logits], y))
         self._acc_steps += 1
+        self._waiting_elements += sum(z.numel() for z in logits)
+        if self.copy or self._waiting_elements > self.MAX_WAITING_ELEMENTS or \
+                sum(map(len, self._predictions.values())) >= self.MAX_WAITING_STEPS:
+            self._count_hits()
 
     def _count_hits(self) -> None:
-        for size in sorted(self._predictions):
-            hits = torch.stack(self._predictions[size]).sum((0, 2))   # (S, K, B) -> (K,)
-            self._hits[size] = self._hits[size] + hits if size in self._hits else hits
-        self._predictions = {}
+        """The waiting steps' hits: per batch size, one stack of their logits, one argmax, one count."""
+        with torch.no_grad():
+            for size in sorted(self._predictions):
+                steps = self._predictions[size]
+                logits = torch.stack([z for zs, _ in steps for z in zs])           # (S * K, B, C)
+                pred = logits.view(len(steps), len(steps[0][0]), size, -1).argmax(-1)   # (S, K, B)
+                hits = (pred == torch.stack([y for _, y in steps]).unsqueeze(1)).sum((0, 2))   # (K,)
+                self._hits[size] = self._hits[size] + hits if size in self._hits else hits
+        self._predictions, self._waiting_elements = {}, 0
 
     def _accuracy_sums(self) -> dict[str, torch.Tensor]:
         """The sum over the steps of each batch accuracy (float64), from the hit counts."""
@@ -83,6 +109,7 @@ class RunningSums:
         self._hits, self._acc_steps = {}, 0
 
     def _fold(self) -> None:
+        self._sum_waiting()
         if self._vec is None:
             return
         for k, v in zip(self._keys, self._vec.unbind()):
@@ -91,6 +118,7 @@ class RunningSums:
         self._keys, self._vec, self._vec_count = (), None, 0
 
     def means(self) -> dict[str, torch.Tensor]:
+        self._sum_waiting()
         if not self.sums and self._vec is not None:   # one set of names all interval: one division
             out = dict(zip(self._keys, (self._vec / self._vec_count).unbind()))
         else:
@@ -123,4 +151,4 @@ class RunningSums:
         self._acc_keys = tuple(acc["keys"]) if acc else ()
         self._hits = {int(b): h.to(self.device) for b, h in acc["hits"].items()} if acc else {}
         self._acc_steps = acc["steps"] if acc else 0
-        self._predictions = {}
+        self._predictions, self._waiting_elements, self._waiting = {}, 0, []

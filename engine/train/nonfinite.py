@@ -1,8 +1,8 @@
 """Catching non-finite losses and gradients on the device, without a host sync per step.
 
-Each backward adds its loss to the step's sum. The checks run on the device and their results (how
-many steps were bad, which was first) are read once per logging interval, in the same transfer as the
-other metrics.
+Each backward adds its loss to the step's sum. The values to check (the steps' losses, and gradient
+norms where they are taken) wait on the device and reach the host once per logging interval, in the
+same transfer as the other metrics; the host counts the non-finite ones (no device work for the check).
 
 ``train.on_nonfinite``:
 
@@ -23,14 +23,17 @@ other metrics.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import UsageError
 
-_NONE = 2 ** 62   # "no bad entry" in a minimum over entry indices
-
-
 class NonFiniteGuard:
+    """Collects each optimiser step's checked values on the device; :meth:`values` hands them to the
+    interval's one host transfer and :meth:`read` counts the bad steps on the host (no device work for
+    the check itself)."""
+
     def __init__(self, mode: str, optimizer: torch.optim.Optimizer, device: torch.device):
         self.mode = mode
         self.device = device
@@ -44,12 +47,8 @@ class NonFiniteGuard:
         self.reset()
 
     def reset(self) -> None:
-        self.count = torch.zeros((), dtype=torch.long, device=self.device)
-        # while count > 0: the index in self._steps of the first bad entry checked since the reset
-        self.first = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._steps: list[int] = []              # host: the step of every entry checked since the reset
-        self._pending: list[torch.Tensor] = []   # "stop": the loss sums of the steps not checked yet
-        self._pending_steps: list[int] = []
+        self._entries: list[torch.Tensor] = []   # 0-d device values: non-finite when their step was bad
+        self._steps: list[int] = []              # the step of each entry
 
     def after_backward(self, loss: torch.Tensor) -> None:
         value = loss.detach()
@@ -57,50 +56,37 @@ class NonFiniteGuard:
 
     def before_step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], step: int,
                     gradients: bool = True) -> None:
-        """The check of optimiser step ``step`` (1-based). ``gradients`` false (``"stop"`` only): the step's
-        loss waits, with no device work, for the next check that takes the gradients, or for :meth:`values`.
-        Otherwise one finiteness test of the step's losses and gradient norms summed (a sum is non-finite
-        when a term is: inf + finite = inf, inf - inf = nan; finite terms summing to a non-finite value would
-        need norms near float32's maximum, which no training survives anyway), with the waiting losses."""
+        """The check of optimiser step ``step`` (1-based): its losses, and with ``gradients`` the norm of
+        each gradient (one fused call), wait on the device for :meth:`values`. ``"skip"`` (every step)
+        sums them into one value, which also sets the fused optimiser's ``found_inf`` flag (a sum is
+        non-finite when a term is: inf + finite = inf, inf - inf = nan; finite terms summing to a
+        non-finite value would need norms near float32's maximum, which no training survives anyway)."""
         losses, self._losses = self._losses, None
-        if self.mode == "stop" and not gradients:
-            if losses is not None:
-                self._pending.append(losses.clone() if self.copy_waiting else losses)
-                self._pending_steps.append(step)
-            return
-        grads = [p.grad for p in params if p.grad is not None]
-        total = torch.stack(torch._foreach_norm(grads)).sum() if grads else None
-        if losses is not None:
-            total = losses if total is None else total + losses
+        grads = [p.grad for p in params if p.grad is not None] if gradients or self.mode == "skip" else []
+        norms = torch._foreach_norm(grads) if grads else []
         if self.mode == "skip":
-            optimizer.found_inf = (torch.zeros((), device=self.device) if total is None
-                                   else total.isfinite().logical_not().float())
-        if total is not None:
-            self._pending.append(total)
-            self._pending_steps.append(step)
-        self._check_pending()
-
-    def _check_pending(self) -> None:
-        """Counts the bad entries among the waiting ones and keeps the first's index (device work only)."""
-        if not self._pending:
+            total = torch.stack(norms).sum() if norms else torch.zeros((), device=self.device)
+            total = total if losses is None else total + losses
+            optimizer.found_inf = total.isfinite().logical_not().float()
+            self._wait(total, step)
             return
-        offset = len(self._steps)
-        self._steps.extend(self._pending_steps)
-        totals = self._pending[0].reshape(1) if len(self._pending) == 1 else torch.stack(self._pending)
-        self._pending, self._pending_steps = [], []
-        bad = totals.isfinite().logical_not()
-        index = torch.arange(offset, offset + bad.shape[0], device=self.device)
-        first_here = torch.where(bad, index, _NONE).amin()
-        self.first = torch.where(self.count == 0, first_here, self.first)
-        self.count += bad.sum()
+        if losses is not None:
+            self._wait(losses.clone() if self.copy_waiting else losses, step)
+        for norm in norms:
+            self._wait(norm, step)
+
+    def _wait(self, value: torch.Tensor, step: int) -> None:
+        self._entries.append(value)
+        self._steps.append(step)
 
     def values(self) -> dict[str, torch.Tensor]:
-        """Device values to transfer with the interval's metrics (the waiting losses checked first);
-        ``nonfinite_first_step`` is an entry index, which :meth:`step_of` turns into the step."""
-        self._check_pending()
-        return {"nonfinite_steps": self.count,
-                "nonfinite_first_step": torch.where(self.count > 0, self.first, -1)}
+        """The waiting values, named ``nonfinite/<i>``, for the interval's one host transfer; their host
+        values go to :meth:`read`."""
+        return {f"nonfinite/{i}": v for i, v in enumerate(self._entries)}
 
-    def step_of(self, index: int) -> int:
-        """The step of the entry ``index`` from :meth:`values` (-1: none)."""
-        return self._steps[index] if 0 <= index < len(self._steps) else -1
+    def read(self, host: dict[str, float]) -> tuple[int, int]:
+        """Pops :meth:`values`' names from ``host`` (their host values); returns (number of bad steps,
+        the first bad step or -1), then starts over (:meth:`reset`)."""
+        bad = sorted({s for i, s in enumerate(self._steps) if not math.isfinite(host.pop(f"nonfinite/{i}"))})
+        self.reset()
+        return len(bad), (bad[0] if bad else -1)

@@ -109,7 +109,9 @@ class Trainer:
         self._grads: dict[str, torch.Tensor] = {}
         sync_module_state(model, method.modules)  # every rank starts from rank 0's weights
         self.compiled, self.compiled_step = self._compile(cfg.compile)
+        # CUDA-graph replays of a compiled step overwrite its outputs: what waits for later is copied or read now
         self.guard.copy_waiting = bool(self.compiled_step and self.compiled_step.cuda_graphs)
+        self.interval.copy = self.guard.copy_waiting
 
     def _compile(self, mode: bool | str) -> tuple:
         """``train.compile``: the encoders and fusion head (true), the step's forward, loss and backward
@@ -283,14 +285,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _record_step(self, result, y: torch.Tensor) -> None:
-        """The step's values into the interval's sums: the loss and the live values as one vector, and
-        the fused and per-modality hit masks (one batched argmax) for the batch accuracies."""
+        """The step's values into the interval: the loss and the live values, and the fused and
+        per-modality logits for the batch accuracies (summed when the interval is read)."""
         out = result.output
-        with torch.no_grad():  # no graph: no detach per tensor
-            hits = torch.stack([out.fused, *(out.logits[m] for m in self.modalities)]).argmax(-1) == y
-            scalars = torch.stack([result.loss, *(v if v.dim() == 0 else v.reshape(()) for v in result.live.values())])
-        self.interval.add_vector(("train/loss/method", *result.live), scalars)
-        self.interval.add_hits(self._acc_keys, hits)
+        self.interval.add_values(("train/loss/method", *result.live), [result.loss, *result.live.values()])
+        self.interval.add_predictions(self._acc_keys, [out.fused, *(out.logits[m] for m in self.modalities)], y)
 
     def _flush_interval(self) -> dict[str, float] | None:
         if self.interval.count == 0:
@@ -298,13 +297,12 @@ class Trainer:
         values = to_host({**self._interval_means(), **self.monitors.interval_values(), **self._grads,
                           **self.guard.values()})
         self._grads = {}
-        bad, first = int(values.pop("nonfinite_steps")), self.guard.step_of(int(values.pop("nonfinite_first_step")))
-        self.guard.reset()
+        bad, first = self.guard.read(values)
         if bad:
             values["nonfinite_steps"] = bad
         values["lr"] = self._lr  # the schedule's lr of the first group (a method's per-step scaling aside)
         self.recorder.metrics(self.pos.step, self._epoch_float(), "train", values)
-        self.interval = RunningSums(self.device)
+        self.interval = RunningSums(self.device, copy=self.interval.copy)
         if bad and self.cfg.on_nonfinite == "stop":
             self._stop_nonfinite(bad, first, values)
         elif bad:
