@@ -1,7 +1,7 @@
 """Time per epoch with the live monitors on against off (``monitor.enabled``), on the shared presets.
 
 Usage: python benchmarks/monitor_overhead.py [--presets presets/cub10.toml ...] [--epochs 6]
-       [--repeats 7] [--json]
+       [--repeats 7] [--in-process] [--json]
 
 Each repeat runs the preset twice, monitors on then off (the order alternates between repeats, so a
 change of load hits both), each in its own ``mmbal run`` process. An epoch's time is read from the
@@ -11,6 +11,13 @@ the logging, and leaves out the start-up and the first epoch (warm-up). The rati
 repeat; the figures are its median with the 95% interval of the median (``engine.bench.figures.
 ratio_summary``), min and max. The load average is printed at the start and at the
 end: a figure taken under load is not a figure.
+
+``--in-process``: both in one process instead, on the same data: whole epochs as ``mmbal run`` trains
+them (training steps, validation with the monitors' evaluations, the epoch's hooks) with the preset's
+monitors against none, timed alternately (``engine.bench.figures.loop_times``: each timing lasts at
+least 0.2 s of consecutive epochs). Nothing is written (the monitors' saved state included), so this
+is their compute without their I/O, and the interval of the median is much narrower than between
+processes.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.bench.figures import ratio_summary
+from engine.bench.figures import loop_times, ratio_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_PRESETS = ["presets/nutrimouse.toml", "presets/uci_mfeat.toml", "presets/cub10.toml",
@@ -67,15 +74,41 @@ def measure(preset: str, epochs: int, repeats: int) -> dict:
             "ratio_ci_low": summary["ci_low"], "ratio_ci_high": summary["ci_high"]}
 
 
+def measure_in_process(preset: str, repeats: int) -> dict:
+    import torch
+
+    from engine.bench.loops import whole_epochs
+    from engine.config import load_preset
+    from engine.run import build_parts
+    from engine.train.device import resolve_device
+
+    on_cfg = load_preset(ROOT / preset, ["monitor.enabled=true"])[0]
+    off_cfg = load_preset(ROOT / preset, ["monitor.enabled=false"])[0]
+    torch.set_num_threads(on_cfg.train.threads or torch.get_num_threads())
+    device = resolve_device(on_cfg.train.device)
+    data, _, _ = build_parts(on_cfg, device)
+    times = loop_times({"on": whole_epochs(on_cfg, device, data, monitors=True),
+                        "off": whole_epochs(off_cfg, device, data, monitors=True)}, device, repeats)
+    ratios = [a / b for a, b in zip(times["on"], times["off"])]
+    summary = ratio_summary(ratios)
+    print(f"  {preset}: {repeats} repeats done", file=sys.stderr, flush=True)
+    return {"preset": preset, "epochs": None, "repeats": repeats, "in_process": True,
+            "on_s": statistics.median(times["on"]), "off_s": statistics.median(times["off"]),
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratio_ci_low": summary["ci_low"], "ratio_ci_high": summary["ci_high"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=SHARED_PRESETS)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--in-process", action="store_true", help="both in one process (module docstring)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     print(f"load average at the start: {os.getloadavg()}", file=sys.stderr)
-    results = [measure(p, args.epochs, args.repeats) for p in args.presets]
+    results = [measure_in_process(p, args.repeats) if args.in_process else measure(p, args.epochs, args.repeats)
+               for p in args.presets]
     print(f"load average at the end: {os.getloadavg()}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=1))

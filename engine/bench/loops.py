@@ -66,12 +66,14 @@ def engine_epochs(cfg: RunConfig, device, data, warmup: list | None = None) -> C
     return epoch
 
 
-def whole_epochs(cfg: RunConfig, device, data) -> Callable[[], None]:
+def whole_epochs(cfg: RunConfig, device, data, monitors: bool = False) -> Callable[[], None]:
     """One whole epoch of a run per call, as ``mmbal run`` trains it: the optimiser steps, then the
     end of the epoch (validation, selection, the method's epoch hooks such as a stage switch or a
-    re-estimate, the checkpoint state); after one warm-up epoch. What methods cost per epoch."""
+    re-estimate, the checkpoint state); after one warm-up epoch. What methods cost per epoch.
+    ``monitors``: with the preset's live monitors (``cfg.monitor``), else none."""
     _, model, method = build_parts(cfg, device, data)
-    trainer = Trainer(cfg.train, data, model, method, device, cfg.seed, DiscardingRecorder())
+    trainer = Trainer(cfg.train, data, model, method, device, cfg.seed, DiscardingRecorder(),
+                      cfg.monitor if monitors else None)
 
     def epoch():
         trainer.train_epoch_steps()

@@ -12,7 +12,7 @@ class RunningSums:
 
     A step's values (:meth:`add_values`) and its logits with the labels (:meth:`add_predictions`) are
     kept as they are, with no device work in the step; the waiting steps are summed together when the
-    sums are read, with one stack of the values and one argmax over the stacked logits (every
+    sums are read, with one stack of the values and one argmax over the concatenated logits (every
     ``MAX_WAITING_STEPS`` steps or ``MAX_WAITING_ELEMENTS`` logits sooner; every step where ``copy``:
     outputs in reused memory, such as CUDA-graph replays, must be read before the next step).
 
@@ -80,14 +80,22 @@ class RunningSums:
             self._count_hits()
 
     def _count_hits(self) -> None:
-        """The waiting steps' hits: per batch size, one stack of their logits, one argmax, one count."""
+        """The waiting steps' hits: one concatenation of their logits (modality-major, the steps ordered
+        by batch size), one argmax, one comparison, then one count per batch size (a column range)."""
+        if not self._predictions:
+            return
+        sizes = sorted(self._predictions)
+        steps = [step for size in sizes for step in self._predictions[size]]
+        k = len(steps[0][0])
         with torch.no_grad():
-            for size in sorted(self._predictions):
-                steps = self._predictions[size]
-                logits = torch.stack([z for zs, _ in steps for z in zs])           # (S * K, B, C)
-                pred = logits.view(len(steps), len(steps[0][0]), size, -1).argmax(-1)   # (S, K, B)
-                hits = (pred == torch.stack([y for _, y in steps]).unsqueeze(1)).sum((0, 2))   # (K,)
-                self._hits[size] = self._hits[size] + hits if size in self._hits else hits
+            logits = torch.cat([zs[i] for i in range(k) for zs, _ in steps])       # (K * N, C)
+            hits = logits.view(k, -1, logits.shape[-1]).argmax(-1) == torch.cat([y for _, y in steps])  # (K, N)
+            start = 0
+            for size in sizes:
+                rows = size * len(self._predictions[size])
+                counts = (hits if rows == hits.shape[1] else hits[:, start:start + rows]).sum(1)   # (K,)
+                self._hits[size] = self._hits[size] + counts if size in self._hits else counts
+                start += rows
         self._predictions, self._waiting_elements = {}, 0
 
     def _accuracy_sums(self) -> dict[str, torch.Tensor]:
