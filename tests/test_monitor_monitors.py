@@ -59,6 +59,20 @@ def test_grad_norms_equal_the_norm_of_each_encoders_gradients():
     assert monitors(grad=False).grad_norms(model) == {}
 
 
+def test_grad_norms_use_the_norms_already_taken_and_take_only_the_others():
+    model = small_model()
+    x, y = batch(0)
+    F.cross_entropy(model(x).fused, y).backward()
+    fresh = monitors().grad_norms(model)
+    a = [p for p in model.encoders["a"].parameters() if p.grad is not None]
+    known = {id(p): torch.linalg.vector_norm(p.grad) for p in a}   # the trainer's fused norm, for encoder a
+    shared = monitors().grad_norms(model, known)
+    assert all(torch.allclose(shared[k], fresh[k], rtol=1e-6) for k in fresh)
+    known = {id(p): torch.tensor(1.0) for p in a}                   # the given values are the ones used
+    assert monitors().grad_norms(model, known)["grad/a"].item() == pytest.approx(len(a) ** 0.5)
+    assert torch.equal(monitors().grad_norms(model, known)["grad/b"], fresh["grad/b"])
+
+
 # -- online updates and interval values ----------------------------------------------------------------
 def fake_output(x, y, model=None):
     model = model or small_model()

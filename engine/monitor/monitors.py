@@ -226,12 +226,13 @@ class Monitors:
         full = torch.full((len(self.modalities),), float("inf"), dtype=ces.dtype, device=ces.device)
         return full.index_copy(0, torch.tensor([self.modalities.index(m) for m in own], device=ces.device), ces)
 
-    def grad_norms(self, model: MultimodalModel) -> dict[str, torch.Tensor]:
-        """``{"grad/<m>": 0-d tensor}``: the L2 norm of each encoder's current gradients (None = 0)."""
+    def grad_norms(self, model: MultimodalModel, known: dict[int, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """``{"grad/<m>": 0-d tensor}``: the L2 norm of each encoder's current gradients (None = 0);
+        ``known``: gradient norms already taken, by parameter ``id`` (:func:`encoder_grad_norms`)."""
         if not self.use_grad:
             return {}
         with self.overhead.timed():   # every logging interval, not skipped, but counted with the updates
-            return encoder_grad_norms(model.encoders, self.modalities, self.device)
+            return encoder_grad_norms(model.encoders, self.modalities, self.device, known)
 
     def interval_values(self) -> dict[str, torch.Tensor]:
         """Means of the running values over the updates since the last call (the last means when

@@ -54,16 +54,14 @@ class NonFiniteGuard:
         value = loss.detach()
         self._losses = value if self._losses is None else self._losses + value
 
-    def before_step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], step: int,
-                    gradients: bool = True) -> None:
-        """The check of optimiser step ``step`` (1-based): its losses, and with ``gradients`` the norm of
-        each gradient (one fused call), wait on the device for :meth:`values`. ``"skip"`` (every step)
-        sums them into one value, which also sets the fused optimiser's ``found_inf`` flag (a sum is
-        non-finite when a term is: inf + finite = inf, inf - inf = nan; finite terms summing to a
-        non-finite value would need norms near float32's maximum, which no training survives anyway)."""
+    def before_step(self, optimizer: torch.optim.Optimizer, step: int, norms: list[torch.Tensor] | None) -> None:
+        """The check of optimiser step ``step`` (1-based): its losses, and the norms of its gradients where
+        given (one fused norm of every gradient, taken by the trainer), wait on the device for
+        :meth:`values`. ``"skip"`` (norms every step) sums them into one value, which also sets the fused
+        optimiser's ``found_inf`` flag (a sum is non-finite when a term is: inf + finite = inf, inf - inf =
+        nan; finite terms summing to a non-finite value would need norms near float32's maximum, which no
+        training survives anyway)."""
         losses, self._losses = self._losses, None
-        grads = [p.grad for p in params if p.grad is not None] if gradients or self.mode == "skip" else []
-        norms = torch._foreach_norm(grads) if grads else []
         if self.mode == "skip":
             total = torch.stack(norms).sum() if norms else torch.zeros((), device=self.device)
             total = total if losses is None else total + losses
@@ -72,7 +70,7 @@ class NonFiniteGuard:
             return
         if losses is not None:
             self._wait(losses.clone() if self.copy_waiting else losses, step)
-        for norm in norms:
+        for norm in norms or ():
             self._wait(norm, step)
 
     def _wait(self, value: torch.Tensor, step: int) -> None:

@@ -274,10 +274,16 @@ class Trainer:
             g["lr"] = g["lr"] * factor
 
     def _step_optimizer(self) -> None:
-        # the gradients' check at the interval's last step (every step with on_nonfinite = "skip")
-        self.guard.before_step(self.optimizer, self.params, self.pos.step + 1, gradients=self._log_now)
+        # the gradients' norms (one fused call) at the interval's last step (every step with on_nonfinite =
+        # "skip"), for the guard's check and the encoders' logged norms
+        norms = by_param = None
+        if self._log_now or self.guard.mode == "skip":
+            with_grad = [p for p in self.params if p.grad is not None]
+            norms = torch._foreach_norm([p.grad for p in with_grad]) if with_grad else []
+            by_param = dict(zip(map(id, with_grad), norms))
+        self.guard.before_step(self.optimizer, self.pos.step + 1, norms)
         if self._log_now:  # summed over the optimiser steps of one batch (alternating methods step per modality)
-            for k, v in self.monitors.grad_norms(self.model).items():
+            for k, v in self.monitors.grad_norms(self.model, by_param).items():
                 self._grads[k] = self._grads[k] + v if k in self._grads else v
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
