@@ -118,3 +118,18 @@ def test_bench_compile_times_module_and_step_compilation(monkeypatch, one_thread
     assert 'compiling the training step (train.compile = "step")' in res.stderr
     d = json.loads(res.stdout)
     assert d["compiled_epoch_s"] > 0 and d["step_compiled_epoch_s"] > 0 and d["step_compile_warmup_s"] > 0
+
+
+def test_own_clock_stops_between_a_contenders_calls(monkeypatch):
+    """The monitors' budget of an interleaved contender sees only its own time (loops.OwnClock)."""
+    from engine.bench import loops
+    now = [100.0]
+    monkeypatch.setattr(loops.time, "perf_counter", lambda: now[0])
+    clock = loops.OwnClock()
+    start = clock()
+    now[0] += 2.0          # the contender runs
+    clock.pause()
+    now[0] += 5.0          # another contender runs
+    clock.resume()
+    now[0] += 1.0
+    assert clock() - start == 3.0

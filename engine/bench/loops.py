@@ -66,18 +66,46 @@ def engine_epochs(cfg: RunConfig, device, data, warmup: list | None = None) -> C
     return epoch
 
 
+class OwnClock:
+    """``time.perf_counter`` stopped between one contender's calls (:meth:`pause`, :meth:`resume`).
+
+    The monitors' ``max_overhead`` budget compares their time with the run's wall time so far; with
+    contenders timed in turn in one process, the others' time would count as this run's and let the
+    monitors work more often than in a run of its own."""
+
+    def __init__(self):
+        self.offset = 0.0
+        self.paused_at: float | None = None
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.offset
+
+    def pause(self) -> None:
+        self.paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        if self.paused_at is not None:
+            self.offset += time.perf_counter() - self.paused_at
+            self.paused_at = None
+
+
 def whole_epochs(cfg: RunConfig, device, data, monitors: bool = False) -> Callable[[], None]:
     """One whole epoch of a run per call, as ``mmbal run`` trains it: the optimiser steps, then the
     end of the epoch (validation, selection, the method's epoch hooks such as a stage switch or a
     re-estimate, the checkpoint state); after one warm-up epoch. What methods cost per epoch.
-    ``monitors``: with the preset's live monitors (``cfg.monitor``), else none."""
+    ``monitors``: with the preset's live monitors (``cfg.monitor``), else none; their time budget
+    counts only this contender's calls (:class:`OwnClock`)."""
     _, model, method = build_parts(cfg, device, data)
     trainer = Trainer(cfg.train, data, model, method, device, cfg.seed, DiscardingRecorder(),
                       cfg.monitor if monitors else None)
+    clock = OwnClock()
+    trainer.monitors.overhead.clock = trainer.monitors.eval_overhead.clock = clock
 
     def epoch():
+        clock.resume()
         trainer.train_epoch_steps()
         trainer.end_epoch()
+        clock.pause()
     epoch()
     return epoch
 
