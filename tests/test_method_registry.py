@@ -242,3 +242,25 @@ def test_live_values_are_declared_and_explained(method, mods, one_thread):
     bad = sorted({k for live in kit.lives for k, v in live.items()
                   if not (isinstance(v, torch.Tensor) and v.dim() == 0 and v.device == kit.device)})
     assert not bad, f"{method}: live values that are not 0-d tensors on the device: {bad}"
+
+
+# -- g: train values read when the interval is summed ---------------------------------------------------
+@pytest.mark.parametrize("method", METHODS.names())
+def test_train_values_read_at_the_interval_equal_those_read_at_each_step(method, one_thread):
+    """The interval reads each step's loss, live values and logits when it is summed, not at the step
+    (``engine.train.interval``): a method that modified one of them in place after its step (an
+    accumulator returned as a live value) would log other values than it computed. The same run with
+    every step's values read at once (``RunningSums.copy``, as under CUDA graphs) gives the same train
+    records (float64 sums in another order: equal to 1e-12)."""
+    records = []
+    for copy in (False, True):   # each kit built right before its fit: the same global RNG state
+        kit = Kit.build(method, EXERCISE.get(method), modalities=TWO, epochs=EPOCHS)
+        kit.trainer.interval.copy = copy
+        kit.fit()
+        records.append(kit.recorder.split("train"))
+    deferred, immediate = records
+    assert [sorted(r) for r in deferred] == [sorted(r) for r in immediate]
+    assert len(deferred) >= EPOCHS
+    for got, want in zip(deferred, immediate):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), f"{method}: {key}"

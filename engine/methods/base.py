@@ -23,7 +23,10 @@ hook                        used by (examples)
 
 Live quantities are returned from each step as 0-d tensors **on the device** (never
 ``.item()``); the trainer averages them over the logging interval and moves them to the host
-once per interval. Names follow ``docs/metrics.md``: ``coef/<m>``, ``score/<m>``, ``method/<name>``.
+once per interval. They are read when the interval is summed, not at the step (no device work per
+step), so a live tensor must not be modified in place afterwards: return a fresh tensor, or one the
+method replaces (``self.coef = new``), never one it updates in place (``self.coef.mul_(...)``,
+``self.coef[i] = ...``). The same holds for the step's loss and its output's logits. Names follow ``docs/metrics.md``: ``coef/<m>``, ``score/<m>``, ``method/<name>``.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ class StepContext:
 
 @dataclass
 class StepResult:
-    """One step's outcome: the detached loss, the model output used for train metrics, live values."""
+    """One step's outcome: the detached loss, the model output used for train metrics, live values
+    (read when the logging interval is summed: none may be modified in place later; module docstring)."""
 
     loss: torch.Tensor
     output: ModelOutput
