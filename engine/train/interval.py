@@ -98,16 +98,19 @@ class RunningSums:
                 start += rows
         self._predictions, self._waiting_elements = {}, 0
 
-    def _accuracy_sums(self) -> dict[str, torch.Tensor]:
-        """The sum over the steps of each batch accuracy (float64), from the hit counts."""
+    def _accuracy_total(self) -> torch.Tensor | None:
+        """(K,) float64: the sum over the steps of each batch accuracy, from the hit counts (None: none)."""
         self._count_hits()
-        if not self._hits:
-            return {}
         total = None
         for size in sorted(self._hits):
             part = self._hits[size].double() / size
             total = part if total is None else total + part
-        return dict(zip(self._acc_keys, total.unbind()))
+        return total
+
+    def _accuracy_sums(self) -> dict[str, torch.Tensor]:
+        """The sum over the steps of each batch accuracy (float64) by name."""
+        total = self._accuracy_total()
+        return {} if total is None else dict(zip(self._acc_keys, total.unbind()))
 
     def _accuracies_to_sums(self) -> None:
         """Moves the accuracies into the float sums by name (a change of names, a rank average)."""
@@ -132,7 +135,13 @@ class RunningSums:
         else:
             self._fold()
             out = {k: v / self.counts[k] for k, v in self.sums.items()}
-        for k, v in self._accuracy_sums().items():   # with float sums of the same name (an older checkpoint)
+        total = self._accuracy_total()
+        if total is None:
+            return out
+        if not any(k in self.sums for k in self._acc_keys):   # the usual case: one division
+            out.update(zip(self._acc_keys, (total / self._acc_steps).unbind()))
+            return out
+        for k, v in zip(self._acc_keys, total.unbind()):   # with float sums of the same name (an older checkpoint)
             out[k] = (self.sums[k] + v) / (self.counts[k] + self._acc_steps) if k in self.sums else v / self._acc_steps
         return out
 
