@@ -19,6 +19,8 @@ e. No host synchronisation inside a step: ``tests/test_host_sync.py``, parametri
 f. Every live value a method reports is a 0-d tensor on the device, is one of
    ``Method.live_names(modalities)`` and has a meaning in its registration (``info.meaning``), so the
    dashboard can explain it.
+g. The train records are the same whether the steps' values are read when the logging interval is
+   summed (the default) or at each step: no method modifies a returned value in place.
 """
 
 from __future__ import annotations
