@@ -12,7 +12,7 @@ from engine.methods.joint import Joint
 from engine.run import start_run
 from engine.store import read_metrics
 
-from runtools import tiny_preset
+from runtools import InterruptAt, tiny_preset
 
 BAD_STEP = 10  # 0-based index of the poisoned step: the 4th step of epoch 1 (7 steps per epoch)
 
@@ -51,6 +51,18 @@ def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(poisoned, tmp_pa
     assert status["state"] == "failed" and "non-finite" in status["message"]
     events = [e["name"] for e in read_metrics(run_dir / "metrics.jsonl").events()]
     assert "nonfinite" in events
+
+
+def test_a_stop_request_after_a_bad_step_keeps_the_last_good_checkpoint(poisoned, tmp_path):
+    """Ctrl-C after the bad step and before its interval's flush (log_every 3: steps 9 and 12): the
+    waiting values are checked before the interrupt's checkpoint, so the run stops on the bad step
+    instead of saving non-finite weights as the resumable last.pt."""
+    with pytest.raises(NonFiniteError) as info:
+        start_run(preset(tmp_path, "stop"), runs_dir=tmp_path / "runs", reporter=InterruptAt(BAD_STEP + 1))
+    assert f"at step {BAD_STEP + 1} " in str(info.value)
+    run_dir = next((tmp_path / "runs").iterdir())
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["position"]["step"] == 7 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 @pytest.mark.parametrize("opt", ["adam", "sgd"])

@@ -8,7 +8,8 @@ same transfer as the other metrics; the host counts the non-finite ones (no devi
 
 * ``"stop"`` (default): the run stops at the next logging interval, naming the first bad step, the
   method and the last gradient norms per modality; no checkpoint is written after it (the end-of-epoch
-  flush comes before the epoch's checkpoint), so the last good checkpoint stays the resumable one.
+  flush comes before the epoch's checkpoint, and a stop request checks the waiting values before its
+  own), so the last good checkpoint stays the resumable one.
   Every step's loss is checked. The gradients are checked (one fused norm over them) at the steps that
   end a logging interval, the last step before every flush and checkpoint. On the other steps their
   norm is not taken, which is most of the guard's cost on a small model (about 0.1 ms of a 2.5 ms step

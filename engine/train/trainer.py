@@ -202,8 +202,14 @@ class Trainer:
         return step % every == 0 or (0 < step < every and step & (step - 1) == 0)
 
     def _stop_if_requested(self, agree: bool) -> None:
-        """A stop request (SIGINT/SIGTERM) ends training here, after a checkpoint."""
+        """A stop request (SIGINT/SIGTERM) ends training here, after a checkpoint; under
+        ``on_nonfinite = "stop"`` the guard's waiting values are checked first (one transfer), so a bad
+        step since the last flush stops the run without that checkpoint, as the flush would."""
         if self._stop_now(agree):
+            if self.cfg.on_nonfinite == "stop":
+                bad, first = self.guard.read(to_host(self.guard.values()))
+                if bad:
+                    self._stop_nonfinite(bad, first, {})
             self.save("last")
             raise Interrupted()
 
