@@ -26,7 +26,8 @@ Live quantities are returned from each step as 0-d tensors **on the device** (ne
 once per interval. They are read when the interval is summed, not at the step (no device work per
 step), so a live tensor must not be modified in place afterwards: return a fresh tensor, or one the
 method replaces (``self.coef = new``), never one it updates in place (``self.coef.mul_(...)``,
-``self.coef[i] = ...``). The same holds for the step's loss and its output's logits. Names follow ``docs/metrics.md``: ``coef/<m>``, ``score/<m>``, ``method/<name>``.
+``self.coef[i] = ...``). The same holds for the step's loss and its output's logits. Names follow
+``docs/metrics.md``: ``coef/<m>``, ``score/<m>``, ``method/<name>``.
 """
 
 from __future__ import annotations

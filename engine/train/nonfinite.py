@@ -30,6 +30,7 @@ import torch
 
 from ..errors import UsageError
 
+
 class NonFiniteGuard:
     """Collects each optimiser step's checked values on the device; :meth:`values` hands them to the
     interval's one host transfer and :meth:`read` counts the bad steps on the host (no device work for
