@@ -9,7 +9,7 @@ import torch
 
 from engine.errors import NonFiniteError
 from engine.methods.joint import Joint
-from engine.run import start_run
+from engine.run import resume_run, start_run
 from engine.store import read_metrics
 
 from runtools import InterruptAt, tiny_preset
@@ -78,6 +78,20 @@ def test_skip_skips_the_bad_step_on_the_device(opt, poisoned, tmp_path):
     flagged = [(r["step"], r["m"]["nonfinite_steps"]) for r in rows if "nonfinite_steps" in r["m"]]
     assert flagged == [(12, 1)]
     assert math.isfinite(result.summary["test"]["test/acc/fused"])
+
+
+def test_skip_counts_a_skipped_step_across_a_stop_request(poisoned, tmp_path):
+    """Ctrl-C after the skipped step 11 and before its interval's flush at 12: the interrupt's checkpoint
+    keeps the count, and the resumed run's record at step 12 has it, as the straight run's does."""
+    cut = start_run(preset(tmp_path, "skip"), runs_dir=tmp_path / "runs", reporter=InterruptAt(BAD_STEP + 1))
+    assert cut.state == "interrupted"
+    state = torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["position"]["step"] == BAD_STEP + 1 and state["guard"] == {"held": [BAD_STEP + 1]}
+    assert resume_run(cut.run_id, runs_dir=tmp_path / "runs").state == "finished"
+    rows = read_metrics(cut.run_dir / "metrics.jsonl").metric_rows()
+    assert [(r["step"], r["m"]["nonfinite_steps"]) for r in rows if "nonfinite_steps" in r["m"]] == [(12, 1)]
+    skipped = [e for e in read_metrics(cut.run_dir / "metrics.jsonl").events() if e["name"] == "nonfinite_skipped"]
+    assert [(e["steps"], e["first_step"]) for e in skipped] == [(1, BAD_STEP + 1)]
 
 
 @pytest.fixture(params=[13, 9], ids=["interval-end", "mid-interval"])

@@ -19,7 +19,9 @@ same transfer as the other metrics; the host counts the non-finite ones (no devi
 * ``"skip"``: every step's loss and gradients are checked, and a bad step is skipped on the device
   through the fused optimisers' ``found_inf`` flag, the same mechanism AMP's GradScaler uses (SGD's
   momentum buffers start at zero, see ``optim.prime_momentum_buffers``); skipped steps are counted in
-  the train record (``nonfinite_steps``).
+  the train record (``nonfinite_steps``). A checkpoint taken mid-interval (a stop request) reads the
+  waiting values first and keeps the bad steps found in the guard's state, so the resumed run's next
+  record counts them (:meth:`NonFiniteGuard.hold`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class NonFiniteGuard:
         # a waiting loss is copied when the step's outputs are reused memory (CUDA-graph replays of a
         # compiled step overwrite their outputs at the next step; step_compile.CompiledStep.cuda_graphs)
         self.copy_waiting = False
+        self._held: list[int] = []   # bad steps already read (:meth:`hold`), not yet in a record
         self.reset()
 
     def reset(self) -> None:
@@ -86,7 +89,27 @@ class NonFiniteGuard:
 
     def read(self, host: dict[str, float]) -> tuple[int, int]:
         """Pops :meth:`values`' names from ``host`` (their host values); returns (number of bad steps,
-        the first bad step or -1), then starts over (:meth:`reset`)."""
-        bad = sorted({s for i, s in enumerate(self._steps) if not math.isfinite(host.pop(f"nonfinite/{i}"))})
-        self.reset()
+        the first bad step or -1), the held ones (:meth:`hold`) included, then starts over."""
+        bad, self._held = self._bad_steps(host), []
         return len(bad), (bad[0] if bad else -1)
+
+    def hold(self, host: dict[str, float]) -> tuple[int, int]:
+        """As :meth:`read`, but the bad steps stay counted (and saved with :meth:`state_dict`) until the
+        next :meth:`read`: for a checkpoint taken before the interval's record is written."""
+        self._held = self._bad_steps(host)
+        return len(self._held), (self._held[0] if self._held else -1)
+
+    def _bad_steps(self, host: dict[str, float]) -> list[int]:
+        """The held bad steps and those of the waiting values (popped from ``host``), sorted; the waiting
+        values start over."""
+        found = {s for i, s in enumerate(self._steps) if not math.isfinite(host.pop(f"nonfinite/{i}"))}
+        self.reset()
+        return sorted(found.union(self._held))
+
+    def state_dict(self) -> dict:
+        """The held bad steps (the waiting values are read before any checkpoint: :meth:`hold`)."""
+        return {"held": list(self._held)}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Restores :meth:`state_dict`'s; ``None`` (a checkpoint from before it was saved): none held."""
+        self._held = list((state or {}).get("held", ()))

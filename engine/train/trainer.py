@@ -203,13 +203,13 @@ class Trainer:
 
     def _stop_if_requested(self, agree: bool) -> None:
         """A stop request (SIGINT/SIGTERM) ends training here, after a checkpoint; under
-        ``on_nonfinite = "stop"`` the guard's waiting values are checked first (one transfer), so a bad
-        step since the last flush stops the run without that checkpoint, as the flush would."""
+        The guard's waiting values are checked first (one transfer): under ``on_nonfinite = "stop"`` a
+        bad step since the last flush stops the run without that checkpoint, as the flush would; under
+        ``"skip"`` the skipped steps are kept in the checkpoint for the resumed run's next record."""
         if self._stop_now(agree):
-            if self.cfg.on_nonfinite == "stop":
-                bad, first = self.guard.read(to_host(self.guard.values()))
-                if bad:
-                    self._stop_nonfinite(bad, first, {})
+            bad, first = self.guard.hold(to_host(self.guard.values()))
+            if bad and self.cfg.on_nonfinite == "stop":
+                self._stop_nonfinite(bad, first, {})
             self.save("last")
             raise Interrupted()
 
@@ -444,6 +444,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(),
             "interval": self.interval.state_dict(),
+            "guard": self.guard.state_dict(),
             # under monitor.max_overhead the monitors' state is written apart, when it changed (save())
             **({} if self.monitors.overhead.active else {"monitors": self.monitors.state_dict()}),
             "best": {"value": self.best.value, "epoch": self.best.epoch, "step": self.best.step,
@@ -489,6 +490,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         match_parameter_layout(self.optimizer)  # a checkpoint from a run with another train.channels_last
         self.interval.load_state_dict(state["interval"])
+        self.guard.load_state_dict(state.get("guard"))
         if "monitors" in state:
             self.monitors.load_state_dict(state["monitors"])
         self.method.end_reason = state.get("method_end")
