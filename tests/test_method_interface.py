@@ -107,7 +107,7 @@ def test_step_grads_of_a_non_finite_loss_are_caught_by_the_guard(tmp_path):
     loss = trainer.model(x).logits["a"].sum() * float("nan")
     trainer._step_context(0).grads(loss, params)
     trainer._step_optimizer()
-    assert trainer.guard.read(to_host(trainer.guard.values())) == (1, 1)   # read with the interval's values
+    assert trainer.guard.read(to_host(trainer.guard.values())) == (1, 1, 1)   # read with the interval's values
 
 
 # -- trained per-modality heads with every fusion ---------------------------------------------------

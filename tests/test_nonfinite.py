@@ -80,14 +80,17 @@ def test_skip_skips_the_bad_step_on_the_device(opt, poisoned, tmp_path):
     assert math.isfinite(result.summary["test"]["test/acc/fused"])
 
 
-def test_skip_counts_a_skipped_step_across_a_stop_request(poisoned, tmp_path):
+@pytest.mark.parametrize("resumed_as", ["skip", "stop"])
+def test_skip_counts_a_skipped_step_across_a_stop_request(resumed_as, poisoned, tmp_path):
     """Ctrl-C after the skipped step 11 and before its interval's flush at 12: the interrupt's checkpoint
-    keeps the count, and the resumed run's record at step 12 has it, as the straight run's does."""
+    keeps the count, and the resumed run's record at step 12 has it, as the straight run's does. Resumed
+    under "stop", the held step (already skipped) is counted, not a reason to stop."""
     cut = start_run(preset(tmp_path, "skip"), runs_dir=tmp_path / "runs", reporter=InterruptAt(BAD_STEP + 1))
     assert cut.state == "interrupted"
     state = torch.load(cut.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["position"]["step"] == BAD_STEP + 1 and state["guard"] == {"held": [BAD_STEP + 1]}
-    assert resume_run(cut.run_id, runs_dir=tmp_path / "runs").state == "finished"
+    resumed = resume_run(cut.run_id, [f"train.on_nonfinite={resumed_as}"], runs_dir=tmp_path / "runs")
+    assert resumed.state == "finished"
     rows = read_metrics(cut.run_dir / "metrics.jsonl").metric_rows()
     assert [(r["step"], r["m"]["nonfinite_steps"]) for r in rows if "nonfinite_steps" in r["m"]] == [(12, 1)]
     skipped = [e for e in read_metrics(cut.run_dir / "metrics.jsonl").events() if e["name"] == "nonfinite_skipped"]

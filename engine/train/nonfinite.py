@@ -87,24 +87,27 @@ class NonFiniteGuard:
         values go to :meth:`read`."""
         return {f"nonfinite/{i}": v for i, v in enumerate(self._entries)}
 
-    def read(self, host: dict[str, float]) -> tuple[int, int]:
-        """Pops :meth:`values`' names from ``host`` (their host values); returns (number of bad steps,
-        the first bad step or -1), the held ones (:meth:`hold`) included, then starts over."""
-        bad, self._held = self._bad_steps(host), []
-        return len(bad), (bad[0] if bad else -1)
+    def read(self, host: dict[str, float]) -> tuple[int, int, int]:
+        """Pops :meth:`values`' names from ``host`` (their host values); returns (number of bad steps, the
+        first bad step or -1, the first bad step among the waiting values or -1), the held ones
+        (:meth:`hold`) included in the first two, then starts over. A held step was skipped under ``"skip"``
+        before a checkpoint, so only a waiting one is a reason to stop (a resume may switch to ``"stop"``)."""
+        found = self.hold(host)
+        self._held = []
+        return found
 
-    def hold(self, host: dict[str, float]) -> tuple[int, int]:
+    def hold(self, host: dict[str, float]) -> tuple[int, int, int]:
         """As :meth:`read`, but the bad steps stay counted (and saved with :meth:`state_dict`) until the
         next :meth:`read`: for a checkpoint taken before the interval's record is written."""
-        self._held = self._bad_steps(host)
-        return len(self._held), (self._held[0] if self._held else -1)
+        fresh = self._waiting_bad_steps(host)
+        self._held = sorted(set(fresh).union(self._held))
+        return len(self._held), (self._held[0] if self._held else -1), (fresh[0] if fresh else -1)
 
-    def _bad_steps(self, host: dict[str, float]) -> list[int]:
-        """The held bad steps and those of the waiting values (popped from ``host``), sorted; the waiting
-        values start over."""
-        found = {s for i, s in enumerate(self._steps) if not math.isfinite(host.pop(f"nonfinite/{i}"))}
+    def _waiting_bad_steps(self, host: dict[str, float]) -> list[int]:
+        """The steps of the non-finite waiting values (popped from ``host``), sorted; they start over."""
+        found = sorted({s for i, s in enumerate(self._steps) if not math.isfinite(host.pop(f"nonfinite/{i}"))})
         self.reset()
-        return sorted(found.union(self._held))
+        return found
 
     def state_dict(self) -> dict:
         """The held bad steps (the waiting values are read before any checkpoint: :meth:`hold`)."""

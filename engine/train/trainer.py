@@ -207,9 +207,9 @@ class Trainer:
         bad step since the last flush stops the run without that checkpoint, as the flush would; under
         ``"skip"`` the skipped steps are kept in the checkpoint for the resumed run's next record."""
         if self._stop_now(agree):
-            bad, first = self.guard.hold(to_host(self.guard.values()))
-            if bad and self.cfg.on_nonfinite == "stop":
-                self._stop_nonfinite(bad, first, {})
+            bad, _, fresh = self.guard.hold(to_host(self.guard.values()))
+            if fresh >= 0 and self.cfg.on_nonfinite == "stop":
+                self._stop_nonfinite(bad, fresh, {})
             self.save("last")
             raise Interrupted()
 
@@ -309,14 +309,14 @@ class Trainer:
         values = to_host({**self._interval_means(), **self.monitors.interval_values(), **self._grads,
                           **self.guard.values()})
         self._grads = {}
-        bad, first = self.guard.read(values)
+        bad, first, fresh = self.guard.read(values)
         if bad:
             values["nonfinite_steps"] = bad
         values["lr"] = self._lr  # the schedule's lr of the first group (a method's per-step scaling aside)
         self.recorder.metrics(self.pos.step, self._epoch_float(), "train", values)
         self.interval = RunningSums(self.device, copy=self.interval.copy)
-        if bad and self.cfg.on_nonfinite == "stop":
-            self._stop_nonfinite(bad, first, values)
+        if fresh >= 0 and self.cfg.on_nonfinite == "stop":
+            self._stop_nonfinite(bad, fresh, values)
         elif bad:
             self.recorder.event("nonfinite_skipped", self.pos.step, steps=bad, first_step=first)
         return values
