@@ -202,7 +202,7 @@ class Trainer:
         return step % every == 0 or (0 < step < every and step & (step - 1) == 0)
 
     def _stop_if_requested(self, agree: bool) -> None:
-        """A stop request (SIGINT/SIGTERM) ends training here, after a checkpoint; under
+        """A stop request (SIGINT/SIGTERM) ends training here, after a checkpoint.
         The guard's waiting values are checked first (one transfer): under ``on_nonfinite = "stop"`` a
         bad step since the last flush stops the run without that checkpoint, as the flush would; under
         ``"skip"`` the skipped steps are kept in the checkpoint for the resumed run's next record."""
