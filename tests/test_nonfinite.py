@@ -91,9 +91,10 @@ def test_skip_counts_a_skipped_step_across_a_stop_request(resumed_as, poisoned, 
     assert state["position"]["step"] == BAD_STEP + 1 and state["guard"] == {"held": [BAD_STEP + 1]}
     resumed = resume_run(cut.run_id, [f"train.on_nonfinite={resumed_as}"], runs_dir=tmp_path / "runs")
     assert resumed.state == "finished"
-    rows = read_metrics(cut.run_dir / "metrics.jsonl").metric_rows()
+    log = read_metrics(cut.run_dir / "metrics.jsonl")
+    rows = log.metric_rows()
     assert [(r["step"], r["m"]["nonfinite_steps"]) for r in rows if "nonfinite_steps" in r["m"]] == [(12, 1)]
-    skipped = [e for e in read_metrics(cut.run_dir / "metrics.jsonl").events() if e["name"] == "nonfinite_skipped"]
+    skipped = [e for e in log.events() if e["name"] == "nonfinite_skipped"]
     assert [(e["steps"], e["first_step"]) for e in skipped] == [(1, BAD_STEP + 1)]
 
 
