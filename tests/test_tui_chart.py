@@ -166,3 +166,22 @@ def test_without_colour_the_legend_draws_each_line_pattern():
     keys = [entry.split()[0] for entry in legend(series, 80, patterns=True)[0].plain.split("  ")]
     assert keys == ["━━", "╍╍", "┈┈"]
     assert legend(series, 80)[0].plain.startswith("■ fused")
+
+
+def test_markers_too_dense_to_tell_apart_are_left_off_axis_and_legend():
+    # a checkpoint every epoch of 400 crowds a 40-column axis; the one resume and the sparse stages stay
+    markers = [Marker(float(e), "c", priority=1) for e in range(1, 401)]
+    markers += [Marker(200.0, "R", rule=True, priority=5), Marker(100.0, "*", priority=2), Marker(300.0, "*", priority=2)]
+    data = ChartData([Series("a", [(0, 0.0), (400, 1.0)])], markers=markers,
+                     marker_legend=[("R", "resume"), ("*", "other event"), ("c", "checkpoint")])
+    lines = render_chart(data, width=48, height=10)
+    axis = lines[-2].plain.split("└")[1]
+    assert "c" not in axis and axis.count("R") == 1 and axis.count("*") == 2
+    text = "\n".join(line.plain for line in lines[:-2])
+    assert "R resume" in text and "* other event" in text and "checkpoint" not in text
+    # the same checkpoints a few to the axis (a run of 4 epochs) are drawn, with their legend entry
+    few = ChartData([Series("a", [(0, 0.0), (4, 1.0)])], markers=[Marker(float(e), "c", priority=1) for e in range(1, 5)],
+                    marker_legend=[("c", "checkpoint")])
+    lines = render_chart(few, width=48, height=10)
+    assert lines[-2].plain.split("└")[1].count("c") == 4
+    assert any("c checkpoint" in line.plain for line in lines)

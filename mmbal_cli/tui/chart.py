@@ -5,7 +5,8 @@ a W x H cell plot has 2W x 4H points. Long series are reduced per pixel column t
 first and last value before drawing (a deterministic min/max decimation, so a spike is never lost,
 unlike TensorBoard's reservoir sampling). A ``None`` value (non-finite in the
 log) breaks the line. Event markers go on the x axis (and, for the important ones, as a faint
-vertical rule through empty cells); the legend names each line with its latest value, so the
+vertical rule through empty cells), except a kind too frequent to tell apart (a checkpoint every
+epoch of a long run: :func:`sparse_markers`); the legend names each line with its latest value, so the
 chart stays readable without colour (``NO_COLOR``). An optional caption above the legend says what
 the plotted quantity means (a method's ``score/<m>``, for one).
 
@@ -226,13 +227,15 @@ def render_chart(data: ChartData, width: int, height: int, with_legend: bool = T
     ranges = data_ranges(data.series, data.y_bounds)
     if ranges is None:
         return ([Text(data.empty_message, style="dim")] + [Text()] * height)[:height]
-    top = caption_lines(data.caption, width, 2 if height >= 10 else 1) if with_legend and height >= 6 else []
-    top += legend(data.series, width, data.marker_legend, patterns)[: max(height - 4 - len(top), 0)] \
-        if with_legend else []
     (x0, x1), (y0, y1) = ranges
     labels = [fmt_number(y1), fmt_number((y0 + y1) / 2), fmt_number(y0)]
     label_w = max(len(t) for t in labels)
     plot_w = width - label_w - 1
+    inside = sparse_markers([m for m in data.markers if x0 <= m.x <= x1], x0, x1, plot_w)
+    drawn = {m.symbol for m in inside}
+    top = caption_lines(data.caption, width, 2 if height >= 10 else 1) if with_legend and height >= 6 else []
+    top += legend(data.series, width, [(s, t) for s, t in data.marker_legend if s in drawn],
+                  patterns)[: max(height - 4 - len(top), 0)] if with_legend else []
     plot_h = max(height - len(top) - 2, 1)
     canvas = _Canvas(plot_w, plot_h)
     pw, ph = plot_w * 2, plot_h * 4
@@ -246,7 +249,6 @@ def render_chart(data: ChartData, width: int, height: int, with_legend: bool = T
     for i, s in enumerate(data.series):
         canvas.pattern = PATTERNS[i % len(PATTERNS)][1] if patterns else None
         _draw_series(canvas, s.points, s.style, to_px, to_py)
-    inside = [m for m in data.markers if x0 <= m.x <= x1]
     axis = _axis_row(inside, plot_w, lambda x: to_px(x) >> 1)
     rules = {to_px(m.x) >> 1 for m in inside if m.rule}
     lines = list(top)
@@ -266,6 +268,23 @@ def render_chart(data: ChartData, width: int, height: int, with_legend: bool = T
     lines.append(Text(" " * label_w + "└", style="dim") + axis)
     lines.append(_x_labels(x0, x1, data.x_label, label_w, plot_w))
     return lines[:height]
+
+
+DENSE_MARKER_SPACING = 6   # columns: a symbol marked more often than this apart on average is left off
+
+
+def sparse_markers(markers: Sequence[Marker], x0: float, x1: float, plot_w: int) -> list[Marker]:
+    """``markers`` without the symbols that would crowd the axis: a symbol without a rule whose markers
+    fall in more than one column in :data:`DENSE_MARKER_SPACING` (a checkpoint every epoch of a long
+    run) marks nearly every column and says nothing there, so it is left off the axis and the legend
+    (the Events tab still lists each one). Symbols with a rule (resume, stage) are always drawn."""
+    span = (x1 - x0) or 1.0
+    columns: dict[str, set[int]] = {}
+    for m in markers:
+        if not m.rule:
+            columns.setdefault(m.symbol, set()).add(round((m.x - x0) / span * (plot_w - 1)))
+    crowded = {s for s, cols in columns.items() if len(cols) * DENSE_MARKER_SPACING > plot_w}
+    return [m for m in markers if m.symbol not in crowded]
 
 
 def _axis_row(markers: Sequence[Marker], plot_w: int, to_col) -> Text:
