@@ -68,7 +68,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "watch": ("mmbal watch", "mmbal watch try1", "mmbal watch try1 --once", "mmbal watch --advice qs-advice",
               "mmbal watch --advice qs-advice --once --runs-dir ./runs"),
     "predict": ("mmbal predict try1 new.parquet --out preds.parquet",
-                "mmbal predict try1 ../shared/data/cub10.parquet --split test --out test_preds.parquet"),
+                "mmbal predict try1 ../shared/data/cub10.parquet --split test --out test_preds.parquet",
+                "mmbal predict try1 new.parquet --out preds.csv"),
     "eval": ("mmbal eval try1 ../shared/data/cub10.parquet --split test", "mmbal eval try1 new.parquet --json"),
     "export": (
         "mmbal export try1 --to csv --out try1.csv",

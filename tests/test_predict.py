@@ -75,6 +75,33 @@ def test_predict_on_the_test_split_reproduces_the_runs_test_accuracy(finished):
     assert meta["checkpoint"] == "best.pt" and meta["classes"] == ["0", "1", "2"]
 
 
+def test_predict_to_csv_has_a_probability_column_per_class(finished):
+    folder, data, run_dir, summary = finished
+    parquet, csv = folder / "same.parquet", folder / "preds.csv"
+    assert invoke("predict", run_dir, data, "--split", "test", "--out", parquet).exit_code == 0
+    res = invoke("predict", run_dir, data, "--split", "test", "--out", csv)
+    assert res.exit_code == 0, res.output
+    assert csv.read_bytes()[:4] != b"PAR1"
+    import pyarrow.csv as pacsv
+    table, reference = pacsv.read_csv(csv), pq.read_table(parquet)
+    probs = [f"prob[{c}]" for c in ("0", "1", "2")]
+    assert table.column_names == ["row", "split", "label", "pred", *probs, "pred_a", *[f"prob_a[{c}]" for c in "012"],
+                                  "pred_b", *[f"prob_b[{c}]" for c in "012"]]
+    for name in ("row", "label", "pred", "pred_a", "pred_b"):
+        assert table.column(name).to_pylist() == reference.column(name).to_pylist(), name
+    fused = np.stack(reference.column("prob").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(np.stack([table.column(p).to_numpy() for p in probs], axis=1), fused, rtol=1e-6)
+
+
+def test_predict_refuses_an_output_suffix_it_does_not_write_before_predicting(finished, tmp_path):
+    _, data, run_dir, _ = finished
+    res = invoke("predict", run_dir, data, "--out", tmp_path / "preds.json")
+    assert res.exit_code == 2 and "'.json' is neither" in res.output
+    assert not (tmp_path / "preds.json").exists()
+    res = invoke("predict", tmp_path / "not-a-run", data, "--out", tmp_path / "preds.xlsx")
+    assert res.exit_code == 2   # the suffix is checked first, before the run is looked up
+
+
 def test_eval_prints_the_runs_test_metrics_in_its_names(finished):
     _, data, run_dir, summary = finished
     res = invoke("eval", run_dir, data, "--split", "test", "--json")

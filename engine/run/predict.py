@@ -230,14 +230,30 @@ def score(run: LoadedRun, preds: Predictions, split: str | None) -> dict[str, fl
     return to_host(scorer.tensors(split or "all"))
 
 
-def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Path:
-    """``out`` as Parquet: ``row``, ``split`` and ``label`` when the data have them, ``pred`` (fused class),
-    ``prob`` (fused probabilities, a list of C floats), ``pred_<m>`` and ``prob_<m>`` per modality.
-    Written atomically; the schema metadata ``mmbal.predictions`` names the run, checkpoint and classes (not
-    ``mmbal``, the key of a dataset: a predictions file is not read as data)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+PREDICTION_FORMATS = {".parquet": "parquet", ".pq": "parquet", "": "parquet", ".csv": "csv"}
 
+
+def predictions_format(out: str | Path) -> str:
+    """``parquet`` or ``csv`` from ``out``'s suffix (none: Parquet); any other suffix is a usage error,
+    raised before anything is computed, so that ``--out preds.json`` does not get a Parquet file."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in PREDICTION_FORMATS:
+        raise UsageError(f"--out {out}: predictions are written as Parquet (.parquet, .pq) or CSV (.csv), chosen by "
+                         f"the file's suffix; '{Path(out).suffix}' is neither. Name the file preds.parquet or preds.csv.")
+    return PREDICTION_FORMATS[suffix]
+
+
+def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Path:
+    """``out`` as Parquet or, for a ``.csv`` name, CSV (:func:`predictions_format`): ``row``, ``split`` and
+    ``label`` when the data have them, ``pred`` (fused class index), ``prob`` (fused probabilities), ``pred_<m>``
+    and ``prob_<m>`` per modality. In Parquet each ``prob`` column is a list of C floats and the schema
+    metadata ``mmbal.predictions`` names the run, checkpoint and classes (not ``mmbal``, the key of a
+    dataset: a predictions file is not read as data). CSV has no lists nor metadata, so there each
+    probability is its own column named by its class, ``prob[<class>]`` and ``prob_<m>[<class>]``, in
+    class-index order. Written atomically."""
+    import pyarrow as pa
+
+    fmt = predictions_format(out)
     inputs, c = preds.inputs, len(run.classes)
     columns = {"row": pa.array(inputs.row, pa.int64())}
     if inputs.split is not None:
@@ -248,17 +264,28 @@ def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Pa
         suffix = "" if key == "fused" else f"_{key}"
         values = probs.numpy().astype(np.float32)
         columns[f"pred{suffix}"] = pa.array(values.argmax(axis=1).astype(np.int64), pa.int64())
-        columns[f"prob{suffix}"] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), c)
-    meta = {"run_id": run.info.get("run_id"), "run": str(run.run_dir), "checkpoint": run.checkpoint,
-            "epoch": run.epoch, "classes": run.classes, "modalities": run.cfg.modalities, "data": inputs.source}
-    table = pa.table(columns).replace_schema_metadata({PREDICTIONS_KEY: json.dumps(meta)})
+        if fmt == "csv":
+            columns.update({f"prob{suffix}[{name}]": pa.array(values[:, i]) for i, name in enumerate(run.classes)})
+        else:
+            columns[f"prob{suffix}"] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), c)
+    table = pa.table(columns)
     out = Path(out)
     try:
-        atomic_write_with(out, lambda f: pq.write_table(table, f))
+        if fmt == "csv":
+            import pyarrow.csv as pacsv
+            atomic_write_with(out, lambda f: pacsv.write_csv(table, f))
+        else:
+            import pyarrow.parquet as pq
+            meta = {"run_id": run.info.get("run_id"), "run": str(run.run_dir), "checkpoint": run.checkpoint,
+                    "epoch": run.epoch, "classes": run.classes, "modalities": run.cfg.modalities,
+                    "data": inputs.source}
+            table = table.replace_schema_metadata({PREDICTIONS_KEY: json.dumps(meta)})
+            atomic_write_with(out, lambda f: pq.write_table(table, f))
     except OSError as exc:
         raise StorageError(f"cannot write the predictions to {out}: {exc.strerror or exc}; nothing was written "
                            f"there (the run is untouched)") from None
     return out
 
 
-__all__ = ["Inputs", "LoadedRun", "Predictions", "load_run", "predict", "read_inputs", "score", "write_predictions"]
+__all__ = ["Inputs", "LoadedRun", "Predictions", "load_run", "predict", "predictions_format", "read_inputs", "score",
+           "write_predictions"]

@@ -52,15 +52,17 @@ def score_lines(values: dict[str, float], split: str, targets: list[str]) -> lis
 def register(app: typer.Typer) -> None:
     @app.command("predict", rich_help_panel="Runs")
     def predict_command(run_ref: RunArg, data: DataArg,
-                        out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write the predictions to.")],
+                        out: Annotated[Path, typer.Option("--out", "-o", help="File to write the predictions to: Parquet (.parquet), or CSV for a .csv name.")],
                         split: SplitOpt = None, device: DeviceOpt = None, runs_dir: RunsDirOpt = None) -> None:
         """Predict with a finished run's selected checkpoint: fused and per-modality class probabilities per row.
 
-        Writes row, split and label (when the data have them), pred and prob (fused), pred_<m> and prob_<m>.
+        Writes row, split and label (when the data have them), pred and prob (fused), pred_<m> and prob_<m>;
+        in a .csv file, one prob[<class>] column per class.
         """
         from engine.errors import MmbalError
-        from engine.run.predict import predict, read_inputs, write_predictions
+        from engine.run.predict import predict, predictions_format, read_inputs, write_predictions
         try:
+            predictions_format(out)
             run = _loaded(run_ref, runs_dir, device)
             preds = predict(run, read_inputs(run, data, split.value if split else None))
             written = write_predictions(run, preds, out)
