@@ -40,11 +40,12 @@ def data_synth(out: Annotated[Path, typer.Argument(help="Output .parquet file.",
                seed: Annotated[Optional[int], typer.Option(help="Generator seed.")] = None,
                help_options: Annotated[bool, typer.Option("--help-options", callback=_print_synth_options, is_eager=True,
                                                           help="List the generator's options and exit.")] = False,
+               force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
                ) -> None:
     """Write the built-in synthetic multimodal dataset (unique, shared and synergistic information)."""
     from engine.config import parse_override
     from engine.data import SynthConfig, generate, write_dataset
-    from engine.errors import MmbalError, PresetError, UsageError
+    from engine.errors import MmbalError, PresetError
     from engine.schema import build
     try:
         raw: dict = {}
@@ -58,9 +59,7 @@ def data_synth(out: Annotated[Path, typer.Argument(help="Output .parquet file.",
         cfg = build(SynthConfig, raw, "", problems)
         if problems:
             raise PresetError("mmbal data synth", problems)
-        if not out.parent.is_dir():
-            raise UsageError(f"mmbal data synth: cannot write {out}: the folder {out.parent} does not exist; "
-                             f"create it first or choose another output path")
+        check_output("mmbal data synth", out, force)
         _check_synth_memory(cfg)
         data = generate(cfg)
         write_dataset(out, data.features, data.labels, data.split, data.classes, name=data.name,
@@ -129,6 +128,26 @@ def _image_size(value: Optional[str]) -> Optional[tuple[int, int]]:
     return h, w
 
 
+DATASET_SUFFIXES = (".parquet", ".pq", "")
+
+
+def check_output(command: str, out: Path, force: bool) -> None:
+    """The checks on a dataset's output path, before any work: its folder exists, it is not a folder,
+    its suffix does not name another format (the file is Parquet whatever its name), and an existing
+    file is replaced only with ``--force``."""
+    from engine.errors import UsageError
+    if not out.parent.is_dir():
+        raise UsageError(f"{command}: cannot write {out}: the folder {out.parent} does not exist; create it "
+                         f"first or choose another output path")
+    if out.is_dir():
+        raise UsageError(f"{command}: {out} is a directory; the output is one .parquet file")
+    if out.suffix.lower() not in DATASET_SUFFIXES:
+        raise UsageError(f"{command}: {out}: a dataset in mmbal's format is a Parquet file, but '{out.suffix}' names "
+                         f"another format; name it {out.with_suffix('.parquet').name}")
+    if out.exists() and not force:
+        raise UsageError(f"{command}: {out} exists; choose another output path or pass --force to replace it")
+
+
 def _check_import_args(source: str, out: Path, force: bool, val_fraction: float, test_fraction: float) -> None:
     from engine.errors import UsageError
     for name, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
@@ -137,14 +156,7 @@ def _check_import_args(source: str, out: Path, force: bool, val_fraction: float,
     if val_fraction + test_fraction >= 1.0:
         raise UsageError(f"mmbal data import: --val-fraction + --test-fraction must be below 1, got "
                          f"{val_fraction} + {test_fraction}")
-    if not out.parent.is_dir():
-        raise UsageError(f"mmbal data import: cannot write {out}: the folder {out.parent} does not exist; create it "
-                         f"first or choose another output path")
-    if out.is_dir():
-        raise UsageError(f"mmbal data import: {out} is a directory; the output is one .parquet file")
-    if out.exists() and not force:
-        raise UsageError(f"mmbal data import: {out} exists; choose another output path or pass --force to "
-                         f"replace it")
+    check_output("mmbal data import", out, force)
     src = Path(source)
     if src.exists() and src.resolve() == out.resolve():
         raise UsageError(f"mmbal data import: the output {out} is the source itself; choose another output path")
