@@ -248,6 +248,26 @@ def test_set_overrides_reach_every_run_and_a_bad_key_exits_2(tmp_path, monkeypat
     assert again.exit_code == 2 and "other options" in again.output   # another --set is another advice
 
 
+def test_a_budget_too_small_for_the_choice_can_be_raised_reusing_the_diagnosis(tmp_path):
+    path = preset(tmp_path, epochs=2)
+    with pytest.raises(UsageError, match="--budget: .*the diagnosis is kept"):
+        advise(tmp_path, path, budget_s=0.01)   # the diagnosis alone takes longer: the choice is refused
+    diag = sorted(p.name for p in (tmp_path / "runs").glob("2*"))
+    assert len(diag) == 3   # joint and unimodal a, b
+
+    record = advise(tmp_path, path, budget_runs=40)   # a larger budget (of another kind): the same advice
+    assert record["options"]["budget_runs"] == 40 and record["options"]["budget_s"] is None
+    assert set(diag) <= {p.name for p in (tmp_path / "runs").glob("2*")}
+    assert sorted(record["diagnosis"]["runs"].values()) == diag   # the diagnosis was not run again
+    assert record["choice"]["rounds"] and record["recommendation"]["method"]
+
+    with pytest.raises(UsageError, match=r"budget_runs: 40 \(now: 50\)") as refused:
+        advise(tmp_path, path, budget_runs=50)   # once the choice has its schedule, its options are held
+    assert "probe-epochs" not in str(refused.value)
+    with pytest.raises(UsageError, match=r"probe_epochs: None \(now: 1\)"):
+        advise(tmp_path, path, budget_runs=40, probe_epochs=1)
+
+
 def test_parse_budget():
     assert parse_budget("30m") == 1800 and parse_budget("1h30m") == 5400 and parse_budget("90s") == 90
     with pytest.raises(UsageError):

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..errors import MmbalError, PresetError, RunLocked, UsageError
 from ..store import RunLock, RunPaths, read_json
-from .config import SMALL_TRAIN_ROWS, AdviseConfig
+from .config import SMALL_TRAIN_ROWS, AdviseConfig, changed_options
 from .candidates import Candidate, expand, unimodal
 from .diagnose import diagnose
 from .halving import as_dicts, estimate_s, fit_runs, fit_time, from_dicts, min_round_epochs, schedule
@@ -83,9 +83,14 @@ class Advisor:
                                  f"name fewer --methods or raise --eta")
         previous = read_advice(self.home)
         if previous is not None and previous.get("options") != cfg.identity():
-            raise UsageError(f"advice '{cfg.name}' in {cfg.runs_dir} was started with other options "
-                             f"({previous.get('options')}); re-run it with those to continue, or give this one "
-                             f"another --name")
+            started = "schedule" in previous.get("choice", {})
+            changed = changed_options(previous.get("options") or {}, cfg.identity(), started)
+            if changed:
+                raise UsageError(f"advice '{cfg.name}' in {cfg.runs_dir} was started with other options ("
+                                 + "; ".join(changed) + "); re-run it with those to continue"
+                                 + ("" if started else " (before its choice starts, only the preset, --set and "
+                                                       "--probe-epochs must stay the same)") + ", or give this one another --name")
+            previous = {**previous, "options": cfg.identity()}   # the choice has not started: its options may change
         self.record = previous or {"schema": SCHEMA, "name": cfg.name, "created": now(), "options": cfg.identity(),
                                    "preset": str(cfg.preset), "metric": self.metric}
 

@@ -44,10 +44,22 @@ class AdviseConfig:
 
 
     def identity(self) -> dict:
-        """The options a re-run must repeat to continue the same advice (``--apply`` may be added later)."""
+        """The options a re-run must repeat to continue the same advice (``--apply`` may be added later).
+        Until the choice has started, only :data:`DIAGNOSIS_OPTIONS` must be repeated (:func:`changed_options`)."""
         return {"preset": str(self.preset), "candidates": list(self.candidates), "seeds": self.seeds,
                 "eta": self.eta, "budget_s": self.budget_s, "budget_runs": self.budget_runs,
                 "probe_epochs": self.probe_epochs, "overrides": list(self.overrides), "tune": self.tune}
+
+
+DIAGNOSIS_OPTIONS = ("preset", "probe_epochs", "overrides")   # what the diagnosis runs depend on
+
+
+def changed_options(before: dict, now: dict, choice_started: bool) -> list[str]:
+    """The options of an advice's re-run that differ from its record and may not: every option once the
+    choice has its schedule, else only those of the diagnosis (a choice refused for its budget can then
+    be re-run with a larger one, reusing the diagnosis). Each as ``key: before (now: value)``."""
+    keys = now.keys() if choice_started else DIAGNOSIS_OPTIONS
+    return [f"{k}: {before.get(k)!r} (now: {now.get(k)!r})" for k in keys if before.get(k) != now.get(k)]
 
 
 def parse_budget(text: str) -> float:
