@@ -54,6 +54,15 @@ def test_show_json_has_config_summary_and_file_sizes(two_runs):
     assert sizes["checkpoints/last.pt"] > 0 and info["bytes"] >= sum(sizes.values())
 
 
+def test_show_lists_the_generator_options_only_for_a_run_on_synthetic_data(two_runs):
+    from mmbal_cli.commands.show import shown_config
+    assert "data.synthetic.n_samples" in invoke(two_runs, "show", "second").stdout   # the tiny preset is synthetic
+    config = {"base_dir": "/x", "data": {"source": "parquet", "path": "bc.parquet", "synthetic": {"n_samples": 3000}},
+              "train": {"epochs": 3}}
+    assert shown_config(config) == {"data": {"source": "parquet", "path": "bc.parquet"}, "train": {"epochs": 3}}
+    assert config["data"]["synthetic"] == {"n_samples": 3000}   # the run's own record is untouched
+
+
 def test_gc_keeps_best_and_resume_then_says_why_it_cannot(tmp_path, two_runs):
     import shutil
     runs = tmp_path / "runs"

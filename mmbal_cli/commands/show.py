@@ -44,6 +44,16 @@ def describe_run(run_dir) -> dict:
             "files": files, "bytes": total}
 
 
+def shown_config(config: dict) -> dict:
+    """The run's configuration as ``show`` lists it: without ``base_dir`` and, for a run on a data file,
+    without the synthetic generator's options, which that run does not use (``--json`` keeps everything)."""
+    shown = {k: v for k, v in config.items() if k != "base_dir"}
+    data = shown.get("data")
+    if isinstance(data, dict) and data.get("source") != "synthetic":
+        shown["data"] = {k: v for k, v in data.items() if k != "synthetic"}
+    return shown
+
+
 def _flat(prefix: str, node, out: list[tuple[str, str]]) -> None:
     if isinstance(node, dict):
         for k, v in node.items():
@@ -99,7 +109,7 @@ def register(app: typer.Typer) -> None:
         say()
         say("config")
         rows: list[tuple[str, str]] = []
-        _flat("", {k: v for k, v in info["config"].items() if k != "base_dir"}, rows)
+        _flat("", shown_config(info["config"]), rows)
         width = max((len(k) for k, _ in rows), default=0)
         for key, value in rows:
             say(f"  {key:<{width}}  {value}")
