@@ -231,6 +231,10 @@ def test_cli_exports_and_refuses_bad_input(run, tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "csv, parquet, tensorboard, wandb, mlflow" in bad.output
     missing = runner.invoke(app, ["export", "nope", "--to", "csv", "--runs-dir", runs])
     assert missing.exit_code == 3
+    for to, name in (("parquet", "m.csv"), ("csv", "m.parquet")):   # a file named for the other format
+        crossed = runner.invoke(app, ["export", run.run_id, "--to", to, "--out", str(tmp_path / name), "--runs-dir", runs])
+        assert crossed.exit_code == 2 and "its suffix names" in crossed.output and f"--to is {to}" in crossed.output
+        assert not (tmp_path / name).exists()
     monkeypatch.setitem(sys.modules, "tensorboard", None)   # as if not installed
     with pytest.raises(UsageError, match=r'pip install "mmbal\[tensorboard\]"'):
         open_sink("tensorboard", run)

@@ -13,8 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..api import metrics_table
+from ...errors import UsageError
 from ...store import atomic_write_with
 from .sink import Sink
+
+
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 class TableSink(Sink):
@@ -24,6 +28,10 @@ class TableSink(Sink):
         super().__init__(*args, **kwargs)
         self.path = Path(self.out) if self.out is not None else self.default_dir() / f"metrics.{self.suffix}"
         self.rows: list[dict] = []
+        named = TABLE_SUFFIXES.get(self.path.suffix.lower())
+        if named is not None and named != self.name:   # --to parquet --out m.csv: a Parquet file named .csv
+            raise UsageError(f"--out {self.path}: its suffix names {named}, but --to is {self.name}; name the file "
+                             f"{self.path.with_suffix('.' + self.suffix).name} or export with --to {named}")
 
     @property
     def target(self) -> str:
