@@ -117,9 +117,13 @@ def test_fmt_number():
     assert fmt_number(float("nan")) == "-"
     assert fmt_number(0.87412) == "0.874"
     assert fmt_number(0.0) == "0.000"
-    assert fmt_number(1.5e-4) == "1.5e-04"
+    assert fmt_number(1.5e-4) == "1.5e-4"
     assert fmt_number(123.456) == "123.5"
-    assert fmt_number(-2.5e6) == "-2.5e+06"
+    assert fmt_number(-2.5e6) == "-2.5e6"
+    # never wider than the panel's 7-character columns, negative values included
+    assert fmt_number(-9.6e-5) == "-9.6e-5" and fmt_number(-12345.6) == "-1.2e4" and fmt_number(-1.04e-12) == "-1e-12"
+    for value in (-9.6e-5, -1e-12, -1.2e-100, -99999.9, -12345.678, 1e300, -1e300, -0.0009999, 99.9996, -99.9996):
+        assert len(fmt_number(value)) <= 7, (value, fmt_number(value))
 
 
 def test_caption_wraps_at_words_and_the_last_allowed_line_ends_with_an_ellipsis():

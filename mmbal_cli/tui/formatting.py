@@ -23,15 +23,25 @@ def whole(raw: Any) -> int | None:
 
 
 def fmt_number(value: float | None) -> str:
-    """At most 7 characters (8 when negative): 3 decimals, 1 from 100 on, else ``1.5e-04``."""
+    """At most 7 characters, negative values included (the panel's columns are 7 wide): 3 decimals, 1 from
+    100 on, else ``1.5e-4`` (the exponent without its padding zero); ``-1e-12`` where one decimal of the
+    mantissa would not fit."""
     if value is None or not math.isfinite(value):
         return "-"
     magnitude = abs(value)
     if magnitude != 0 and (magnitude < 1e-3 or magnitude >= 1e5):
-        return f"{value:.1e}"
-    if magnitude >= 100:
-        return f"{value:.1f}"
-    return f"{value:.3f}"
+        return _scientific(value)
+    text = f"{value:.1f}" if magnitude >= 100 else f"{value:.3f}"
+    return text if len(text) <= 7 else _scientific(value)   # -12345.6
+
+
+def _scientific(value: float) -> str:
+    for digits in (1, 0):
+        mantissa, exponent = f"{value:.{digits}e}".split("e")
+        text = f"{mantissa}e{int(exponent)}"
+        if len(text) <= 7:
+            break
+    return text
 
 
 def fmt_duration(seconds: float | None) -> str:
