@@ -95,3 +95,22 @@ def test_compare_marked_runs():
         assert isinstance(app.screen, DashboardScreen)
 
     drive(scenario, AUG, FIXTURES, size=(120, 40))
+
+
+def test_six_modalities_and_fused_all_show_in_the_compact_panel_at_80x24(tmp_path):
+    from engine.run import NullReporter, start_run
+    from runtools import tiny_preset
+    names = ["m1", "m2", "m3", "m4", "m5", "m6"]
+    preset = tmp_path / "six.toml"
+    preset.write_text(tiny_preset(epochs=1, data={"synthetic": {"modalities": names, "dims": [4] * 6,
+                                                                "unique": [1.0] * 6, "noise": [0.5] * 6}}))
+    run = start_run(preset, runs_dir=tmp_path / "runs", reporter=NullReporter())
+
+    async def scenario(pilot, app):
+        rows = [line.split()[0] for line in app.export_text().splitlines()[2:12] if line.strip()]
+        assert [r for r in rows if r in (*names, "fused")] == [*names, "fused"]
+        await pilot.resize_terminal(120, 40)   # the full layout: the stylesheet's cap again
+        await pilot.pause(0.1)
+        assert app.dashboard.query_one("#modalities").styles.max_height.value == 12
+
+    drive(scenario, run.run_dir, tmp_path / "runs", size=(80, 24))

@@ -31,6 +31,12 @@ from ..widgets import CoefLegend, EventsTable, LineChart, ModalityPanel, NoticeB
 
 TAB_IDS = [f"tab-{kind}" for kind, _ in CHART_TABS] + ["tab-events"]
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 30
+COMPACT_CHART_ROWS = 14   # header, coef legend, tabs, footer and a chart of about 10 rows
+
+
+def compact_panel_height(height: int) -> int:
+    """The compact panel's cap: the terminal's rows less what the rest needs, between 6 and 12."""
+    return max(6, min(12, height - COMPACT_CHART_ROWS))
 
 
 class RunRead(Message):
@@ -98,6 +104,9 @@ class DashboardScreen(Screen):
         self.set_class(compact, "compact")
         if self.is_mounted:
             self.query_one(NoticeBar).show(limit=2 if compact else 4)
+            # compact: the panel takes what the chart can spare (its ~10 rows kept), so that six modalities
+            # and fused still show at 80x24; the full layout's cap is the stylesheet's
+            self.query_one(ModalityPanel).styles.max_height = compact_panel_height(height) if compact else None
             if changed and self.model.loaded:
                 self.query_one(ModalityPanel).show(self.model, compact=compact)
                 self.query_one(CoefLegend).show(self.model, compact=compact)
