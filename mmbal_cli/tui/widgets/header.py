@@ -16,9 +16,9 @@ class RunHeader(Vertical):
 
     DEFAULT_CSS = """
     RunHeader { height: auto; }
-    RunHeader #identity { height: 1; }
+    RunHeader #identity { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     RunHeader #position-line { height: 1; }
-    RunHeader #test { height: 1; }
+    RunHeader #test { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     RunHeader #position { width: auto; }
     RunHeader #times { width: auto; margin-left: 2; }
     RunHeader ProgressBar { width: 1fr; margin-left: 2; }
