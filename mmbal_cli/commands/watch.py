@@ -129,7 +129,8 @@ def register(app: typer.Typer) -> None:
         if once:
             from ..tui.model import RunModel
             from ..tui.snapshot import render_snapshot
-            out_console.print(render_snapshot(RunModel(run_dir).load(), width=min(out_console.width, 120)))
+            width = min(out_console.width, 120)   # piped: 120 columns, as laid out (not the pipe's 200)
+            out_console.print(render_snapshot(RunModel(run_dir).load(), width=width), width=width)
             return
         from ..tui.app import DashboardApp
         DashboardApp(run_dir, root, interval=interval).run(mouse=mouse)
