@@ -383,3 +383,19 @@ def test_columns_option_chooses_and_checks_columns(runs):
     assert "acc:b" in header and "seeds" in header and "f1" not in header and "acc:a" not in header
     bad = invoke(runs, *ALL[:6], "--columns", "acc,nope")
     assert bad.exit_code == 2 and "'nope'" in bad.output and "acc:b" in bad.output
+
+
+def test_a_table_wider_than_the_output_is_fitted_also_when_piped(runs, monkeypatch):
+    """Piped (no terminal), the table is fitted to the output's width as on a terminal, the method kept
+    among the config columns, and the note names the most important left-out columns first."""
+    from rich.console import Console
+    import mmbal_cli.commands.compare as cmd
+    monkeypatch.setattr(cmd, "out_console", Console(width=90, highlight=False))
+    out = invoke(runs, *ALL).stdout
+    assert max(len(line) for line in out.splitlines()) <= 90
+    header = next(line for line in out.splitlines() if "run" in line and "acc" in line)
+    assert "method.name" in header and "acc:b" in header
+    note = next(line for line in out.replace("\n", " ").split("test metrics")[1:])
+    assert "left out to fit 90 columns:" in note
+    many = cmd.left_out_note([f"c{i}" for i in range(20)], 90)
+    assert many.startswith("left out to fit 90 columns: c0, c1,") and "c11 and 8 more;" in many and "c12" not in many

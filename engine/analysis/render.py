@@ -80,8 +80,8 @@ def display_grid(comp: Comparison, multiline: bool = False,
 
 # Which columns a narrow terminal keeps first: the row's label, its seeds, the fused accuracy, the weakest
 # modality's accuracy and the imbalance; then the rest in this order (the last ones go first).
-_KEEP_ORDER = ("label", "seeds", "acc", "weakest", "imbalance", "f1", "acc:*", "state", "id", "config",
-               "shapley:*", "s/epoch", "peak mem", "runs")
+_KEEP_ORDER = ("label", "seeds", "acc", "weakest", "method.name", "imbalance", "f1", "acc:*", "state", "id",
+               "config", "shapley:*", "s/epoch", "peak mem", "runs")
 
 
 def _weakest_header(comp: Comparison) -> str | None:
@@ -102,10 +102,14 @@ def column_rank(comp: Comparison, headers: list[str]) -> list[int]:
     config = set(headers[3:3 + n_config])
 
     def rank(i: int, h: str) -> int:
-        name = ("label" if i == 0 else "weakest" if h == weakest else "config" if h in config
-                else "acc:*" if h.startswith("acc:") else "shapley:*" if h.startswith("shapley:") else h)
+        name = ("label" if i == 0 else "weakest" if h == weakest else "method.name" if h == "method.name"
+                else "config" if h in config else "acc:*" if h.startswith("acc:")
+                else "shapley:*" if h.startswith("shapley:") else h)
         return _KEEP_ORDER.index(name) if name in _KEEP_ORDER else _KEEP_ORDER.index("config")
     return [rank(i, h) for i, h in enumerate(headers)]
+
+
+STATE_MAX_WIDTH = 48   # the state column folds its text (a failure's message) at this width
 
 
 def table_width(widths: list[int]) -> int:
@@ -119,6 +123,7 @@ def fit_columns(comp: Comparison, headers: list[str], grid: list[list[tuple[str,
     important (:data:`_KEEP_ORDER`) that do; the label column always."""
     natural = [max([len(line) for line in h.split("\n")] +
                    [len(line) for row in grid for line in row[i][0].split("\n")]) for i, h in enumerate(headers)]
+    natural = [min(w, STATE_MAX_WIDTH) if h == "state" else w for w, h in zip(natural, headers)]   # folded there
     ranks = column_rank(comp, headers)
     kept = list(range(len(headers)))
     for i in sorted(range(1, len(headers)), key=lambda i: (-ranks[i], -i)):

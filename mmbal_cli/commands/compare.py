@@ -50,7 +50,7 @@ def _records(runs_dir, refs: list[str], sweep: str | None, tags: list[str] = ())
 
 def _shown_columns(comp, headers: list[str], grid, columns: str) -> tuple[list[int], list[str]]:
     """The column indices to print and, when some were left out to fit the terminal, their headers."""
-    from engine.analysis.render import fit_columns
+    from engine.analysis.render import column_rank, fit_columns
     from engine.errors import UsageError
     from engine.registry import did_you_mean
     if columns == "all":
@@ -63,15 +63,27 @@ def _shown_columns(comp, headers: list[str], grid, columns: str) -> tuple[list[i
                              f"{did_you_mean(unknown[0], headers)}; the columns are: {', '.join(headers)} "
                              f"(or 'auto', 'all')")
         return [0] + [i for i, h in enumerate(headers) if h in wanted and i != 0], []
-    kept = fit_columns(comp, headers, grid, out_console.width) if out_console.is_terminal else list(range(len(headers)))
-    return kept, [h for i, h in enumerate(headers) if i not in kept]
+    # piped, the console is 200 wide (whole cells rather than an 80-column squeeze), and fitted to that
+    kept = fit_columns(comp, headers, grid, out_console.width)
+    ranks = column_rank(comp, headers)
+    return kept, [headers[i] for i in sorted(set(range(len(headers))) - set(kept), key=lambda i: (ranks[i], i))]
+
+
+LEFT_OUT_NAMED = 12   # the left-out columns named in the note, the most important first; the rest counted
+
+
+def left_out_note(left_out: list[str], width: int) -> str:
+    named = ", ".join(left_out[:LEFT_OUT_NAMED])
+    more = f" and {len(left_out) - LEFT_OUT_NAMED} more" if len(left_out) > LEFT_OUT_NAMED else ""
+    return (f"left out to fit {width} columns: {named}{more}; `--columns all` shows every column, "
+            f"`--columns acc,f1,...` chooses them, `--format md` writes them all")
 
 
 def _print_table(comp, title: str, columns: str = "auto") -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from engine.analysis.render import display_grid, notes
+    from engine.analysis.render import STATE_MAX_WIDTH, display_grid, notes
     headers, grid = display_grid(comp, multiline=True)
     kept, left_out = _shown_columns(comp, headers, grid, columns)
     n_left = len(headers) - len(comp.columns)
@@ -81,7 +93,7 @@ def _print_table(comp, title: str, columns: str = "auto") -> None:
         if i >= n_left:
             table.add_column(h, justify="right", no_wrap=True)
         elif h == "state":
-            table.add_column(h, overflow="fold", min_width=8, max_width=48)
+            table.add_column(h, overflow="fold", min_width=8, max_width=STATE_MAX_WIDTH)
         else:
             table.add_column(h, no_wrap=True)
     for cells in grid:
@@ -90,9 +102,7 @@ def _print_table(comp, title: str, columns: str = "auto") -> None:
     for line in notes(comp):
         out_console.print(line, style="dim", markup=False)
     if left_out:
-        out_console.print(f"left out to fit {out_console.width} columns: {', '.join(left_out)}; "
-                          f"`--columns all` shows every column, `--columns acc,f1,...` chooses them, "
-                          f"`--format md` writes them all", style="dim", markup=False)
+        out_console.print(left_out_note(left_out, out_console.width), style="dim", markup=False)
     if comp.all_keys != comp.config_keys:
         _print_config(comp)
 
