@@ -241,3 +241,15 @@ def test_a_long_candidate_label_keeps_its_method_and_value():
     assert fit_label("ogm_ge-alpha=0.8", 18) == "ogm_ge-alpha=0.8"
     cut = [fit_label(f"inforeg-window_threshold={v}", 18) for v in ("0.04", "0.1")]
     assert cut == ["inforeg-…hold=0.04", "inforeg-…shold=0.1"] and all(len(c) == 18 for c in cut)
+
+
+def test_the_candidate_column_widens_with_the_terminal():
+    from types import SimpleNamespace
+    from mmbal_cli.tui.advice_text import label_width
+    long = "inforeg-window_threshold=0.04"   # 29 characters
+    stages = [SimpleNamespace(rows=[SimpleNamespace(label=long), SimpleNamespace(label="joint")])]
+    assert label_width(stages, 78) == 18            # as before at 80 columns less the list's padding
+    assert label_width(stages, 80) == 19            # the fixed columns and a 20-wide state beside it
+    assert label_width(stages, 70) == 18            # never narrower: cut in the middle
+    assert label_width(stages, 100) == len(long)    # whole where there is room
+    assert label_width([SimpleNamespace(rows=[SimpleNamespace(label="joint")])], 120) == 9   # the header's width

@@ -79,7 +79,8 @@ def _watch_advice(root: Path, name: str, once: bool, mouse: bool, interval: floa
         from ..tui.advice_text import render_advice_snapshot
         model = AdviceModel(home)
         model.apply(AdviceReader(home, root).read())
-        out_console.print(render_advice_snapshot(model), width=min(out_console.width, 120))
+        width = min(out_console.width, 120)
+        out_console.print(render_advice_snapshot(model, width), width=width)
         return
     from ..tui.app import DashboardApp
     DashboardApp(None, root, interval=interval, advice=home).run(mouse=mouse)

@@ -60,8 +60,14 @@ def diagnosis_part(model: AdviceModel) -> RenderableType:
     return Group(Text.assemble(("diagnosis  ", "bold"), d.sentence), diagnosis_table(d), fused_text(d))
 
 
-def label_width(stages: list[StageView]) -> int:
-    return min(max([len(r.label) for s in stages for r in s.rows] + [9]), 18)
+STATE_W = 20   # "dropped in round 3", "running s1 1/3"
+
+
+def label_width(stages: list[StageView], columns: int = 80) -> int:
+    """The candidate column's width: the longest label, within what ``columns`` leave beside the fixed
+    columns (at least 18, the width at 80 columns: longer labels are cut in the middle, :func:`fit_label`)."""
+    room = columns - (2 + 2 + SEEDS_W + 2 + MEAN_W + 2 + VERSUS_W + 2) - STATE_W
+    return min(max([len(r.label) for s in stages for r in s.rows] + [9]), max(18, room))
 
 
 def columns_text(width: int) -> Text:
@@ -103,10 +109,10 @@ def row_text(row: Row, width: int) -> Text:
     return Text.assemble(cells, (row.state, KIND_STYLES.get(row.kind, "")), no_wrap=True, overflow="ellipsis")
 
 
-def halving_lines(model: AdviceModel) -> list[tuple[Text, Row | None]]:
-    """Each stage's header line (with None) and its rows' lines (with the row)."""
+def halving_lines(model: AdviceModel, columns: int = 80) -> list[tuple[Text, Row | None]]:
+    """Each stage's header line (with None) and its rows' lines (with the row), for ``columns``."""
     stages = model.stages()
-    width = label_width(stages)
+    width = label_width(stages, columns)
     lines: list[tuple[Text, Row | None]] = []
     for stage in stages:
         lines.append((stage_text(stage, model.metric), None))
@@ -125,13 +131,13 @@ def result_part(model: AdviceModel) -> Text:
     return text
 
 
-def render_advice_snapshot(model: AdviceModel) -> Group:
-    """Everything ``watch --advice NAME --once`` prints."""
+def render_advice_snapshot(model: AdviceModel, columns: int = 80) -> Group:
+    """Everything ``watch --advice NAME --once`` prints, for ``columns``."""
     parts: list[RenderableType] = [title_text(model), *(notice_text(n) for n in model.notices()), Text(),
                                    diagnosis_part(model), Text()]
-    lines = halving_lines(model)
+    lines = halving_lines(model, columns)
     if lines:
-        parts.append(columns_text(label_width(model.stages())))
+        parts.append(columns_text(label_width(model.stages(), columns)))
         parts += [line for line, _ in lines]
         parts.append(Text())
     parts.append(result_part(model))

@@ -77,6 +77,10 @@ class AdviceScreen(Screen):
         self.poll()
         self.query_one(OptionList).focus()
 
+    def on_resize(self) -> None:
+        if self.model.loaded:   # the candidate column follows the width
+            self.refresh_view()
+
     # -- reading --------------------------------------------------------------------------------
     def attach(self, home: str | Path) -> None:
         """Show another advice (read from scratch; a read in flight for the old one is dropped)."""
@@ -117,8 +121,10 @@ class AdviceScreen(Screen):
         self.query_one("#advice-diagnosis", Static).update(diagnosis_part(model))
         self.query_one("#advice-result", Static).update(result_part(model))
         self.app.sub_title = f"advice {model.name} ({model.current_stage()})"
-        lines = halving_lines(model)
-        self.query_one("#advice-columns", Static).update(columns_text(label_width(model.stages())) if lines else "")
+        columns = max(self.size.width - 2, 40)   # the halving's padding
+        lines = halving_lines(model, columns)
+        self.query_one("#advice-columns", Static).update(
+            columns_text(label_width(model.stages(), columns)) if lines else "")
         self._fill(lines)
 
     def _fill(self, lines) -> None:
