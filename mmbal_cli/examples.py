@@ -29,7 +29,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "note": ('mmbal note try1 "lr 3e-4 after the plateau"',),
     "rm": ("mmbal rm try1", "mmbal rm try1 try2 --yes"),
     "gc": ("mmbal gc --keep-best --dry-run", "mmbal gc --keep-best --filter tag=old --yes"),
-    "methods": ("mmbal methods", "mmbal methods --format md", "mmbal methods --json"),
+    "methods": ("mmbal methods", "mmbal methods ogm_ge mcr", "mmbal methods --format md", "mmbal methods --json"),
     "data synth": (
         "mmbal data synth my.parquet --samples 5000 --classes 4",
         "mmbal data synth my.parquet --set unique=[1.0,0.2]",

@@ -109,3 +109,13 @@ def test_readme_methods_table_is_the_commands_output():
     assert text[body_start:body_end] == generated, (
         "README.md's methods table (between the methods:start/end markers) is not the output of "
         f"`mmbal methods --format md`; regenerate it with `{REGENERATE}`")
+
+
+def test_named_methods_only_in_the_order_given_and_an_unknown_one_is_exit_2():
+    res = invoke("mcr", "ogm_ge,joint", "--json")
+    assert res.exit_code == 0, res.output
+    assert [row["name"] for row in json.loads(res.stdout)] == ["mcr", "ogm_ge", "joint"]
+    text = invoke("ogm_ge")
+    assert text.exit_code == 0 and text.stdout.startswith("ogm_ge ") and "\nmcr " not in text.stdout
+    bad = invoke("ogm-ge")
+    assert bad.exit_code == 2 and "unknown method 'ogm-ge' (did you mean 'ogm_ge'?)" in bad.output
