@@ -89,8 +89,10 @@ class Advisor:
                 raise UsageError(f"advice '{cfg.name}' in {cfg.runs_dir} was started with other options ("
                                  + "; ".join(changed) + "); re-run it with those to continue"
                                  + ("" if started else " (before its choice starts, only the preset, --set and "
-                                                       "--probe-epochs must stay the same)") + ", or give this one another --name")
-            previous = {**previous, "options": cfg.identity()}   # the choice has not started: its options may change
+                                                       "--probe-epochs must stay the same)")
+                                 + ", or give this one another --name")
+            # the choice has no schedule yet: its options may change (an unscheduled choice of the old ones is dropped)
+            previous = {**{k: v for k, v in previous.items() if k != "choice"}, "options": cfg.identity()}
         self.record = previous or {"schema": SCHEMA, "name": cfg.name, "created": now(), "options": cfg.identity(),
                                    "preset": str(cfg.preset), "metric": self.metric}
 

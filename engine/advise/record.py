@@ -1,10 +1,10 @@
 """The advice record: ``<runs-dir>/advice/<name>/advice.json``, written atomically after every stage.
 
 It holds the options (a re-run with other options is refused: another ``--name``; until the choice has
-its schedule, only the diagnosis's options are held, so a budget too small for the choice can be raised), the diagnosis,
-the schedule, each round's candidates with their validation scores and what was kept, the
-recommendation, the ``--apply`` test figures and, after a stop, ``stopped``. The runs themselves are
-ordinary runs in the runs directory (:mod:`engine.advise.stages`).
+its schedule, only the diagnosis's options are held, so a budget too small for the choice can be
+raised), the diagnosis, the schedule, each round's candidates with their validation scores and what
+was kept, the recommendation, the ``--apply`` test figures and, after a stop, ``stopped``. The runs
+themselves are ordinary runs in the runs directory (:mod:`engine.advise.stages`).
 """
 
 from __future__ import annotations

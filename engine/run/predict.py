@@ -238,8 +238,9 @@ def predictions_format(out: str | Path) -> str:
     raised before anything is computed, so that ``--out preds.json`` does not get a Parquet file."""
     suffix = Path(out).suffix.lower()
     if suffix not in PREDICTION_FORMATS:
-        raise UsageError(f"--out {out}: predictions are written as Parquet (.parquet, .pq) or CSV (.csv), chosen by "
-                         f"the file's suffix; '{Path(out).suffix}' is neither. Name the file preds.parquet or preds.csv.")
+        raise UsageError(f"--out {out}: predictions are written as Parquet (.parquet, .pq) or CSV (.csv), chosen "
+                         f"by the file's suffix; '{Path(out).suffix}' is neither. Name the file preds.parquet or "
+                         f"preds.csv.")
     return PREDICTION_FORMATS[suffix]
 
 

@@ -52,7 +52,8 @@ def score_lines(values: dict[str, float], split: str, targets: list[str]) -> lis
 def register(app: typer.Typer) -> None:
     @app.command("predict", rich_help_panel="Runs")
     def predict_command(run_ref: RunArg, data: DataArg,
-                        out: Annotated[Path, typer.Option("--out", "-o", help="File to write the predictions to: Parquet (.parquet), or CSV for a .csv name.")],
+                        out: Annotated[Path, typer.Option(
+                            "--out", "-o", help="File to write the predictions to: Parquet (.parquet), or CSV for a .csv name.")],
                         split: SplitOpt = None, device: DeviceOpt = None, runs_dir: RunsDirOpt = None) -> None:
         """Predict with a finished run's selected checkpoint: fused and per-modality class probabilities per row.
 
