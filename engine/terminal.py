@@ -6,6 +6,12 @@ final message or the flush at exit would turn a clean stop into a traceback. A r
 stops on a hang-up points them at ``/dev/null`` first (:func:`detach_from_hung_up_terminal`). Used
 by :mod:`engine.run.signals` (training) and :mod:`engine.sweep.runner` (a sweep), with no import of
 torch so that the sweep stays light.
+
+A closed pipe is the same for a run whose output is piped: ``mmbal run p.toml | head`` ends ``head``
+after a few lines, and the run's next line fails with EPIPE. Standard output is then pointed at
+``/dev/null`` and :data:`output_closed` (set by :mod:`engine.run.signals` while a run trains) asks the
+run to stop after a checkpoint, as a hang-up does: it ends ``interrupted`` and exits 141 (128 + SIGPIPE)
+instead of failing with a traceback.
 """
 
 from __future__ import annotations
@@ -13,17 +19,22 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 import sys
 
 HANGUP_EXIT = 129       # 128 + SIGHUP: stopped by a hang-up, after the checkpoints
 INTERRUPTED_EXIT = 130  # stopped by Ctrl-C or SIGTERM, after the checkpoints
+PIPE_EXIT = 141         # 128 + SIGPIPE: stopped because the reader of the output went away, after the checkpoints
+OUTPUT_CLOSED = "SIGPIPE"  # the stop's name when the piped output was closed (no signal is delivered)
+
+output_closed = None    # called once the piped output is closed (a run's stop request), else None
 
 SIGHUP = getattr(signal, "SIGHUP", None)  # None where the platform has no hang-up (Windows)
 
 
 def exit_code(signal_name: str | None) -> int:
     """The exit code of a run or sweep stopped (after its checkpoints) by the signal named ``signal_name``."""
-    return HANGUP_EXIT if signal_name == "SIGHUP" else INTERRUPTED_EXIT
+    return {"SIGHUP": HANGUP_EXIT, OUTPUT_CLOSED: PIPE_EXIT}.get(signal_name, INTERRUPTED_EXIT)
 
 
 def hangup_ignored() -> bool:
@@ -45,12 +56,8 @@ def detach_from_hung_up_terminal(fds: list[int]) -> list[int]:
     gone = [fd for fd in fds if not _is_terminal(fd)]
     if not gone:
         return gone
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for fd in gone:
-            os.dup2(null, fd)
-    finally:
-        os.close(null)
+    for fd in gone:
+        _to_null(fd)
     return gone
 
 
@@ -67,8 +74,9 @@ class HangupSafeStream:
     run train on. Every other error, and everything else of the stream, is the stream's own.
     """
 
-    def __init__(self, stream):
+    def __init__(self, stream, pipe: bool = False):
         self._stream = stream
+        self._pipe = pipe   # a pipe: a closed reader (EPIPE) is the end of the output, not an error
 
     def write(self, text):
         try:
@@ -84,6 +92,11 @@ class HangupSafeStream:
             self._lost(exc)
 
     def _lost(self, exc: OSError) -> None:
+        if exc.errno == errno.EPIPE and self._pipe:
+            _to_null(self._stream.fileno())
+            if output_closed is not None:
+                output_closed()
+            return
         if exc.errno != errno.EIO:
             raise exc
         detach_from_hung_up_terminal([self._stream.fileno()])
@@ -92,18 +105,28 @@ class HangupSafeStream:
         return getattr(self._stream, name)
 
 
-def survive_hangups() -> None:
-    """Wrap ``sys.stdout`` and ``sys.stderr`` in :class:`HangupSafeStream` where they are a terminal (once)."""
+def survive_hangups(pipes: bool = False) -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` in :class:`HangupSafeStream` where they are a terminal (once)
+    and, with ``pipes`` (a training run's), where they are a pipe."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is None or isinstance(stream, HangupSafeStream):
             continue
         try:
             terminal = stream.isatty()
-        except (OSError, ValueError):
+            pipe = pipes and not terminal and stat.S_ISFIFO(os.fstat(stream.fileno()).st_mode)
+        except (OSError, ValueError, AttributeError):
             continue
-        if terminal:
-            setattr(sys, name, HangupSafeStream(stream))
+        if terminal or pipe:
+            setattr(sys, name, HangupSafeStream(stream, pipe=pipe))
+
+
+def _to_null(fd: int) -> None:
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 def _is_terminal(fd: int) -> bool:

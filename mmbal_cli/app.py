@@ -1,8 +1,8 @@
 """The ``mmbal`` command: the Typer app, with the commands of :mod:`mmbal_cli.commands` added to it.
 
 Exit codes (each command's, in ``docs/commands.md``): 0 success, 1 runtime failure, 2 usage / preset /
-data error, 3 run not found or resume refused, 129 hang-up (SIGHUP, e.g. a lost SSH connection) and 130
-interrupted (Ctrl-C or SIGTERM), both after a checkpoint is written.
+data error, 3 run not found or resume refused, 129 hang-up (SIGHUP, e.g. a lost SSH connection), 130
+interrupted (Ctrl-C or SIGTERM) and 141 a training run's piped output closed, each after a checkpoint is written.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import typer
 from .commands import register_all
 
 EPILOG = ("Exit codes: 0 success, 1 runtime failure, 2 usage/preset/data error, "
-          "3 run not found or resume refused, 129 hang-up (SIGHUP), 130 interrupted.")
+          "3 run not found or resume refused, 129 hang-up (SIGHUP), 130 interrupted, 141 output pipe closed.")
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_show_locals=False,
                   context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG,

@@ -110,6 +110,29 @@ def test_data_synth_then_inspect(tmp_path):
     assert bad.exit_code == 2
 
 
+def test_a_closed_pipe_stops_the_run_after_a_checkpoint_and_exits_141(tmp_path):
+    """``mmbal run p.toml | head -2``: when the reader goes away the run's next line fails (EPIPE); the run
+    stops after a checkpoint (interrupted, resumable) instead of failing with a traceback."""
+    preset = tmp_path / "slow.toml"
+    preset.write_text(textwrap.dedent(PRESET).replace("epochs = 2", "epochs = 500")
+                      .replace("n_samples = 240", "n_samples = 3000"))
+    env = {**os.environ, "MMBAL_RUNS_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "-m", "mmbal_cli", "run", str(preset)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    first = proc.stdout.readline()
+    assert first.startswith("run ")
+    run_dir = Path(first.split()[2])
+    assert proc.stdout.readline().startswith("epoch 1/500")
+    proc.stdout.close()   # as `head -2` exits
+    proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert proc.returncode == 141, err
+    assert "Traceback" not in err and f"continue with `mmbal resume {run_dir.name.rsplit('_', 1)[-1]}`" in err
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"event"' in line]
+    assert [e["signal"] for e in events if e["name"] == "interrupted"] == ["SIGPIPE"]
+
+
 def test_interrupt_writes_checkpoint_and_exits_130(tmp_path):
     """A real process, a real SIGINT: exit 130, state interrupted, and resume finishes the run."""
     preset = tmp_path / "slow.toml"

@@ -6,6 +6,8 @@
   while a checkpoint is being written (:func:`checkpoint_write`): the write is completed first, so a
   checkpoint is never cut off half-way. If that write was the "last" checkpoint, the run has one at
   this very position and ends ``interrupted`` as after a single signal.
+* A closed pipe (``mmbal run p.toml | head``) is a stop request like a hang-up, which never escalates
+  (:data:`engine.terminal.output_closed`; exit 141).
 * A hang-up is what a closed SSH connection or terminal window sends. It is a stop request like
   Ctrl-C, but a repeated SIGHUP never escalates: a shell that hangs up sends it to its jobs and the
   kernel sends it again to the foreground job when the shell exits. Standard output and error that
@@ -20,7 +22,8 @@ import signal
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..terminal import SIGHUP, detach_from_hung_up_terminal, hangup_ignored, terminal_fds
+from .. import terminal
+from ..terminal import OUTPUT_CLOSED, SIGHUP, detach_from_hung_up_terminal, hangup_ignored, terminal_fds
 from ..train.trainer import Interrupted, Trainer
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -52,6 +55,13 @@ class SignalStop:
             self.stop_after_write = True
             return
         raise KeyboardInterrupt
+
+    def output_closed(self) -> None:
+        """The piped output's reader went away (:mod:`engine.terminal`): a stop request that, like a hang-up,
+        never escalates (it may come from any thread that printed)."""
+        if not self.trainer.stop_requested:
+            self.trainer.stop_requested = True
+            self.first = self.first or OUTPUT_CLOSED
 
     def after_write(self, kind: str) -> None:
         """A checkpoint write ended: a second signal that arrived during it takes effect now."""
@@ -95,10 +105,12 @@ def stop_on_signals(trainer: Trainer) -> Iterator[SignalStop]:
         except ValueError:  # not in the main thread
             pass
     _active = stop
+    terminal.output_closed = stop.output_closed
     try:
         yield stop
     finally:
         _active = None
+        terminal.output_closed = None
         for sig, old in previous.items():
             # after a hang-up the process is ending on its own: the SIGHUP the kernel sends again when the
             # shell exits must not kill it while it records the stop

@@ -94,7 +94,9 @@ def _train_here(train) -> None:
     from engine.terminal import survive_hangups
 
     from ..nproc import ranks
-    survive_hangups()  # a write to a terminal hung up before the SIGHUP handler ran does not fail the run
+    # a write to a terminal hung up before the SIGHUP handler ran, or to a pipe whose reader went away
+    # (`mmbal run p.toml | head`), does not fail the run: it stops after a checkpoint (exit 129 or 141)
+    survive_hangups(pipes=True)
     with ranks() as main:
         reporter = make_reporter() if main else NullReporter()
         try:
@@ -121,9 +123,10 @@ def _stop(reporter) -> None:
 def _finish(result, quiet: bool = False) -> None:
     if result.state == "interrupted":
         from engine.terminal import exit_code
-        code = exit_code(result.stopped_by)  # 129 after a hang-up (SSH connection lost), else 130
+        code = exit_code(result.stopped_by)  # 129 after a hang-up (SSH connection lost), 141 a closed pipe, else 130
         if quiet:
             raise typer.Exit(code)
-        why = "hang-up (SIGHUP)" if result.stopped_by == "SIGHUP" else "interrupted"
+        why = {"SIGHUP": "hang-up (SIGHUP)", "SIGPIPE": "output closed (the pipe's reader went away)"}.get(
+            result.stopped_by, "interrupted")
         print(f"{why}: checkpoint written; continue with `mmbal resume {result.run_id}`", file=sys.stderr)
         raise typer.Exit(code)
