@@ -110,18 +110,24 @@ def test_data_synth_then_inspect(tmp_path):
     assert bad.exit_code == 2
 
 
-def test_a_closed_pipe_stops_the_run_after_a_checkpoint_and_exits_141(tmp_path):
-    """``mmbal run p.toml | head -2``: when the reader goes away the run's next line fails (EPIPE); the run
-    stops after a checkpoint (interrupted, resumable) instead of failing with a traceback."""
+def start_slow_run(tmp_path, epochs):
+    """``mmbal run`` of a 3000-sample preset for ``epochs`` as a real process, its output piped; returns the
+    process (its first line, the run's id and directory, read), the run directory and the environment."""
     preset = tmp_path / "slow.toml"
-    preset.write_text(textwrap.dedent(PRESET).replace("epochs = 2", "epochs = 500")
+    preset.write_text(textwrap.dedent(PRESET).replace("epochs = 2", f"epochs = {epochs}")
                       .replace("n_samples = 240", "n_samples = 3000"))
     env = {**os.environ, "MMBAL_RUNS_DIR": str(tmp_path / "runs")}
     proc = subprocess.Popen([sys.executable, "-m", "mmbal_cli", "run", str(preset)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     first = proc.stdout.readline()
     assert first.startswith("run ")
-    run_dir = Path(first.split()[2])
+    return proc, Path(first.split()[2]), env
+
+
+def test_a_closed_pipe_stops_the_run_after_a_checkpoint_and_exits_141(tmp_path):
+    """``mmbal run p.toml | head -2``: when the reader goes away the run's next line fails (EPIPE); the run
+    stops after a checkpoint (interrupted, resumable) instead of failing with a traceback."""
+    proc, run_dir, _ = start_slow_run(tmp_path, epochs=500)
     assert proc.stdout.readline().startswith("epoch 1/500")
     proc.stdout.close()   # as `head -2` exits
     proc.wait(timeout=120)
@@ -135,14 +141,7 @@ def test_a_closed_pipe_stops_the_run_after_a_checkpoint_and_exits_141(tmp_path):
 
 def test_interrupt_writes_checkpoint_and_exits_130(tmp_path):
     """A real process, a real SIGINT: exit 130, state interrupted, and resume finishes the run."""
-    preset = tmp_path / "slow.toml"
-    preset.write_text(textwrap.dedent(PRESET).replace("epochs = 2", "epochs = 200").replace("n_samples = 240", "n_samples = 3000"))
-    env = {**os.environ, "MMBAL_RUNS_DIR": str(tmp_path / "runs")}
-    proc = subprocess.Popen([sys.executable, "-m", "mmbal_cli", "run", str(preset)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    first = proc.stdout.readline()
-    assert first.startswith("run ")
-    run_dir = Path(first.split()[2])
+    proc, run_dir, env = start_slow_run(tmp_path, epochs=200)
     deadline = time.time() + 60
     while not (run_dir / "checkpoints" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.1)
