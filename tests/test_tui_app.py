@@ -114,3 +114,34 @@ def test_six_modalities_and_fused_all_show_in_the_compact_panel_at_80x24(tmp_pat
         assert app.dashboard.query_one("#modalities").styles.max_height.value == 12
 
     drive(scenario, run.run_dir, tmp_path / "runs", size=(80, 24))
+
+
+def test_table_columns_fit_their_cells_at_once_and_shrink_when_long_cells_go():
+    """fit_widths sizes auto-width columns from the cells now (not on DataTable's next idle event),
+    to the widest cell or label, also narrower than before after a clear()."""
+    import asyncio
+
+    from rich.text import Text
+    from textual.app import App
+    from textual.widgets import DataTable
+
+    from mmbal_cli.tui.widgets import fit_widths
+
+    async def scenario():
+        app = App()
+        async with app.run_test(size=(80, 10)):
+            table = DataTable()
+            await app.mount(table)
+            table.add_column("name", key="name")
+            table.add_column("n", key="n", width=3)
+            table.add_row(Text("a-rather-long-run-name"), "1")
+            fit_widths(table)  # no await between: no idle event could have measured the row
+            long = (table.columns["name"].content_width, table.columns["n"].get_render_width(table))
+            table.clear()
+            table.add_row("[b]short[/b]", "2")
+            fit_widths(table)
+            return long, table.columns["name"].content_width
+
+    (long, fixed), short = asyncio.run(scenario())
+    assert long == len("a-rather-long-run-name") and fixed == 3 + 2  # a fixed width is left alone
+    assert short == len("short")  # markup is not counted

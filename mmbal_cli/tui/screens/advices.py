@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from ..advice_model import AdviceModel
 from ..advice_reader import AdviceRead, advice_home, advice_names, read_record
+from ..widgets import fit_widths
 
 
 def advice_summary(home: Path) -> tuple[str, str]:
@@ -64,6 +65,7 @@ class AdvicesScreen(Screen):
             table.add_row(Text(name), Text(now), Text(recommends), key=name)
         if not self.names:
             table.add_row(Text(f"no advices in {self.runs_dir} (mmbal advise PRESET starts one)", style="dim"), "", "")
+        fit_widths(table)
         if keep in self.names:
             table.move_cursor(row=self.names.index(keep))
 

@@ -21,7 +21,7 @@ from ..chart import PALETTE, ChartData, Series
 from ..formatting import fmt_number
 from ..model import RunModel
 from ..reader import Delta, RunReader
-from ..widgets import LineChart
+from ..widgets import LineChart, fit_widths
 
 PREFERRED = ("val/acc/fused", "val/f1/fused", "val/loss/fused", "train/loss/method", "train/acc/fused")
 
@@ -131,6 +131,7 @@ class CompareScreen(Screen):
             last = points[-1][1] if points else None
             table.add_row(name, Text(model.method), Text(model.state), fmt_number(last), fmt_number(best),
                           "" if at is None else f"{self.x_axis} {at:g}")
+        fit_widths(table)
 
     def action_cycle_metric(self, delta: int) -> None:
         metrics = self.metrics()

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 from engine.store import list_runs
 
 from ..text import STATE_STYLES
+from ..widgets import fit_widths
 from .compare import CompareScreen
 
 MARK = "✓"
@@ -70,6 +71,7 @@ class RunsScreen(Screen):
                           (run.created or "").replace("T", " ")[:19], key=str(path))
         if not runs:
             table.add_row("", "", Text(f"no runs in {self.runs_dir}", style="dim"), *[""] * 6)
+        fit_widths(table)
         if keep in self.paths:
             table.move_cursor(row=self.paths.index(keep))
 
