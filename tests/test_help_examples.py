@@ -49,3 +49,16 @@ def test_each_example_parses(name, line):
             assert ctx.params
     except Exception as exit_:  # an eager option that prints and exits (--help-options) raises click's Exit
         assert type(exit_).__name__ == "Exit" and exit_.exit_code == 0, exit_
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_paragraphs_flow_so_that_the_terminal_wraps_them(name):
+    """Typer's rich help keeps a paragraph's line breaks: a docstring wrapped in the source showed as
+    ragged lines at 80 columns (and in the command list of ``mmbal --help``)."""
+    assert [p for p in COMMANDS[name].help.split("\n\n") if "\n" in p] == []
+
+
+def test_a_later_paragraph_fills_an_80_column_terminal():
+    result = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "pred_<m> and prob_<m>; in a .csv file" in result.output  # was cut after "prob_<m>;"

@@ -7,7 +7,7 @@
 | ``run`` | ``run``, ``resume`` |
 | ``ls`` | ``ls`` |
 | ``methods`` | ``methods`` |
-| ``data`` | ``data synth``, ``data inspect`` |
+| ``data`` | ``data synth``, ``data inspect``, ``data import`` |
 | ``bench`` | ``bench`` |
 | ``compare`` | ``compare`` |
 | ``sweep`` | ``sweep`` |
@@ -31,7 +31,9 @@ COMMANDS = (run, ls, show, tags, clean, export, predict, methods, data, bench, c
 
 def register_all(app) -> None:
     from ..examples import add_examples
+    from ..help_text import flow_help
 
     for module in COMMANDS:
         module.register(app)
     add_examples(app)
+    flow_help(app)
