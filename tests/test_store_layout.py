@@ -164,6 +164,21 @@ def test_resolve_not_found_suggests_close_match(three_runs):
     assert info.value.exit_code == 3
 
 
+def test_resolve_not_found_names_the_runs_a_preset_name_started(tmp_path):
+    """A run's name is the preset's name plus ``-<method>``: the preset's name alone suggests those runs,
+    newest first, three of them and how to list the rest."""
+    runs = tmp_path / "runs"
+    for day, method in enumerate(("joint", "mcr", "aug", "ogm_ge"), start=1):
+        make_run(runs, f"iris-{method}", f"r{day:07d}", datetime(2026, 1, day, 10, 0, 0))
+    make_run(runs, "wine-joint", "w0000001", datetime(2026, 1, 9, 10, 0, 0))
+    with pytest.raises(RunNotFound) as info:
+        resolve_run(runs, "iris")
+    assert "(did you mean 'iris-ogm_ge', 'iris-aug' or 'iris-mcr'? 1 more name starts with 'iris': " \
+           "`mmbal ls --filter 'name=iris*'`)" in str(info.value)
+    with pytest.raises(RunNotFound, match=r"\(did you mean 'wine-joint'\?\)"):
+        resolve_run(runs, "wine")
+
+
 def test_resolve_single_char_prefix_is_not_enough(three_runs):
     runs, *_ = three_runs
     with pytest.raises(RunNotFound, match="at least 2 characters"):

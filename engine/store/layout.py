@@ -292,6 +292,20 @@ def _elsewhere(ref: str, runs_dir: Path) -> str:
     return f"; ./runs has a run '{ref}': pass --runs-dir ./runs (or set ${RUNS_DIR_ENV})"
 
 
+def _named_from(ref: str, dirs: list[Path], names: dict[Path, str], shown: int = 3) -> str:
+    """" (did you mean 'iris-ogm_ge'?)" for the runs whose name starts with ``ref``, newest first: a run's
+    name is the preset's name followed by ``-<method>``, so the preset's name alone finds no run."""
+    matches = list(dict.fromkeys(names[p] for p in dirs if names[p].startswith(ref)))
+    if not matches:
+        return ""
+    quoted = [f"'{name}'" for name in matches[:shown]]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    rest = len(matches) - shown
+    more = (f" {rest} more {'name starts' if rest == 1 else 'names start'} with '{ref}': "
+            f"`mmbal ls --filter 'name={ref}*'`" if rest > 0 else "")
+    return f" (did you mean {listed}?{more})"
+
+
 def _not_found(ref: str, dirs: list[Path], runs_dir: Path) -> RunNotFound:
     elsewhere = _elsewhere(ref, runs_dir)
     if not runs_dir.is_dir():
@@ -299,8 +313,8 @@ def _not_found(ref: str, dirs: list[Path], runs_dir: Path) -> RunNotFound:
             f"no run '{ref}': the runs directory {runs_dir} does not exist "
             f"(choose it with --runs-dir or ${RUNS_DIR_ENV}){elsewhere}"
         )
-    choices = sorted({_id_of(p) for p in dirs} | {_name_of(p) for p in dirs})
-    hint = did_you_mean(ref, choices)
+    names = {p: _name_of(p) for p in dirs}
+    hint = _named_from(ref, dirs, names) or did_you_mean(ref, sorted({_id_of(p) for p in dirs} | set(names.values())))
     short = " (an id prefix needs at least 2 characters)" if len(ref) < MIN_PREFIX else ""
     return RunNotFound(
         f"no run '{ref}' in {runs_dir}{hint}{short}: searched {len(dirs)} runs by id, id prefix, "
