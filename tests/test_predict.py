@@ -168,3 +168,57 @@ def test_predict_does_not_read_the_init_file_again(finished, tmp_path):
     res = invoke("eval", result.run_dir, data, "--split", "test", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["metrics"]["test/acc/fused"] == result.summary["test"]["test/acc/fused"]
+
+
+@pytest.fixture(scope="module")
+def split_by_preset(tmp_path_factory):
+    """A joint run on Parquet data without a split column: the preset's fractions split it, seeded."""
+    folder = tmp_path_factory.mktemp("unsplit")
+    raw = generate(SynthConfig(n_samples=300, n_classes=3, modalities=["a", "b"], dims=[8, 6], unique=[1.0, 0.4],
+                               noise=[0.5, 0.8]))
+    data = folder / "unsplit.parquet"
+    write_dataset(data, {"a": raw.features["a"] * 3 + 5, "b": raw.features["b"] - 2}, raw.labels, None,
+                  raw.classes, "toy")
+    doc = tiny_doc(epochs=2, data={"source": "parquet", "path": str(data), "synthetic": None,
+                                   "val_fraction": 0.2, "test_fraction": 0.25})
+    preset = folder / "joint.toml"
+    preset.write_text(to_toml(doc))
+    result = start_run(preset, runs_dir=folder / "runs", reporter=NullReporter())
+    assert result.state == "finished"
+    return folder, data, Path(result.run_dir), result.summary
+
+
+def test_split_on_the_runs_own_unsplit_data_is_the_runs_split(split_by_preset, tmp_path):
+    """--split test on the run's data without a split column draws the run's split again (also from a copy
+    of the file elsewhere) and reproduces the run's test metrics; on other data it is refused."""
+    folder, data, run_dir, summary = split_by_preset
+    copy = tmp_path / "moved.parquet"
+    copy.write_bytes(data.read_bytes())
+    for source in (data, copy):
+        res = invoke("eval", run_dir, source, "--split", "test", "--json")
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.output)
+        assert report["rows"] == 75  # 25% of 300, stratified
+        for key in ("test/acc/fused", "test/acc/a", "test/acc/b"):
+            assert report["metrics"][key] == pytest.approx(summary["test"][key], abs=1e-9)
+    other = tmp_path / "other.parquet"
+    pq.write_table(pq.read_table(data).slice(0, 200), other)
+    res = invoke("eval", run_dir, other, "--split", "test")
+    assert res.exit_code == 2
+    assert "has no 'split' column, and it is not the data the run trained on (the run read" in res.output
+
+
+def test_predict_refuses_a_run_whose_data_changed_since_training(split_by_preset, tmp_path):
+    """The train statistics are recomputed from the run's data: changed data would standardise otherwise."""
+    folder, data, run_dir, _ = split_by_preset
+    original = data.read_bytes()
+    try:
+        pq.write_table(pq.read_table(data).slice(0, 250), data)
+        res = invoke("predict", run_dir, data, "--out", tmp_path / "p.parquet")
+        assert res.exit_code == 2
+        assert "which changed since the run trained on it (rows 300 -> 250" in " ".join(res.output.split())
+        assert not (tmp_path / "p.parquet").exists()
+    finally:
+        data.write_bytes(original)
+    res = invoke("predict", run_dir, data, "--out", tmp_path / "p.parquet")
+    assert res.exit_code == 0, res.output

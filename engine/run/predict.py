@@ -12,7 +12,9 @@ a data error naming the column); the label column is optional for ``predict`` (`
 Its values are standardised with the run's train statistics. These are not stored in the run
 directory: they are recomputed exactly as the run computed them, by loading the run's own dataset
 (the same file, or the same generator settings) the same way (resident or streamed), so that
-dataset must still be readable.
+dataset must still be readable and unchanged (:func:`check_data_unchanged`). ``--split`` on the
+run's own data without a split column selects the run's split, drawn again from its seed
+(:func:`check_run_data`).
 
 Predictions are made as the evaluation makes them (``Method.predict``, eval mode, the run's
 ``train.eval_batch_size`` and precision), so on the run's test split they reproduce its test
@@ -23,6 +25,7 @@ metrics; ``eval`` scores them with the trainer's own scorer, in the run's metric
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,8 @@ import torch
 
 from ..config import RunConfig, apply_overrides, parse_toml, resolve
 from ..data import parquet as pq_format
+from ..data.dataset import split_codes
+from ..data.fingerprint import data_changes, parquet_identity
 from ..errors import DataError, RunNotFound, StorageError, UsageError
 from ..registry import did_you_mean
 from ..store import RunPaths, read_json
@@ -39,6 +44,7 @@ from ..store.checkpoints import CheckpointDamaged, load_checkpoint
 from ..train.device import autocast_factory, channels_last_enabled, resolve_device
 from ..train.metrics import SplitScorer, to_host
 from .parts import build_parts, load_run_data
+from .resume_checks import FINGERPRINT_KEY
 
 SPLITS = ("train", "val", "test")
 PREDICTIONS_KEY = "mmbal.predictions"   # schema metadata of a predictions file
@@ -120,6 +126,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     ``train.device``), and its train statistics."""
     run_dir = Path(run_dir)
     cfg, info = run_config(run_dir)
+    check_data_unchanged(run_dir, info)
     dev = resolve_device(device or cfg.train.device)
     state, name = selected_state(run_dir, dev)
     mode = (info.get("data_mode") or {}).get("mode", "resident")
@@ -135,6 +142,25 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
                      stats={m: (mean, std) for m, (mean, std) in data.stats.items()}, shapes=dict(data.shapes),
                      classes=list(info.get("classes") or data.classes), checkpoint=name,
                      epoch=state.get("epoch"), device=dev)
+
+
+def check_data_unchanged(run_dir: Path, info: dict) -> None:
+    """A data error when the run's Parquet data changed since it trained: its train statistics are recomputed
+    from them, and would standardise the predicted rows otherwise than training did."""
+    recorded = info.get(FINGERPRINT_KEY) or {}
+    if recorded.get("source") != "parquet":
+        return  # synthetic data are a function of the recorded generator settings; old runs recorded nothing
+    path = Path(recorded["path"])
+    try:
+        current = {"source": "parquet", "path": str(path), **parquet_identity(path)}
+    except DataError:
+        return  # gone or unreadable: loading the run's data says so
+    changes = data_changes(recorded, current)
+    if changes:
+        raise DataError(f"{run_dir}: the run's train statistics (each modality's mean and std, which standardise the "
+                        f"rows it predicts) are recomputed from its data, {path}, which changed since the run trained "
+                        f"on it ({'; '.join(changes)}); predictions would be standardised otherwise than in "
+                        f"training. Put the run's data back at {path}")
 
 
 # -- the data ---------------------------------------------------------------------------------------
@@ -159,8 +185,7 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
                         f"{did_you_mean(label, schema.names)}")
     has_split = pq_format.SPLIT_COLUMN in schema.names and label != pq_format.SPLIT_COLUMN
     if split is not None and not has_split:
-        raise DataError(f"{first}: --split {split} asks for rows of one split, but the file has no "
-                        f"'{pq_format.SPLIT_COLUMN}' column")
+        check_run_data(run, path, split)
     columns = ([label] if has_labels else []) + ([pq_format.SPLIT_COLUMN] if has_split else []) + \
         list(dict.fromkeys(i.column for i in mods.values()))
     table, counts = pq_format._read_table(layout_files, columns)
@@ -169,6 +194,8 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
     rows = pq_format._Rows(layout_files, counts)
     labels = _labels(table, label, rows, meta, run) if has_labels else None
     codes = pq_format._split(table, rows) if has_split else None
+    if split is not None and codes is None:  # the run's own data: its seeded stratified split, drawn again
+        codes = split_codes(labels, None, str(path), cfg.data, cfg.seed)
     keep = np.arange(table.num_rows) if split is None else np.flatnonzero(codes == SPLITS.index(split))
     if keep.size == 0:
         raise DataError(f"{path}: no row has split '{split}'")
@@ -179,6 +206,30 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
     names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
     return Inputs(source=str(path), row=keep.astype(np.int64), split=names,
                   labels=None if labels is None else labels[keep], x=x)
+
+
+def check_run_data(run: LoadedRun, path: Path, split: str) -> None:
+    """``--split`` on a file without a split column: allowed on the run's own data (the same content,
+    wherever it is now), whose split the run drew itself, seeded and stratified, so it is drawn
+    again; a data error otherwise."""
+    asked = f"{path}: --split {split} asks for rows of one split, but the file has no '{pq_format.SPLIT_COLUMN}' column"
+    recorded = run.info.get(FINGERPRINT_KEY) or {}
+    trained = recorded.get("path") if recorded.get("source") == "parquet" else None
+    current = {"source": "parquet", "path": trained, **parquet_identity(path)}
+    if trained is not None and _content(current) == _content(recorded):
+        return
+    if trained is not None and os.path.realpath(trained) == os.path.realpath(path):
+        raise DataError(f"{asked}, and it changed since the run drew its split from it "
+                        f"({'; '.join(data_changes(recorded, current))}), so that split cannot be drawn again")
+    where = f"read {trained}" if trained else "generated its data" if recorded else "recorded no data fingerprint"
+    raise DataError(f"{asked}, and it is not the data the run trained on (the run {where}), so it has no split "
+                    f"of the run's either; pass the run's data file, or a file with a split column")
+
+
+def _content(fingerprint: dict) -> tuple:
+    """What identifies a Parquet dataset's content: schema, rows, and each file's size and footer hash."""
+    files = sorted((f.get("size"), f.get("footer_sha256")) for f in fingerprint.get("files") or [])
+    return fingerprint.get("schema"), fingerprint.get("rows"), files
 
 
 def _labels(table, label: str, rows, meta: dict, run: LoadedRun) -> np.ndarray:
