@@ -24,6 +24,7 @@ import torch
 
 from .. import __version__, collectives
 from ..data.fingerprint import data_fingerprint, loaded_counts
+from ..data.split import SPLIT_NAMES
 from ..config import RunConfig, apply_overrides, command_line_paths, load_preset, locked_differences, parse_toml, resolve
 from ..errors import MmbalError, PresetError, ResumeRefused
 from ..store import (CONFIG_JSON, PRESET_TOML, RUN_JSON, Heartbeat, MetricsWriter, RunLock, RunPaths,
@@ -115,6 +116,7 @@ def _start(preset, cfg: RunConfig, preset_text: str, overrides: list[str], runs_
         if on_created:
             on_created(run_dir, run_id, run_info)
         _warn_same_name(runs_dir, run_dir, run_name, run_id, reporter)
+        _warn_empty_classes(data, reporter)
         handoff.send(run_dir=str(run_dir), run_id=run_id)
     with write_failures(run_dir, run_id, str(preset)), RunLock(run_dir):
         return _train(run_dir, run_info, cfg, dev, data, model, method, reporter or NullReporter(),
@@ -128,6 +130,31 @@ def _warn_same_name(runs_dir: Path, run_dir: Path, name: str, run_id: str, repor
         reporter.warn(f"{len(others)} other run(s) in {runs_dir} are also named '{name}' (newest: {others[0].name}), "
                       f"so `mmbal resume {name}` and other lookups by name are ambiguous; refer to this run by its "
                       f"id {run_id}, or pass --name to give runs their own names")
+
+
+def empty_classes(data) -> list[str]:
+    """One phrase per class that some split has no row of (``'virginica' (2 rows): none in val, test``)."""
+    counts = {split: data.class_counts(split).cpu().tolist() for split in SPLIT_NAMES}
+    phrases = []
+    for c, name in enumerate(data.classes):
+        missing = [split for split in SPLIT_NAMES if counts[split][c] == 0]
+        if missing:
+            rows = sum(counts[split][c] for split in SPLIT_NAMES)
+            phrases.append(f"'{name}' ({rows} row{'s' * (rows != 1)}): none in {', '.join(missing)}")
+    return phrases
+
+
+def _warn_empty_classes(data, reporter) -> None:
+    """Warn when a class has no row in some split: never trained on, or never measured in val or test."""
+    phrases = empty_classes(data)
+    if phrases and reporter is not None and hasattr(reporter, "warn"):
+        shown = "; ".join(phrases[:5]) + (f"; and {len(phrases) - 5} more classes" if len(phrases) > 5 else "")
+        count = f"1 class of {len(data.classes)} has" if len(phrases) == 1 else \
+            f"{len(phrases)} classes of {len(data.classes)} have"
+        reporter.warn(f"{count} no rows in a split: {shown}. A class "
+                      f"without train rows is never learned; one without val or test rows is not measured there. "
+                      f"Use more rows of it, larger "
+                      f"data.val_fraction / data.test_fraction, or a split column that gives it rows in each split")
 
 
 def resume_run(ref: str, overrides: list[str] = (), runs_dir: str | Path | None = None,
