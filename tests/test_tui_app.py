@@ -145,3 +145,29 @@ def test_table_columns_fit_their_cells_at_once_and_shrink_when_long_cells_go():
     (long, fixed), short = asyncio.run(scenario())
     assert long == len("a-rather-long-run-name") and fixed == 3 + 2  # a fixed width is left alone
     assert short == len("short")  # markup is not counted
+
+
+def test_runs_screen_cuts_a_long_name_with_an_ellipsis_to_keep_the_created_column_in_view(tmp_path):
+    """At 100 columns the runs of a long name (advice members) pushed ``created`` off the screen; the name
+    column now gives way (down to 24 cells, ``…`` where cut) and follows a resize."""
+    import json
+    import shutil
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    long_name = "bc-advice-r5-unimodal-modality=worst-s2"
+    for fixture in (AUG, JOINT):
+        shutil.copytree(fixture, runs / fixture.name)
+    info_path = runs / JOINT.name / "run.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "name": long_name}))
+
+    async def scenario(pilot, app):
+        await pilot.press("r")
+        text = await shows(pilot, app, "created")
+        line = next(row for row in text.splitlines() if "a0b1c2d3" in row)
+        assert "bc-advice-r5-unimodal-m… " in line and "2025-02-28 17:00" in line and len(line) <= 100
+        await pilot.resize_terminal(160, 40)
+        text = await shows(pilot, app, long_name)
+        assert "2025-02-28 17:00" in next(row for row in text.splitlines() if long_name in row)
+
+    drive(scenario, runs / AUG.name, runs, size=(100, 40))

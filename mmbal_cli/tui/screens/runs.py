@@ -53,6 +53,9 @@ class RunsScreen(Screen):
         self.set_interval(self.interval, self.reload)
         table.focus()
 
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.reload)  # once laid out, the table's width squeezes the name column
+
     def reload(self) -> None:
         table = self.query_one(DataTable)
         keep = self.paths[table.cursor_row] if self.paths and 0 <= table.cursor_row < len(self.paths) else self.current
@@ -65,13 +68,14 @@ class RunsScreen(Screen):
             state = Text(run.state, style=STATE_STYLES.get(run.state, ""))
             if run.error:
                 state.append(f" ({run.error})", style="dim")
-            cells = (run.run_id, run.name, run.method or "", run.dataset or "")
-            table.add_row(mark, *map(Text, cells), state,  # Text: names are not markup
+            cells = (Text(run.run_id), Text(run.name, overflow="ellipsis", no_wrap=True), Text(run.method or ""),
+                     Text(run.dataset or ""))
+            table.add_row(mark, *cells, state,  # Text: names are not markup
                           "" if run.epoch is None else str(run.epoch), "" if run.step is None else str(run.step),
                           (run.created or "").replace("T", " ")[:19], key=str(path))
         if not runs:
             table.add_row("", "", Text(f"no runs in {self.runs_dir}", style="dim"), *[""] * 6)
-        fit_widths(table)
+        fit_widths(table, squeeze="name", least=24)
         if keep in self.paths:
             table.move_cursor(row=self.paths.index(keep))
 
