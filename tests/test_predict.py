@@ -222,3 +222,22 @@ def test_predict_refuses_a_run_whose_data_changed_since_training(split_by_preset
         data.write_bytes(original)
     res = invoke("predict", run_dir, data, "--out", tmp_path / "p.parquet")
     assert res.exit_code == 0, res.output
+
+
+def test_a_copy_of_the_runs_moved_data_stands_in_for_them(split_by_preset, tmp_path):
+    """The run's data moved away: passed as DATA, recognised by content, they give the statistics (and the
+    split); other data then get the reason."""
+    folder, data, run_dir, summary = split_by_preset
+    moved = tmp_path / "moved.parquet"
+    data.rename(moved)
+    try:
+        res = invoke("eval", run_dir, moved, "--split", "test", "--json")
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["metrics"]["test/acc/fused"] == pytest.approx(summary["test"]["test/acc/fused"])
+        other = tmp_path / "other.parquet"
+        pq.write_table(pq.read_table(moved).slice(0, 100), other)
+        res = invoke("predict", run_dir, other, "--out", tmp_path / "p.parquet")
+        assert res.exit_code == 2
+        assert "which is gone; put it back there, or pass a copy of it as the data" in " ".join(res.output.split())
+    finally:
+        moved.rename(data)

@@ -12,7 +12,8 @@ a data error naming the column); the label column is optional for ``predict`` (`
 Its values are standardised with the run's train statistics. These are not stored in the run
 directory: they are recomputed exactly as the run computed them, by loading the run's own dataset
 (the same file, or the same generator settings) the same way (resident or streamed), so that
-dataset must still be readable and unchanged (:func:`check_data_unchanged`). ``--split`` on the
+dataset must still be readable and unchanged, in its place or passed as the data to predict
+(:func:`locate_run_data`). ``--split`` on the
 run's own data without a split column selects the run's split, drawn again from its seed
 (:func:`check_run_data`).
 
@@ -86,13 +87,16 @@ class Predictions:
 
 
 # -- the run ----------------------------------------------------------------------------------------
-def run_config(run_dir: Path) -> tuple[RunConfig, dict]:
-    """The run's configuration as it trained (preset + recorded overrides), and its ``run.json``."""
+def run_config(run_dir: Path, data_path: str | None = None) -> tuple[RunConfig, dict]:
+    """The run's configuration as it trained (preset + recorded overrides), and its ``run.json``;
+    ``data_path``: where its data are now, when they have moved (:func:`locate_run_data`)."""
     paths = RunPaths(run_dir)
     info = read_json(paths.run_json)
     preset = str(paths.preset_toml)
     raw = parse_toml(paths.preset_toml.read_text(encoding="utf-8"), preset)
     raw = without_initial_weights(apply_overrides(raw, list(info.get("overrides", []))))
+    if data_path is not None:
+        raw = {**raw, "data": {**(raw.get("data") or {}), "path": data_path}}
     cfg = resolve(raw, preset, Path(info["base_dir"]), default_name=info["name"])
     return cfg, info
 
@@ -121,12 +125,13 @@ def selected_state(run_dir: Path, device: torch.device) -> tuple[dict, str]:
                       f"before its first evaluation; resume it (`mmbal resume`) or train it again")
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
+def load_run(run_dir: str | Path, device: str | None = None, data: str | Path | None = None) -> LoadedRun:
     """The run's model and method with the selected checkpoint on ``device`` (default: the run's
-    ``train.device``), and its train statistics."""
+    ``train.device``), and its train statistics; ``data``: the file to predict, which stands in for
+    the run's own data when those have moved and it holds the same content."""
     run_dir = Path(run_dir)
-    cfg, info = run_config(run_dir)
-    check_data_unchanged(run_dir, info)
+    moved = locate_run_data(run_dir, read_json(RunPaths(run_dir).run_json), data)
+    cfg, info = run_config(run_dir, moved)
     dev = resolve_device(device or cfg.train.device)
     state, name = selected_state(run_dir, dev)
     mode = (info.get("data_mode") or {}).get("mode", "resident")
@@ -144,23 +149,37 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
                      epoch=state.get("epoch"), device=dev)
 
 
-def check_data_unchanged(run_dir: Path, info: dict) -> None:
-    """A data error when the run's Parquet data changed since it trained: its train statistics are recomputed
-    from them, and would standardise the predicted rows otherwise than training did."""
+def locate_run_data(run_dir: Path, info: dict, candidate: str | Path | None = None) -> str | None:
+    """Where the run's Parquet data are now: None for where it trained (unchanged; synthetic data and
+    runs without a fingerprint are not checked), else ``candidate`` when the recorded file is gone or
+    changed and ``candidate`` holds the recorded content. Otherwise a data error: the run's train
+    statistics are recomputed from those data, and other data would standardise the rows otherwise."""
     recorded = info.get(FINGERPRINT_KEY) or {}
     if recorded.get("source") != "parquet":
-        return  # synthetic data are a function of the recorded generator settings; old runs recorded nothing
+        return None
     path = Path(recorded["path"])
+    current = _identity(path)
+    if current is not None and not data_changes(recorded, {"source": "parquet", "path": str(path), **current}):
+        return None
+    found = _identity(Path(candidate)) if candidate is not None else None
+    if found is not None and _content(found) == _content(recorded):
+        return str(Path(candidate).resolve())
+    why = ("the run's train statistics (each modality's mean and std, which standardise the rows it predicts) are "
+           "recomputed from its data")
+    if current is None:
+        raise DataError(f"{run_dir}: {why}, {path}, which is gone; put it back there, or pass a copy of it as the "
+                        f"data to predict (it is recognised by its content)")
+    changes = data_changes(recorded, {"source": "parquet", "path": str(path), **current})
+    raise DataError(f"{run_dir}: {why}, {path}, which changed since the run trained on it ({'; '.join(changes)}); "
+                    f"predictions would be standardised otherwise than in training. Put the run's data back at {path}")
+
+
+def _identity(path: Path) -> dict | None:
+    """The Parquet identity of ``path`` (:func:`parquet_identity`), None when it is gone or not Parquet."""
     try:
-        current = {"source": "parquet", "path": str(path), **parquet_identity(path)}
-    except DataError:
-        return  # gone or unreadable: loading the run's data says so
-    changes = data_changes(recorded, current)
-    if changes:
-        raise DataError(f"{run_dir}: the run's train statistics (each modality's mean and std, which standardise the "
-                        f"rows it predicts) are recomputed from its data, {path}, which changed since the run trained "
-                        f"on it ({'; '.join(changes)}); predictions would be standardised otherwise than in "
-                        f"training. Put the run's data back at {path}")
+        return parquet_identity(path)
+    except (DataError, OSError):
+        return None
 
 
 # -- the data ---------------------------------------------------------------------------------------

@@ -30,11 +30,11 @@ SplitOpt = Annotated[Optional[Split], typer.Option(
     "--split", help="Only the rows of this split (the data's split column).", show_default=False)]
 
 
-def _loaded(run_ref: str, runs_dir, device):
+def _loaded(run_ref: str, runs_dir, device, data):
     from engine.run.predict import load_run
     from engine.store import default_runs_dir, resolve_run
 
-    return load_run(resolve_run(default_runs_dir(runs_dir), run_ref), device)
+    return load_run(resolve_run(default_runs_dir(runs_dir), run_ref), device, data)
 
 
 def _shown_epoch(epoch) -> str:
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from engine.run.predict import predict, predictions_format, read_inputs, write_predictions
         try:
             predictions_format(out)
-            run = _loaded(run_ref, runs_dir, device)
+            run = _loaded(run_ref, runs_dir, device, data)
             preds = predict(run, read_inputs(run, data, split.value if split else None))
             written = write_predictions(run, preds, out)
         except MmbalError as exc:
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         from engine.run.predict import predict, read_inputs, score
         name = split.value if split else None
         try:
-            run = _loaded(run_ref, runs_dir, device)
+            run = _loaded(run_ref, runs_dir, device, data)
             preds = predict(run, read_inputs(run, data, name, need_labels=True))
             values = score(run, preds, name)
         except MmbalError as exc:
