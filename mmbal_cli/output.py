@@ -9,6 +9,7 @@ import time
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engine.errors import MmbalError
@@ -19,7 +20,9 @@ out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 20
 
 
 def print_error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True) \
+    """``error: message`` on stderr (the prefix in bold red on a terminal); the message is shown as it is:
+    brackets in it (``mmbal[image]``, a name such as ``exp[/x]``) are not Rich markup."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True) \
         if err_console.is_terminal else print(f"error: {message}", file=sys.stderr)
 
 

@@ -156,3 +156,31 @@ def test_interrupt_writes_checkpoint_and_exits_130(tmp_path):
                            f"train.epochs={epoch + 1}"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
+def test_brackets_in_errors_and_dataset_names_are_shown_as_written(tmp_path, monkeypatch):
+    """Rich markup was applied to what users wrote: on a terminal, an error quoting ``exp[/x]`` crashed with a
+    MarkupError traceback and ``mmbal[image]`` lost its ``[image]``; ``data inspect`` did the same to column
+    and class names."""
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from engine.data.writer import write_dataset
+    from mmbal_cli import output
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(output, "err_console", Console(file=terminal, force_terminal=True, color_system=None))
+    output.print_error("--name: 'exp[/x]' ...; pip install \"mmbal[image]\"")
+    assert terminal.getvalue().strip() == "error: --name: 'exp[/x]' ...; pip install \"mmbal[image]\""
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "brackets.parquet"
+    write_dataset(data, {"emb[/clip]": rng.normal(size=(30, 2)).astype(np.float32),
+                         "[b]text": rng.normal(size=(30, 2)).astype(np.float32)},
+                  np.arange(30) % 2, None, ["[pos]", "[neg]"], "brackets")
+    result = CliRunner().invoke(app, ["data", "inspect", str(data)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "classes 2: [pos], [neg]" in result.output
+    assert "emb[/clip]" in result.output and "[b]text" in result.output

@@ -54,9 +54,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _print(result, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
     d = result.to_dict()
-    console.print(f"[bold]{Path(d['preset']).name}[/] on {d['device']} (torch {d['torch']}, {d['threads']} threads), "
+    console.print(f"[bold]{escape(Path(d['preset']).name)}[/] on {escape(str(d['device']))} (torch {d['torch']}, {d['threads']} threads), "
                   f"{d['train_samples']} training samples, batch {d['batch_size']}")
     t = Table("loop", "epoch (s)", "samples/s", "vs engine")
     t.add_row("mmbal engine", f"{d['engine_epoch_s']:.4f}", f"{d['engine_samples_per_s']:,.0f}", "1.00")

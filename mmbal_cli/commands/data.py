@@ -90,7 +90,9 @@ def _check_synth_memory(cfg) -> None:
 def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a directory of them.")],
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Check a dataset and describe it: rows, splits, classes, modalities and their statistics."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from engine.data import inspect_dataset
     from engine.errors import MmbalError
@@ -101,19 +103,20 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a
     if as_json:
         print(json.dumps(info, indent=2, default=str))
         return
-    out_console.print(f"[bold]{info.get('name')}[/]  {info.get('file')}")
-    out_console.print(f"rows {info.get('rows')}   splits {info.get('splits') or 'none (split by the preset)'}")
-    out_console.print(f"classes {info.get('n_classes')}: {', '.join(map(str, info.get('classes', [])))}")
+    out_console.print(f"[bold]{escape(str(info.get('name')))}[/]  {escape(str(info.get('file')))}")
+    out_console.print(f"rows {info.get('rows')}   splits {info.get('splits') or 'none (split by the preset)'}",
+                      markup=False)
+    out_console.print(f"classes {info.get('n_classes')}: {', '.join(map(str, info.get('classes', [])))}", markup=False)
     table = Table()
     for col in ("modality", "type", "shape", "kind", "missing", "mean", "std", "min", "max"):
         table.add_column(col)
     for m in info.get("modalities", []):
-        table.add_row(m.get("name", m["column"]), str(m["arrow_type"]), str(tuple(m["shape"])), m["kind"], str(m["missing"]),
+        table.add_row(Text(m.get("name", m["column"])), str(m["arrow_type"]), str(tuple(m["shape"])), m["kind"], str(m["missing"]),
                       *(f"{m[k]:.4g}" if m.get(k) is not None else "-" for k in ("mean", "std", "min", "max")))
     out_console.print(table)
     for key in ("source", "license"):
         if info.get(key):
-            out_console.print(f"{key}: {info[key]}")
+            out_console.print(f"{key}: {info[key]}", markup=False)
 
 
 def _image_size(value: Optional[str]) -> Optional[tuple[int, int]]:

@@ -30,12 +30,12 @@ def _just_started(root, run_ref: str, grace: float = 0.0):
     info = being_started(root, run_ref)
     if info is None and grace > 0:
         err_console.print(f"no run '{run_ref}' in {root} yet; waiting up to {grace:.0f} s in case `mmbal run` "
-                          "is starting it...", highlight=False)
+                          "is starting it...", highlight=False, markup=False)
         info = wait_for_announcement(root, run_ref, grace)
     if info is None:
         return None
     what = f"run '{info['name']}'" if info.get("name") else "the run"
-    err_console.print(f"waiting for {what} that process {info['pid']} is starting...", highlight=False)
+    err_console.print(f"waiting for {what} that process {info['pid']} is starting...", highlight=False, markup=False)
     before = set(runs_named(root, run_ref)) if run_ref != "latest" else set()
     wait_until_started(root, info)
     if run_ref == "latest":
