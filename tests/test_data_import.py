@@ -188,7 +188,9 @@ def test_image_bytes_are_decoded_to_a_tensor_column(tmp_path):
               "split": pa.array(["train", "holdout", "test"])}, ("column 'split', row 1", "'holdout'")),
     (lambda: {"a": pa.array([[1.0], [2.0], [3.0]]), "c": pa.array(["x", "y", "z"]), "label": pa.array([0, 1, 1])},
      ("at least two modality columns",)),
-], ids=["ragged rows", "ragged inner lists", "NaN", "null label", "unknown split", "one modality"])
+    (lambda: {"a": pa.array([[1.0], [2.0], [3.0]]), "b": vec(np.ones((3, 2))), "label": pa.array([0.0, 2.5, 1.0])},
+     ("column 'label', row 1", "label 2.5 is not a whole number", "bin a continuous target")),
+], ids=["ragged rows", "ragged inner lists", "NaN", "null label", "unknown split", "one modality", "float label"])
 def test_bad_sources_exit_2_naming_file_column_and_row(tmp_path, make, expect):
     pq.write_table(pa.table(make()), tmp_path / "bad.parquet")
     code, out = _invoke("data", "import", str(tmp_path / "bad.parquet"), str(tmp_path / "o.parquet"), tmp=tmp_path)
@@ -210,6 +212,25 @@ def test_an_existing_output_is_kept_unless_forced(tmp_path):
                         tmp=tmp_path)
     assert code == 0, out
     assert read_dataset(tmp_path / "o.parquet").n_rows == 3
+
+
+@pytest.mark.parametrize("label, classes, warning", [
+    (pa.array([0.0, 1.0, 2.0] * 10), ["0", "1", "2"], None),           # pandas' floats after a NaN elsewhere
+    (pa.array([True, False, False] * 10), ["False", "True"], None),
+    (pa.array([0, 2, 4] * 10), ["0", "1", "2", "3", "4"],
+     "2 of the class indices 0..4 in column 'label' have no row: the model gets 5 outputs"),
+    (pa.array(np.arange(30) * 1.0), [str(i) for i in range(30)],
+     "column 'label' gives 30 classes for 30 rows (1.0 rows per class present): if it is a continuous target"),
+], ids=["whole floats", "booleans", "gaps", "continuous"])
+def test_float_and_boolean_labels_and_warnings_about_the_classes(tmp_path, label, classes, warning):
+    pq.write_table(pa.table({"a": vec(np.ones((30, 2))), "b": vec(np.ones((30, 2))), "label": label}),
+                   tmp_path / "s.parquet")
+    code, out = _invoke("data", "import", str(tmp_path / "s.parquet"), str(tmp_path / "o.parquet"), tmp=tmp_path)
+    assert code == 0, out
+    raw = read_dataset(tmp_path / "o.parquet")
+    assert raw.classes == classes
+    assert np.array_equal(raw.labels, np.asarray(label.to_pylist(), dtype=np.int64))
+    assert (warning in out) if warning else ("warning" not in out), out
 
 
 # -- a preset pointing at a glob or a folder of split-named files ----------------------------------

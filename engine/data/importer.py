@@ -68,6 +68,7 @@ class ImportReport:
     modalities: dict[str, tuple[int, ...]]
     classes: list[str]
     ignored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # about the labels: see label_warnings
 
 
 @dataclass
@@ -96,10 +97,12 @@ def import_dataset(source: str | Path, out: str | Path, options: ImportOptions =
     write_dataset(out, features, labels, split, classes, name=name, kinds=kinds,
                   source=f"imported by mmbal data import from {source}", present=present)
     counts = None if split is None else {s: int(c) for s, c in zip(SPLIT_NAMES, np.bincount(split, minlength=3))}
+    classes = classes or [str(i) for i in range(int(labels.max()) + 1)]
     return ImportReport(out=Path(out), rows=int(labels.shape[0]), files=len(files), splits=counts,
                         split_source=split_source, carved=carved,
                         modalities={m: tuple(v.shape[1:]) for m, v in features.items()},
-                        classes=classes or [str(i) for i in range(int(labels.max()) + 1)], ignored=columns.ignored)
+                        classes=classes, ignored=columns.ignored,
+                        warnings=label_warnings(labels, len(classes), columns.label))
 
 
 # -- files and columns ------------------------------------------------------------------------------
@@ -209,10 +212,15 @@ def _labels(arrays: list[pa.Array], files: list[Path], column: str,
             raise DataError(f"{f}: column '{column}', row {row} (counting from 0): the label is missing (null)")
     if pa.types.is_dictionary(tp) or pa.types.is_string(tp) or pa.types.is_large_string(tp):
         return _named_labels(arrays)
-    if not pa.types.is_integer(tp):
-        raise DataError(f"{files[0]}: column '{column}' has type {tp}; labels must be integers (class indices) or "
-                        f"strings (class names)")
-    values = [a.to_numpy(zero_copy_only=False).astype(np.int64) for a in arrays]
+    if pa.types.is_boolean(tp):
+        return np.concatenate([a.to_numpy(zero_copy_only=False).astype(np.int64) for a in arrays]), ["False", "True"]
+    if pa.types.is_floating(tp):
+        values = [_whole_numbers(a.to_numpy(zero_copy_only=False), f, column) for f, a in zip(files, arrays)]
+    elif pa.types.is_integer(tp):
+        values = [a.to_numpy(zero_copy_only=False).astype(np.int64) for a in arrays]
+    else:
+        raise DataError(f"{files[0]}: column '{column}' has type {tp}; labels must be integers (class indices), "
+                        f"whole numbers stored as floats, booleans or strings (class names)")
     for f, v in zip(files, values):
         if v.size and v.min() < 0:
             row = int(np.flatnonzero(v < 0)[0])
@@ -220,6 +228,36 @@ def _labels(arrays: list[pa.Array], files: list[Path], column: str,
                             f"labels are class indices 0..C-1")
     labels = np.concatenate(values)
     return labels, _class_names(schema, column, labels)
+
+
+def label_warnings(labels: np.ndarray, n_classes: int, column: str) -> list[str]:
+    """What looks wrong in the imported labels: far more classes than a classifier can learn from the rows
+    (a continuous target, such as a price or a score, read as class indices), or class indices that no row
+    has (the model would get an output for each)."""
+    counts = np.bincount(labels, minlength=n_classes)
+    present = int(np.count_nonzero(counts))
+    empty = n_classes - present
+    if n_classes > 20 and labels.shape[0] < 5 * present:
+        return [f"column '{column}' gives {n_classes} classes for {labels.shape[0]} rows "
+                f"({labels.shape[0] / present:.1f} rows per class present): if it is a continuous target, bin it "
+                f"into classes before importing it; mmbal classifies"]
+    if empty:
+        return [f"{empty} of the class indices 0..{n_classes - 1} in column '{column}' have no row: the model gets "
+                f"{n_classes} outputs, {empty} of them for classes it never sees; renumber the classes "
+                f"0..{present - 1}, or store them as names"]
+    return []
+
+
+def _whole_numbers(values: np.ndarray, file: Path, column: str) -> np.ndarray:
+    """Float labels as int64 class indices (pandas writes integer labels as floats where it met a NaN), when
+    every value is a whole number; a data error naming the first that is not (a continuous target)."""
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(f"{file}: column '{column}', row {row} (counting from 0): label {float(values[row])!r} is "
+                        f"not a whole number; float labels are read as class indices only when every one is whole "
+                        f"(mmbal classifies: bin a continuous target into classes first)")
+    return values.astype(np.int64)
 
 
 def _named_labels(arrays: list[pa.Array]) -> tuple[np.ndarray, list[str]]:

@@ -4,6 +4,7 @@ in mmbal's Parquet format."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -225,3 +226,5 @@ def _print_import_report(report) -> None:
     print("modalities: " + ", ".join(f"{m} {list(shape)}" for m, shape in report.modalities.items()))
     if report.ignored:
         print("not imported: " + ", ".join(report.ignored))
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
