@@ -40,6 +40,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "mmbal data import hf_snapshot/ my.parquet --label label",
         "mmbal data import 'data/*.parquet' my.parquet -m image -m caption_emb --image-size 64x64",
         "mmbal data import train.parquet my.parquet --split-column fold --val-fraction 0.15 --seed 1 --force",
+        "mmbal data import omics.parquet my.parquet --label subtype -m rna='gene_*' -m protein='prot_*'",
     ),
     "bench": (
         "mmbal bench presets/cub10.toml --methods mcr,ogm_ge",

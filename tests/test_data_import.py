@@ -233,6 +233,63 @@ def test_float_and_boolean_labels_and_warnings_about_the_classes(tmp_path, label
     assert (warning in out) if warning else ("warning" not in out), out
 
 
+def _flat_table(n: int = 12) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """A flat table as pandas writes it (one scalar column per feature, two name prefixes, a text column; row 4
+    without its prot_* values), with the gene and prot values."""
+    rng = np.random.default_rng(0)
+    gene, prot = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
+    prot[4] = np.nan
+    table = pa.table({**{f"gene_{i}": gene[:, i] for i in range(3)},
+                      "prot_a": pa.array(prot[:, 0], from_pandas=True), "prot_b": pa.array(prot[:, 1], from_pandas=True),
+                      "note": ["x"] * n, "label": np.arange(n) % 2})
+    return table, gene, prot
+
+
+def test_scalar_columns_grouped_into_vector_modalities(tmp_path):
+    table, gene, prot = _flat_table()
+    pq.write_table(table, tmp_path / "flat.parquet")
+    code, out = _invoke("data", "import", str(tmp_path / "flat.parquet"), str(tmp_path / "o.parquet"),
+                        "-m", "rna=gene_*", "-m", "protein=prot_b,prot_a", tmp=tmp_path)
+    assert code == 0, out
+    assert "modalities: rna [3], protein [2]" in out and "not imported: note" in out
+    raw = read_dataset(tmp_path / "o.parquet")
+    np.testing.assert_array_equal(raw.features["rna"], gene.astype(np.float32))
+    kept = np.arange(12) != 4
+    np.testing.assert_array_equal(raw.features["protein"][kept], prot[kept][:, ::-1].astype(np.float32))
+    assert raw.present["protein"].tolist() == kept.tolist()   # all-null row: the modality is missing there
+
+
+@pytest.mark.parametrize("args, expect", [
+    ((), ("found none among 5 scalar numeric columns", "-m gene='gene_*' -m prot='prot_*'")),
+    (("-m", "rna=gene_*", "-m", "p=prot_*,label"), ("column 'label' (in --modality 'p=prot_*,label') is the label",)),
+    (("-m", "rna=gene_*", "-m", "p=prto_*"), ("no column matches 'prto_*'",)),
+    (("-m", "rna=gene_*", "-m", "p=prot_a,note"), ("column 'note' (in --modality 'p=prot_a,note') has type string",)),
+    (("-m", "rna=gene_*,prot_a", "-m", "p=prot_*"), ("column 'prot_a' is in two modalities, 'rna' and 'p'",)),
+], ids=["no groups", "label", "no match", "text", "twice"])
+def test_grouped_modalities_refused_naming_the_column(tmp_path, args, expect):
+    table, _, _ = _flat_table()
+    pq.write_table(table, tmp_path / "flat.parquet")
+    code, out = _invoke("data", "import", str(tmp_path / "flat.parquet"), str(tmp_path / "o.parquet"), *args,
+                        tmp=tmp_path)
+    assert code == 2, out
+    for part in expect:
+        assert part in out, out
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_group_with_some_of_its_values_missing_in_a_row_is_refused(tmp_path):
+    table, _, _ = _flat_table()
+    prot_a = table.column("prot_a").to_pylist()
+    prot_a[4] = 1.0   # prot_b stays null in row 4
+    pq.write_table(table.set_column(table.column_names.index("prot_a"), "prot_a", pa.array(prot_a)),
+                   tmp_path / "flat.parquet")
+    code, out = _invoke("data", "import", str(tmp_path / "flat.parquet"), str(tmp_path / "o.parquet"),
+                        "-m", "rna=gene_*", "-m", "protein=prot_*", tmp=tmp_path)
+    assert code == 2
+    assert "column 'prot_b', row 4 (counting from 0): the value is missing while other columns of modality " \
+           "'protein' have theirs" in out
+
+
 # -- a preset pointing at a glob or a folder of split-named files ----------------------------------
 @pytest.mark.parametrize("pattern", ["parts/*.parquet", "parts"])
 def test_a_preset_reads_a_glob_or_folder_with_the_files_splits(tmp_path, pattern):

@@ -5,7 +5,8 @@ mmbal's format (``docs/data-format.md``).
   snapshot lays out ``data/train-00000-of-00002.parquet``) or a glob pattern; all files share one
   schema.
 * **Modalities.** Every column of numeric (nested) lists or tensors, and every image column, other
-  than the label and split; or the columns named. Variable-length nested lists of equal lengths
+  than the label and split; or the columns named. ``NAME=COLUMN,COLUMN`` (or ``NAME='prefix_*'``)
+  makes one vector modality of scalar columns, as a flat table (pandas' ``to_parquet``) holds them. Variable-length nested lists of equal lengths
   (``datasets``' ``Array2D``/``Array3D``) become fixed-shape tensors (:mod:`engine.data.tensors`);
   encoded images are decoded with Pillow (:mod:`engine.data.images`, the ``image`` extra).
 * **Splits.** The official splits are kept: from a split column (``train``/``validation``/``test``
@@ -22,7 +23,9 @@ output is written atomically by :func:`engine.data.writer.write_dataset`.
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +81,12 @@ class _Columns:
     modalities: list[str]
     images: set[str]
     ignored: list[str]
+    groups: dict[str, list[str]] = field(default_factory=dict)  # a modality made of scalar columns: its columns
+
+    def read(self) -> list[str]:
+        """The columns to read: label, split, then each modality's own column or its group's columns."""
+        wanted = [self.label] + ([self.split] if self.split else [])
+        return wanted + [c for m in self.modalities for c in self.groups.get(m, [m])]
 
 
 def import_dataset(source: str | Path, out: str | Path, options: ImportOptions = ImportOptions()) -> ImportReport:
@@ -150,37 +159,121 @@ def _choose_columns(schema: pa.Schema, file: Path, options: ImportOptions) -> _C
                         f"{', '.join(names)}")
     usable = {f.name for f in schema if f.name not in (label, split)
               and (is_tensor_like(f.type) or is_image_type(f.type))}
+    groups: dict[str, list[str]] = {}
     if options.modalities:
-        for column in options.modalities:
-            if column not in names:
-                raise DataError(f"{file}: has no column '{column}' (asked for with --modality)"
-                                f"{did_you_mean(column, names)}; its columns are {', '.join(names)}")
-            if column not in usable:
-                raise DataError(f"{file}: column '{column}' has type {schema.field(column).type}; a modality needs "
-                                f"numeric lists or tensors of one shape per row, or encoded images")
-        modalities = list(dict.fromkeys(options.modalities))
+        modalities = []
+        for spec in options.modalities:
+            if "=" in spec:
+                name, columns = _group(spec, schema, file, (label, split), groups)
+                groups[name] = columns
+                modalities.append(name)
+                continue
+            if spec not in names:
+                raise DataError(f"{file}: has no column '{spec}' (asked for with --modality)"
+                                f"{did_you_mean(spec, names)}; its columns are {', '.join(names)}")
+            if spec not in usable:
+                raise DataError(f"{file}: column '{spec}' has type {schema.field(spec).type}; a modality needs "
+                                f"numeric lists or tensors of one shape per row, or encoded images (scalar columns "
+                                f"make a modality together: --modality NAME=COLUMN,COLUMN or NAME='prefix_*')")
+            modalities.append(spec)
+        modalities = list(dict.fromkeys(modalities))
     else:
         modalities = [n for n in names if n in usable]
     if len(modalities) < 2:
-        types = ", ".join(f"{f.name} ({f.type})" for f in schema)
         raise DataError(f"{file}: a multimodal dataset needs at least two modality columns (numeric lists or "
-                        f"tensors, or images); found {', '.join(modalities) or 'none'} among {types}")
-    images = {m for m in modalities if is_image_type(schema.field(m).type)}
-    ignored = [n for n in names if n not in modalities and n not in (label, split)]
-    return _Columns(label=label, split=split, modalities=modalities, images=images, ignored=ignored)
+                        f"tensors, or images, or groups of scalar columns named with --modality NAME=COLUMNS); "
+                        f"found {', '.join(modalities) or 'none'} among {_described(schema, (label, split))}")
+    images = {m for m in modalities if m not in groups and is_image_type(schema.field(m).type)}
+    taken = {c for m in modalities for c in groups.get(m, [m])}
+    ignored = [n for n in names if n not in taken and n not in (label, split)]
+    return _Columns(label=label, split=split, modalities=modalities, images=images, ignored=ignored, groups=groups)
+
+
+def _described(schema: pa.Schema, reserved: tuple) -> str:
+    """The columns and their types; for a flat table of scalar columns, the groups their prefixes suggest."""
+    scalars = [f.name for f in schema if f.name not in reserved
+               and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+    if len(scalars) < 2:
+        return ", ".join(f"{f.name} ({f.type})" for f in schema)
+    prefixes: dict[str, int] = {}
+    for name in scalars:
+        head = re.split(r"[_.\-]", name, maxsplit=1)[0]
+        prefixes[head] = prefixes.get(head, 0) + 1
+    shared = [p for p, n in prefixes.items() if n > 1 and len(prefixes) > 1]
+    example = " ".join(f"-m {p}='{p}_*'" for p in shared[:3]) or f"-m a={scalars[0]} -m b={scalars[1]}"
+    return (f"{len(scalars)} scalar numeric columns ({', '.join(scalars[:6])}{', ...' if len(scalars) > 6 else ''}), "
+            f"which make modalities in groups: {example}")
+
+
+def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: dict[str, list[str]]
+           ) -> tuple[str, list[str]]:
+    """``NAME=PATTERN,PATTERN...``: the modality NAME made of the scalar numeric columns the patterns name
+    (exact names, or ``fnmatch`` patterns such as ``gene_*`` matching in the file's column order)."""
+    name, _, patterns = spec.partition("=")
+    name = name.strip()
+    if not name or not patterns.strip():
+        raise DataError(f"--modality {spec!r}: a group of columns is NAME=COLUMN,COLUMN... or NAME='prefix_*'")
+    if name in groups or name in schema.names:
+        raise DataError(f"--modality {spec!r}: the modality name '{name}' is already a column or another group's")
+    columns: list[str] = []
+    for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
+        if pattern in reserved:
+            raise DataError(f"{file}: column '{pattern}' (in --modality {spec!r}) is the label or split column; "
+                            f"it cannot be part of a modality")
+        matched = [n for n in schema.names if fnmatch.fnmatchcase(n, pattern) and n not in reserved]
+        if not matched:
+            names = schema.names
+            listed = ", ".join(names[:12]) + (f", and {len(names) - 12} more" if len(names) > 12 else "")
+            raise DataError(f"{file}: no column matches '{pattern}' (in --modality {spec!r})"
+                            f"{did_you_mean(pattern, names)}; its columns are {listed}")
+        columns += [n for n in matched if n not in columns]
+    for column in columns:
+        tp = schema.field(column).type
+        if not (pa.types.is_integer(tp) or pa.types.is_floating(tp) or pa.types.is_boolean(tp)):
+            raise DataError(f"{file}: column '{column}' (in --modality {spec!r}) has type {tp}; a group of columns "
+                            f"takes one number per row from each (integers, floats or booleans)")
+        other = next((g for g, cols in groups.items() if column in cols), None)
+        if other is not None:
+            raise DataError(f"{file}: column '{column}' is in two modalities, '{other}' and '{name}'")
+    return name, columns
+
+
+def _stacked(table: pa.Table, name: str, columns: list[str], file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The group's columns side by side as ``(values (N, k) float32, present (N,))``: a row whose columns are
+    all null is a missing modality; a row with some of them null is refused, as is a NaN or infinite value."""
+    nulls = np.stack([pc.is_null(table.column(c)).to_numpy(zero_copy_only=False) for c in columns], axis=1)
+    partial = np.flatnonzero(nulls.any(axis=1) & ~nulls.all(axis=1))
+    if partial.size:
+        row = int(partial[0])
+        column = columns[int(np.flatnonzero(nulls[row])[0])]
+        raise DataError(f"{file}: column '{column}', row {row} (counting from 0): the value is missing while other "
+                        f"columns of modality '{name}' have theirs; fill it, or leave the whole group empty in that "
+                        f"row (a missing modality)")
+    values = np.stack([pc.cast(table.column(c), pa.float32(), safe=False).to_numpy(zero_copy_only=False)
+                       .astype(np.float32) for c in columns], axis=1)
+    present = ~nulls.all(axis=1)
+    values[~present] = 0.0
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad.size:
+        row = int(bad[0])
+        column = columns[int(np.flatnonzero(~np.isfinite(values[row]))[0])]
+        raise DataError(f"{file}: column '{column}', row {row} (counting from 0): holds a NaN or infinite value "
+                        f"(in modality '{name}')")
+    return values, present
 
 
 def _read_file(file: Path, columns: _Columns, options: ImportOptions) -> dict:
-    wanted = [columns.label] + ([columns.split] if columns.split else []) + columns.modalities
     try:
-        table = pq.read_table(file, columns=wanted)
+        table = pq.read_table(file, columns=list(dict.fromkeys(columns.read())))
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{file}: cannot be read as a Parquet file ({exc})") from None
     part = {"rows": table.num_rows, "label": table.column(columns.label).combine_chunks(),
             "split": table.column(columns.split).combine_chunks() if columns.split else None, "features": {}}
     for m in columns.modalities:
         where = Where(file, m)
-        if m in columns.images:
+        if m in columns.groups:
+            part["features"][m] = _stacked(table, m, columns.groups[m], file)
+        elif m in columns.images:
             part["features"][m] = decode_images(table.column(m), where, options.image_size)
         else:
             part["features"][m] = to_tensor(table.column(m), where)

@@ -178,8 +178,9 @@ def data_import(
             "--split-column", help="A column holding each row's split (train / validation / test); default "
                                    "'split' when present, else the files' names give the splits.")] = None,
         modality: Annotated[Optional[list[str]], typer.Option(
-            "--modality", "-m", help="A column to import as a modality (repeat, in order); default every column "
-                                     "of numeric lists, tensors or images.")] = None,
+            "--modality", "-m", help="A column to import as a modality (repeat, in order), or NAME=COLUMN,... / "
+                                     "NAME='prefix_*': one vector modality of a flat table's scalar columns; "
+                                     "default every column of numeric lists, tensors or images.")] = None,
         image_size: Annotated[Optional[str], typer.Option(
             "--image-size", help="Resize every decoded image to HEIGHTxWIDTH (e.g. 64x64).")] = None,
         val_fraction: Annotated[float, typer.Option(
