@@ -240,7 +240,8 @@ def _flat_table(n: int = 12) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     gene, prot = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
     prot[4] = np.nan
     table = pa.table({**{f"gene_{i}": gene[:, i] for i in range(3)},
-                      "prot_a": pa.array(prot[:, 0], from_pandas=True), "prot_b": pa.array(prot[:, 1], from_pandas=True),
+                      "prot_a": pa.array(prot[:, 0], from_pandas=True),
+                      "prot_b": pa.array(prot[:, 1], from_pandas=True),
                       "note": ["x"] * n, "label": np.arange(n) % 2})
     return table, gene, prot
 
@@ -275,6 +276,39 @@ def test_grouped_modalities_refused_naming_the_column(tmp_path, args, expect):
     for part in expect:
         assert part in out, out
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_csv_tables_import_with_grouped_columns_and_the_splits_of_their_names(tmp_path):
+    """A CSV table (and a glob of train / test CSVs, one compressed) with scalar columns: groups make the
+    modalities, empty cells are null, string labels are class names; a malformed CSV names its file."""
+    import gzip
+
+    table, gene, prot = _flat_table(20)
+    rows = ["gene_0,gene_1,gene_2,prot_a,prot_b,note,label"]
+    for i in range(20):
+        p = ["", ""] if i == 4 else [str(float(v)) for v in prot[i]]
+        rows.append(",".join([*(str(float(v)) for v in gene[i]), *p, "x", "ab"[i % 2]]))
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    code, out = _invoke("data", "import", str(tmp_path / "t.csv"), str(tmp_path / "o.parquet"),
+                        "-m", "rna=gene_*", "-m", "protein=prot_*", tmp=tmp_path)
+    assert code == 0, out
+    raw = read_dataset(tmp_path / "o.parquet")
+    np.testing.assert_allclose(raw.features["rna"], gene.astype(np.float32))
+    assert raw.classes == ["a", "b"] and raw.present["protein"].sum() == 19 and not raw.present["protein"][4]
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "train.csv").write_text("\n".join(rows[:15]) + "\n")
+    with gzip.open(parts / "test.csv.gz", "wt") as f:
+        f.write("\n".join(rows[:1] + rows[15:]) + "\n")
+    code, out = _invoke("data", "import", str(parts / "*"), str(tmp_path / "p.parquet"),
+                        "-m", "rna=gene_*", "-m", "protein=prot_*", tmp=tmp_path)
+    assert code == 0, out
+    assert "test 6 (from the file names" in out
+
+    (tmp_path / "bad.csv").write_text("a,b,label\n1,2,0\n1,2,3,4\n")
+    code, out = _invoke("data", "import", str(tmp_path / "bad.csv"), str(tmp_path / "q.parquet"), tmp=tmp_path)
+    assert code == 2 and "bad.csv: cannot be read as a CSV table" in out, out
 
 
 def test_a_group_with_some_of_its_values_missing_in_a_row_is_refused(tmp_path):

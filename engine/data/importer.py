@@ -1,13 +1,15 @@
-"""``mmbal data import``: Parquet written by Hugging Face ``datasets`` and similar tools, as one file in
-mmbal's format (``docs/data-format.md``).
+"""``mmbal data import``: Parquet written by Hugging Face ``datasets`` and similar tools, or a CSV table,
+as one file in mmbal's format (``docs/data-format.md``).
 
 * **Files.** The source is a Parquet file, a directory (searched recursively, as a Hugging Face
   snapshot lays out ``data/train-00000-of-00002.parquet``) or a glob pattern; all files share one
-  schema.
+  schema. A CSV (``.csv``, tab-separated ``.tsv``, compressed ``.gz``/``.bz2``) file or glob of them is
+  read whole with pyarrow's CSV reader (its scalar columns make modalities with ``NAME=COLUMNS``).
 * **Modalities.** Every column of numeric (nested) lists or tensors, and every image column, other
   than the label and split; or the columns named. ``NAME=COLUMN,COLUMN`` (or ``NAME='prefix_*'``)
-  makes one vector modality of scalar columns, as a flat table (pandas' ``to_parquet``) holds them. Variable-length nested lists of equal lengths
-  (``datasets``' ``Array2D``/``Array3D``) become fixed-shape tensors (:mod:`engine.data.tensors`);
+  makes one vector modality of scalar columns, as a flat table (pandas' ``to_parquet``) holds them.
+  Variable-length nested lists of equal lengths (``datasets``' ``Array2D``/``Array3D``) become
+  fixed-shape tensors (:mod:`engine.data.tensors`);
   encoded images are decoded with Pillow (:mod:`engine.data.images`, the ``image`` extra).
 * **Splits.** The official splits are kept: from a split column (``train``/``validation``/``test``
   and their synonyms) or from the files' names (``train-*``, ``validation-*``, ``test-*``, or split
@@ -24,6 +26,7 @@ output is written atomically by :func:`engine.data.writer.write_dataset`.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import json
 import re
 from dataclasses import dataclass, field
@@ -37,11 +40,14 @@ import pyarrow.parquet as pq
 from ..errors import DataError
 from ..registry import did_you_mean
 from .images import decode_images, is_image_type
-from .parquet import METADATA_KEY, dataset_files, read_schema
+from .parquet import METADATA_KEY, check_unique_columns, dataset_files, read_schema
 from .sources import SPLIT_SYNONYMS, file_splits, glob_root, is_glob
 from .split import SPLIT_NAMES, stratified_split
 from .tensors import Where, is_tensor_like, to_tensor
 from .writer import write_dataset
+
+
+CSV_SUFFIXES = (".csv", ".tsv", ".tab", ".csv.gz", ".tsv.gz", ".csv.bz2", ".tsv.bz2")
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,10 @@ class _Columns:
 def import_dataset(source: str | Path, out: str | Path, options: ImportOptions = ImportOptions()) -> ImportReport:
     """Convert ``source`` (file, directory or glob) into the mmbal Parquet file ``out`` (see the module doc)."""
     files, root = source_files(source)
-    schema = _shared_schema(files)
+    tables = _Tables()
+    schema = _shared_schema(files, tables)
     columns = _choose_columns(schema, files[0], options)
-    parts = [_read_file(f, columns, options) for f in files]
+    parts = [_read_file(f, columns, options, tables) for f in files]
     features, present = _joined_features(parts, files, columns)
     labels, classes = _labels([p["label"] for p in parts], files, columns.label, schema)
     split, split_source = _splits(parts, files, root, columns)
@@ -116,10 +123,16 @@ def import_dataset(source: str | Path, out: str | Path, options: ImportOptions =
 
 # -- files and columns ------------------------------------------------------------------------------
 def source_files(source: str | Path) -> tuple[list[Path], Path | None]:
-    """The source's Parquet files in name order (a directory recursively) and the folder split names are below."""
+    """The source's Parquet files in name order (a directory recursively), or its CSV file(s), and the folder
+    split names are below."""
     p = Path(source)
     if is_glob(p):
-        return dataset_files(p), glob_root(p)
+        tables = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if is_csv(Path(m)) and Path(m).is_file())
+        return tables or dataset_files(p), glob_root(p)
+    if is_csv(p):
+        if not p.is_file():
+            raise DataError(f"{p}: no such file")
+        return [p], None
     if p.is_dir():
         files = sorted(f for f in p.rglob("*.parquet") if f.is_file()
                        and not any(part.startswith(".") for part in f.relative_to(p).parts))
@@ -129,10 +142,46 @@ def source_files(source: str | Path) -> tuple[list[Path], Path | None]:
     return dataset_files(p), None
 
 
-def _shared_schema(files: list[Path]) -> pa.Schema:
-    first = read_schema(files[0])
+def is_csv(file: Path) -> bool:
+    """A CSV (or tab-separated) table, possibly compressed, by its name."""
+    return file.name.lower().endswith(CSV_SUFFIXES)
+
+
+class _Tables:
+    """The source files' schemas and columns: Parquet read column by column, a CSV table read whole once
+    (pyarrow's CSV reader: types inferred, empty cells null, ``.gz``/``.bz2`` decompressed)."""
+
+    def __init__(self):
+        self._csv: dict[Path, pa.Table] = {}
+
+    def schema(self, file: Path) -> pa.Schema:
+        return self._read_csv(file).schema if is_csv(file) else read_schema(file)
+
+    def table(self, file: Path, columns: list[str]) -> pa.Table:
+        if is_csv(file):
+            return self._read_csv(file).select(columns)
+        try:
+            return pq.read_table(file, columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{file}: cannot be read as a Parquet file ({exc})") from None
+
+    def _read_csv(self, file: Path) -> pa.Table:
+        if file not in self._csv:
+            from pyarrow import csv
+            tabs = ".tsv" in file.name.lower() or ".tab" in file.name.lower()
+            try:
+                table = csv.read_csv(file, parse_options=csv.ParseOptions(delimiter="\t" if tabs else ","))
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(f"{file}: cannot be read as a CSV table ({exc})") from None
+            check_unique_columns(table.schema, file)
+            self._csv[file] = table
+        return self._csv[file]
+
+
+def _shared_schema(files: list[Path], tables: _Tables) -> pa.Schema:
+    first = tables.schema(files[0])
     for f in files[1:]:
-        schema = read_schema(f)
+        schema = tables.schema(f)
         if schema.names != first.names:
             extra = [n for n in schema.names if n not in first.names]
             missing = [n for n in first.names if n not in schema.names]
@@ -262,11 +311,8 @@ def _stacked(table: pa.Table, name: str, columns: list[str], file: Path) -> tupl
     return values, present
 
 
-def _read_file(file: Path, columns: _Columns, options: ImportOptions) -> dict:
-    try:
-        table = pq.read_table(file, columns=list(dict.fromkeys(columns.read())))
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{file}: cannot be read as a Parquet file ({exc})") from None
+def _read_file(file: Path, columns: _Columns, options: ImportOptions, tables: _Tables) -> dict:
+    table = tables.table(file, list(dict.fromkeys(columns.read())))
     part = {"rows": table.num_rows, "label": table.column(columns.label).combine_chunks(),
             "split": table.column(columns.split).combine_chunks() if columns.split else None, "features": {}}
     for m in columns.modalities:

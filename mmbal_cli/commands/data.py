@@ -112,7 +112,8 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a
     for col in ("modality", "type", "shape", "kind", "missing", "mean", "std", "min", "max"):
         table.add_column(col)
     for m in info.get("modalities", []):
-        table.add_row(Text(m.get("name", m["column"])), str(m["arrow_type"]), str(tuple(m["shape"])), m["kind"], str(m["missing"]),
+        table.add_row(Text(m.get("name", m["column"])), str(m["arrow_type"]), str(tuple(m["shape"])), m["kind"],
+                      str(m["missing"]),
                       *(f"{m[k]:.4g}" if m.get(k) is not None else "-" for k in ("mean", "std", "min", "max")))
     out_console.print(table)
     for key in ("source", "license"):
@@ -169,8 +170,9 @@ def _check_import_args(source: str, out: Path, force: bool, val_fraction: float,
 @data_app.command("import")
 def data_import(
         source: Annotated[str, typer.Argument(help="A Parquet file, a directory of them (searched recursively, "
-                                                   "e.g. a Hugging Face snapshot) or a quoted glob such as "
-                                                   "'data/*.parquet'.", show_default=False)],
+                                                   "e.g. a Hugging Face snapshot), a CSV file (.csv, .tsv, .gz) or "
+                                                   "a quoted glob such as 'data/*.parquet' or 'data/*.csv'.",
+                                              show_default=False)],
         out: Annotated[Path, typer.Argument(help="Output .parquet file in mmbal's format.", show_default=False)],
         label: Annotated[str, typer.Option("--label", help="The label column (integers or class-name strings).")]
         = "label",
@@ -193,12 +195,14 @@ def data_import(
                                                          "name).")] = None,
         force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
-    """Convert Parquet from Hugging Face datasets and similar tools into mmbal's format, keeping its splits.
+    """Convert Parquet from Hugging Face datasets and similar tools, or a CSV table, into mmbal's format,
+    keeping its splits.
 
     Nested lists of one shape per row (datasets' Array2D/Array3D) become tensors, encoded images are
-    decoded (pip install "mmbal\\[image]"), and the official splits are kept from a split column or from
-    the files' names (train-*, validation-*, test-*); a missing validation or test split is carved
-    from train, stratified and seeded.
+    decoded (pip install "mmbal\\[image]"), scalar columns make vector modalities in groups
+    (-m NAME='prefix_*'), and the official splits are kept from a split column or from the files' names
+    (train-*, validation-*, test-*); a missing validation or test split is carved from train, stratified
+    and seeded.
     """
     from engine.data.importer import ImportOptions, import_dataset
     from engine.errors import MmbalError
