@@ -310,6 +310,9 @@ def test_csv_tables_import_with_grouped_columns_and_the_splits_of_their_names(tm
     code, out = _invoke("data", "import", str(tmp_path / "bad.csv"), str(tmp_path / "q.parquet"), tmp=tmp_path)
     assert code == 2 and "bad.csv: cannot be read as a CSV table" in out, out
 
+    code, out = _invoke("data", "inspect", str(tmp_path / "t.csv"), tmp=tmp_path)   # a CSV where Parquet is read
+    assert code == 2 and f"convert it once with `mmbal data import {tmp_path / 't.csv'} t.parquet" in out, out
+
 
 def test_a_group_with_some_of_its_values_missing_in_a_row_is_refused(tmp_path):
     table, _, _ = _flat_table()

@@ -41,13 +41,10 @@ from ..errors import DataError
 from ..registry import did_you_mean
 from .images import decode_images, is_image_type
 from .parquet import METADATA_KEY, check_unique_columns, dataset_files, read_schema
-from .sources import SPLIT_SYNONYMS, file_splits, glob_root, is_glob
+from .sources import SPLIT_SYNONYMS, file_splits, glob_root, is_csv, is_glob
 from .split import SPLIT_NAMES, stratified_split
 from .tensors import Where, is_tensor_like, to_tensor
 from .writer import write_dataset
-
-
-CSV_SUFFIXES = (".csv", ".tsv", ".tab", ".csv.gz", ".tsv.gz", ".csv.bz2", ".tsv.bz2")
 
 
 @dataclass(frozen=True)
@@ -140,11 +137,6 @@ def source_files(source: str | Path) -> tuple[list[Path], Path | None]:
             raise DataError(f"{p}: the directory (and its subfolders) holds no .parquet files")
         return files, p
     return dataset_files(p), None
-
-
-def is_csv(file: Path) -> bool:
-    """A CSV (or tab-separated) table, possibly compressed, by its name."""
-    return file.name.lower().endswith(CSV_SUFFIXES)
 
 
 class _Tables:

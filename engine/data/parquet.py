@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError
 from ..registry import did_you_mean
-from .sources import file_splits, glob_files, glob_root, is_glob
+from .sources import file_splits, glob_files, glob_root, is_csv, is_glob
 from .split import SPLIT_NAMES
 
 KINDS = ("vector", "image", "spectrogram", "sequence")
@@ -82,8 +82,10 @@ def read_schema(file: Path) -> pa.Schema:
     try:
         schema = pq.read_schema(file)
     except (pa.ArrowException, OSError) as exc:
+        hint = (f"; it is a CSV table by its name: convert it once with `mmbal data import {file} "
+                f"{file.name.split('.')[0]}.parquet --label COLUMN -m NAME='prefix_*' ...`" if is_csv(file) else "")
         raise DataError(f"{file}: cannot be read as a Parquet file ({exc}). A dataset is a Parquet file or a "
-                        f"directory of Parquet files (see docs/data-format.md)") from None
+                        f"directory of Parquet files (see docs/data-format.md){hint}") from None
     check_unique_columns(schema, file)
     return schema
 

@@ -29,6 +29,14 @@ def is_glob(path: str | Path) -> bool:
     return bool(_GLOB_CHARS.search(str(path))) and not Path(path).exists()
 
 
+CSV_SUFFIXES = (".csv", ".tsv", ".tab", ".csv.gz", ".tsv.gz", ".csv.bz2", ".tsv.bz2")
+
+
+def is_csv(file: Path) -> bool:
+    """A CSV (or tab-separated) table, possibly compressed, by its name."""
+    return file.name.lower().endswith(CSV_SUFFIXES)
+
+
 def glob_files(pattern: str | Path) -> list[Path]:
     """The Parquet files a glob pattern matches (``**`` crosses folders), in name order."""
     matches = sorted(Path(m) for m in glob.glob(str(pattern), recursive=True))
