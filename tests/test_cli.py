@@ -184,3 +184,18 @@ def test_brackets_in_errors_and_dataset_names_are_shown_as_written(tmp_path, mon
     assert result.exit_code == 0, result.output
     assert "classes 2: [pos], [neg]" in result.output
     assert "emb[/clip]" in result.output and "[b]text" in result.output
+
+
+def test_data_inspect_prints_splits_and_each_class_with_its_rows(tmp_path):
+    import numpy as np
+
+    from engine.data.writer import write_dataset
+
+    labels = np.array([0] * 6 + [1] * 3 + [2])
+    split = np.array([0, 0, 0, 1, 2, 0, 0, 1, 2, 0], dtype=np.int8)
+    features = {m: np.zeros((10, 2), np.float32) for m in ("a", "b")}
+    write_dataset(tmp_path / "d.parquet", features, labels, split, ["cat", "dog", "eel"], "d")
+    result = CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "d.parquet")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "splits train 6, val 2, test 2" in result.output  # was a Python dict: {'train': 6, ...}
+    assert "classes 3: cat (6), dog (3), eel (1)" in result.output

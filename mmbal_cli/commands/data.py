@@ -16,6 +16,19 @@ data_app = typer.Typer(no_args_is_help=True, help="Make, check and convert datas
                        context_settings={"help_option_names": ["-h", "--help"]})
 
 
+def class_line(info: dict, shown: int = 20) -> str:
+    """The classes with their row counts (``setosa (50), virginica (2)``), the first ``shown`` of them and how
+    many more; with many classes, also the smallest and the largest."""
+    counts = info.get("class_counts") or {}
+    classes = [str(c) for c in info.get("classes", [])]
+    named = [f"{c} ({counts[c]})" if c in counts else c for c in classes]
+    line = ", ".join(named[:shown]) + (f", ... {len(named) - shown} more" if len(named) > shown else "")
+    if len(named) > shown and counts:
+        smallest, largest = min(counts, key=counts.get), max(counts, key=counts.get)
+        line += f"; smallest {smallest} ({counts[smallest]}), largest {largest} ({counts[largest]})"
+    return line
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
 
@@ -105,9 +118,10 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a
         print(json.dumps(info, indent=2, default=str))
         return
     out_console.print(f"[bold]{escape(str(info.get('name')))}[/]  {escape(str(info.get('file')))}")
-    out_console.print(f"rows {info.get('rows')}   splits {info.get('splits') or 'none (split by the preset)'}",
-                      markup=False)
-    out_console.print(f"classes {info.get('n_classes')}: {', '.join(map(str, info.get('classes', [])))}", markup=False)
+    splits = info.get("splits")
+    splits = ", ".join(f"{k} {v}" for k, v in splits.items()) if splits else "none (split by the preset)"
+    out_console.print(f"rows {info.get('rows')}   splits {splits}", markup=False)
+    out_console.print(f"classes {info.get('n_classes')}: {class_line(info)}", markup=False)
     table = Table()
     for col in ("modality", "type", "shape", "kind", "missing", "mean", "std", "min", "max"):
         table.add_column(col)
