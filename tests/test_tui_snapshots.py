@@ -43,7 +43,7 @@ CASES = {
 
 async def _settle(pilot, app):
     """Wait until every run shown is read and the screen stopped changing (also on a busy machine)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not app.dashboard.model.loaded or (
             isinstance(app.screen, CompareScreen) and not all(m.loaded for m in app.screen.models)):
         assert time.monotonic() < deadline

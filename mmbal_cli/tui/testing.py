@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .app import DashboardApp
 
 
-async def settled(pilot, app: DashboardApp, timeout: float = 10.0) -> str:
+async def settled(pilot, app: DashboardApp, timeout: float = 30.0) -> str:
     """Wait until the dashboard shows its run and the screen stopped changing; the screen text."""
     deadline = time.monotonic() + timeout
     while not (app.dashboard.model.loaded and app.dashboard.model.run_id in app.export_text()):
@@ -29,7 +29,7 @@ async def settled(pilot, app: DashboardApp, timeout: float = 10.0) -> str:
     return await stable(pilot, app, deadline - time.monotonic())
 
 
-async def stable(pilot, app: DashboardApp, timeout: float = 10.0) -> str:
+async def stable(pilot, app: DashboardApp, timeout: float = 30.0) -> str:
     """Wait until two screen texts 0.1 s apart are the same; that text."""
     deadline = time.monotonic() + timeout
     previous = None
@@ -41,7 +41,7 @@ async def stable(pilot, app: DashboardApp, timeout: float = 10.0) -> str:
     return text
 
 
-async def shows(pilot, app: DashboardApp, text: str, timeout: float = 5.0) -> str:
+async def shows(pilot, app: DashboardApp, text: str, timeout: float = 20.0) -> str:
     """Wait until ``text`` is on the screen; the screen text (TimeoutError shows the screen)."""
     deadline = time.monotonic() + timeout
     while text not in (screen := app.export_text()):
