@@ -170,7 +170,7 @@ def test_a_partial_or_odd_record_shows_what_it_has():
 # -- the screen ----------------------------------------------------------------------------------
 def test_a_running_round_shows_which_runs_run_then_the_recommendation_appears(under_way, finished):
     async def scenario(pilot, app):
-        text = await shows(pilot, app, "round 2/2 · 2 epochs · seeds 0, 1 · keeps 1 of 1 · running", timeout=10)
+        text = await shows(pilot, app, "round 2/2 · 2 epochs · seeds 0, 1 · keeps 1 of 1 · running")
         assert "now round 2 of 2" in text
         kept, dropped = kept_and_dropped(record_of(under_way))
         assert line_with(text, f"  {kept} ", "0/2").endswith("running s0 1/2")
@@ -180,7 +180,7 @@ def test_a_running_round_shows_which_runs_run_then_the_recommendation_appears(un
         assert all(line_with(text, f"  {name} ").endswith("dropped in round 1") for name in dropped)
         fits(text, (80, 32))
         write_record(under_way, record_of(finished))    # the round ends: the record has the recommendation
-        text = await shows(pilot, app, "now finished", timeout=10)
+        text = await shows(pilot, app, "now finished")
         assert record_of(finished)["recommendation"]["text"] in flat(await stable(pilot, app))
 
     drive(scenario, under_way, size=(80, 32))   # tall enough for every round's rows at once
@@ -190,11 +190,11 @@ def test_a_torn_record_gives_a_notice_and_the_previous_content_stays(under_way):
     async def scenario(pilot, app):
         sentence = record_of(under_way)["diagnosis"]["sentence"]
         # at 80x24 the rounds do not fit: the cursor follows the advice, so the running run is in view
-        await shows(pilot, app, "  running s0 1/2", timeout=10)
+        await shows(pilot, app, "  running s0 1/2")
         (under_way / "advice" / NAME / "advice.json").write_text('{"schema": 1, "name": "t", "diagn')
-        text = await shows(pilot, app, "showing the previous read", timeout=10)
+        text = await shows(pilot, app, "showing the previous read")
         assert "advice.json unreadable" in text and sentence[:40] in flat(text)
-        text = await shows(pilot, app, "  running s0 1/2", timeout=10)   # the notice took a line; still in view
+        text = await shows(pilot, app, "  running s0 1/2")   # the notice took a line; still in view
         fits(text, (80, 24))
 
     drive(scenario, under_way)
@@ -202,7 +202,7 @@ def test_a_torn_record_gives_a_notice_and_the_previous_content_stays(under_way):
 
 def test_120x40_fits_and_shows_every_stage(finished):
     async def scenario(pilot, app):
-        text = await shows(pilot, app, "apply · 2 epochs · seeds 0, 1 · test acc/fused · done", timeout=10)
+        text = await shows(pilot, app, "apply · 2 epochs · seeds 0, 1 · test acc/fused · done")
         fits(await stable(pilot, app), (120, 40))
         assert "diagnosis · 2 epochs · seed 0 · done" in text and "a alone" in text
 
@@ -216,19 +216,19 @@ def test_the_a_key_lists_the_advices_and_enter_opens_one_then_a_candidates_run(f
     survivor = next(i for i in list_runs(finished) if i.name == f"{NAME}-r1-{kept}-s0")
 
     async def scenario(pilot, app):
-        await shows(pilot, app, joint.name.rsplit("_", 1)[-1], timeout=10)
+        await shows(pilot, app, joint.name.rsplit("_", 1)[-1])
         await pilot.press("a")
         await shows(pilot, app, "advices in")
         assert isinstance(app.screen, AdvicesScreen)
         row = [str(cell) for cell in app.screen.query_one(DataTable).get_row_at(0)]
         assert row == [NAME, "finished", record["recommendation"]["method"]]
         await pilot.press("enter")
-        await shows(pilot, app, "now finished", timeout=10)
+        await shows(pilot, app, "now finished")
         assert isinstance(app.screen, AdviceScreen)
         halving = app.screen.query_one("#halving")
         halving.highlighted = next(i for i, o in enumerate(halving.options) if o.id == str(survivor.path))
         await pilot.press("enter")
-        await shows(pilot, app, survivor.run_id, timeout=10)
+        await shows(pilot, app, survivor.run_id)
         assert isinstance(app.screen, DashboardScreen) and app.screen.model.run_dir == survivor.path
         await pilot.press("escape")
         assert isinstance(app.screen, AdviceScreen)
