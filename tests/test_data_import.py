@@ -253,6 +253,9 @@ def test_scalar_columns_grouped_into_vector_modalities(tmp_path):
                         "-m", "rna=gene_*", "-m", "protein=prot_b,prot_a", tmp=tmp_path)
     assert code == 0, out
     assert "modalities: rna [3], protein [2]" in out and "not imported: note" in out
+    code, out = _invoke("data", "import", str(tmp_path / "flat.parquet"), str(tmp_path / "one.parquet"),
+                        "-m", "rna=gene_*", "-m", "prot_a=prot_a", tmp=tmp_path)   # one column, its own name
+    assert code == 0 and "modalities: rna [3], prot_a [1]" in out, out
     raw = read_dataset(tmp_path / "o.parquet")
     np.testing.assert_array_equal(raw.features["rna"], gene.astype(np.float32))
     kept = np.arange(12) != 4
@@ -266,7 +269,8 @@ def test_scalar_columns_grouped_into_vector_modalities(tmp_path):
     (("-m", "rna=gene_*", "-m", "p=prto_*"), ("no column matches 'prto_*'",)),
     (("-m", "rna=gene_*", "-m", "p=prot_a,note"), ("column 'note' (in --modality 'p=prot_a,note') has type string",)),
     (("-m", "rna=gene_*,prot_a", "-m", "p=prot_*"), ("column 'prot_a' is in two modalities, 'rna' and 'p'",)),
-], ids=["no groups", "label", "no match", "text", "twice"])
+    (("-m", "rna=gene_*", "-m", "gene_0=prot_*"), ("'gene_0' is another column",)),
+], ids=["no groups", "label", "no match", "text", "twice", "name of another column"])
 def test_grouped_modalities_refused_naming_the_column(tmp_path, args, expect):
     table, _, _ = _flat_table()
     pq.write_table(table, tmp_path / "flat.parquet")

@@ -254,8 +254,8 @@ def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: di
     name = name.strip()
     if not name or not patterns.strip():
         raise DataError(f"--modality {spec!r}: a group of columns is NAME=COLUMN,COLUMN... or NAME='prefix_*'")
-    if name in groups or name in schema.names:
-        raise DataError(f"--modality {spec!r}: the modality name '{name}' is already a column or another group's")
+    if name in groups:
+        raise DataError(f"--modality {spec!r}: two groups are named '{name}'")
     columns: list[str] = []
     for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
         if pattern in reserved:
@@ -276,6 +276,8 @@ def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: di
         other = next((g for g, cols in groups.items() if column in cols), None)
         if other is not None:
             raise DataError(f"{file}: column '{column}' is in two modalities, '{other}' and '{name}'")
+    if name in schema.names and name not in columns:
+        raise DataError(f"--modality {spec!r}: '{name}' is another column of {file}; name the group otherwise")
     return name, columns
 
 
