@@ -182,7 +182,7 @@ def test_brackets_in_errors_and_dataset_names_are_shown_as_written(tmp_path, mon
                   np.arange(30) % 2, None, ["[pos]", "[neg]"], "brackets")
     result = CliRunner().invoke(app, ["data", "inspect", str(data)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "classes 2: [pos], [neg]" in result.output
+    assert "classes 2: [pos] (15), [neg] (15)" in result.output
     assert "emb[/clip]" in result.output and "[b]text" in result.output
 
 
