@@ -253,6 +253,11 @@ def test_scalar_columns_grouped_into_vector_modalities(tmp_path):
                         "-m", "rna=gene_*", "-m", "protein=prot_b,prot_a", tmp=tmp_path)
     assert code == 0, out
     assert "modalities: rna [3], protein [2]" in out and "not imported: note" in out
+    preset = tmp_path / "two_lines.toml"   # the preset the import suggests trains on the data as it is
+    preset.write_text(f'[data]\npath = "{tmp_path / "o.parquet"}"\n[train]\nepochs = 1\n')
+    assert f'path = "{tmp_path / "o.parquet"}"' in out
+    code, ran = _invoke("run", str(preset), tmp=tmp_path)
+    assert code == 0 and "fused" in ran, ran
     code, out = _invoke("data", "import", str(tmp_path / "flat.parquet"), str(tmp_path / "one.parquet"),
                         "-m", "rna=gene_*", "-m", "prot_a=prot_a", tmp=tmp_path)   # one column, its own name
     assert code == 0 and "modalities: rna [3], prot_a [1]" in out, out
