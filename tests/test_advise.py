@@ -80,7 +80,12 @@ def test_the_rule_names_the_dominant_and_the_held_back_modality():
     useless = diagnose(0.70, {"a": 0.70, "b": 0.26}, {"a": 0.71, "b": 0.27}, 4)
     assert useless.verdict == "uninformative" and "b adds nothing" in useless.sentence
     assert "unimodal a" in useless.suggestion          # fused 0.70 does not beat a alone (0.71)
-    assert diagnose(0.8, {"a": 0.6, "b": 0.6}, {"a": 0.62, "b": 0.6}, 4).verdict == "balanced"
+    balanced = diagnose(0.8, {"a": 0.6, "b": 0.6}, {"a": 0.62, "b": 0.6}, 4)
+    assert balanced.verdict == "balanced" and balanced.sentence.endswith("(within 0.05); keep joint")
+    level = diagnose(0.60, {"a": 0.6, "b": 0.5}, {"a": 0.62, "b": 0.52}, 4)    # fused 0.60 vs a alone 0.62
+    assert level.verdict == "balanced" and level.suggestion == "keep joint, or unimodal a alone"
+    assert level.sentence.endswith("the fused model (0.60) does not beat a alone (0.62): keep joint, or "
+                                   "unimodal a alone") and "; keep joint;" not in level.sentence
 
 
 def test_synthetic_strong_and_weak_informative_modality_is_imbalanced(tmp_path):
@@ -364,7 +369,8 @@ def test_when_fused_loses_to_a_modality_alone_a_method_must_beat_that_modality()
     beats_joint_only = {0: 0.56, 1: 0.57, 2: 0.55}             # beats joint, not a alone
     last = {"kept": ["m"], "scores": score_round({"joint": joint, uni: alone, "m": beats_joint_only}, {}, uni)}
     method, text = recommend(last, uni, "val/acc/fused", "a")
-    assert method == uni and text.startswith(f"keep {uni}: the fused model does not beat a alone")
+    assert method == uni and text.startswith(f"keep {uni}: in the diagnosis the fused model did not beat a alone")
+    assert "neither joint (-0.0933, p=" in text and "the finalist m differs by -0.0367" in text
     better = {0: 0.66, 1: 0.70, 2: 0.65}
     last = {"kept": ["m"], "scores": score_round({"joint": joint, uni: alone, "m": better}, {}, uni)}
     assert recommend(last, uni, "val/acc/fused", "a")[0] == "m"

@@ -16,7 +16,8 @@ The rule (fixed in advance, not tuned on any dataset):
 * the verdict is ``imbalanced`` when some modality is held back (the dominant modality, the one
   with the highest accuracy inside joint, is named, and the most held-back one with its two
   figures); else ``uninformative`` when some modality carries nothing (keep joint, or the best
-  modality alone when the fused model does not beat it); else ``balanced`` (keep joint).
+  modality alone when the fused model does not beat it); else ``balanced`` (keep joint, or the best
+  modality alone when the fused model does not beat it).
 
 A validation split of n rows has a standard error of about sqrt(p(1-p)/n) per accuracy (0.05 at
 n = 100), so on small validation splits the verdict is indicative; the choice that follows uses
@@ -100,9 +101,12 @@ def diagnose(fused: float, inside: dict[str, float], alone: dict[str, float], n_
         sentence = (f"uninformative: {names} add{'s' if len(useless) == 1 else ''} nothing ({figs}, chance "
                     f"{chance:.2f}); {suggestion}")
     else:
-        verdict, suggestion = "balanced", "keep joint"
-        sentence = (f"balanced: every modality reaches inside joint what it reaches alone (within {GAP:.2f}); "
-                    f"keep joint")
+        verdict, suggestion = "balanced", ("keep joint" if beats else f"keep joint, or unimodal {best.name} alone")
+        sentence = f"balanced: every modality reaches inside joint what it reaches alone (within {GAP:.2f})"
+        if beats:
+            sentence += "; keep joint"
     if not beats and verdict != "uninformative":
         sentence += (f"; the fused model ({fused:.2f}) does not beat {best.name} alone ({best.alone:.2f})")
+        if verdict == "balanced":
+            sentence += f": {suggestion}"
     return Diagnosis(verdict, sentence, chance, fused, best.name, beats, figures, dominant, suggestion)

@@ -75,7 +75,9 @@ def _against(entry: dict, reference: str) -> tuple[float | None, float | None]:
 
 def recommend(last: dict | None, default: str, metric: str, best_alone: str) -> tuple[str, str]:
     """(the recommended label, why) from the last round: its finalist when it beats ``default``
-    significantly; else joint when the default is unimodal and joint beats it; else the default."""
+    significantly; else joint when the default is unimodal and joint beats it; else the default (with
+    joint's difference to it, when the default is unimodal: a higher but not significant mean does not
+    overturn the diagnosis)."""
     finalist = last["kept"][0] if last and last["kept"] else None
     entry = last["scores"].get(finalist) if finalist else None
     if entry is None:
@@ -91,8 +93,13 @@ def recommend(last: dict | None, default: str, metric: str, best_alone: str) -> 
         return "joint", (f"keep joint: it beats {default} on {metric} by {jd:+.4f} (p={jp:.3f}), and no "
                          f"method beats {default} (the finalist {finalist} differs by {diff:+.4f})")
     ptext = f"p={p:.3f}" if p is not None else "no p: the same difference on every seed"
-    why = "no method beats it here" if default == "joint" else \
-        f"the fused model does not beat {best_alone} alone, and no method beats it"
+    if default == "joint":
+        why = "no method beats it here"
+    else:
+        jd, jp = _against(joint, default)
+        jtext = f"{jd:+.4f}, " + (f"p={jp:.3f}" if jp is not None else "no p") if jd is not None else "not scored"
+        why = (f"in the diagnosis the fused model did not beat {best_alone} alone, and here neither joint "
+               f"({jtext}) nor a method beats it significantly")
     return default, f"keep {default}: {why} (the finalist {finalist} differs by {diff:+.4f}, {ptext})"
 
 
