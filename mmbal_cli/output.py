@@ -19,6 +19,13 @@ err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
+def print_heading(text: str) -> None:
+    """A table's heading line, styled as Rich's table titles, but not padded to the table's width (piped
+    output would keep that padding as trailing spaces)."""
+    from rich.text import Text
+    out_console.print(Text(text, style="table.title"))
+
+
 def print_error(message: str) -> None:
     """``error: message`` on stderr (the prefix in bold red on a terminal); the message is shown as it is:
     brackets in it (``mmbal[image]``, a name such as ``exp[/x]``) are not Rich markup."""

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import RunsDirOpt
-from ..output import err_console, fail, out_console, print_error
+from ..output import err_console, fail, out_console, print_error, print_heading
 
 FORMATS = ("table", "json", "csv", "md", "latex")
 
@@ -87,7 +87,9 @@ def _print_table(comp, title: str, columns: str = "auto") -> None:
     headers, grid = display_grid(comp, multiline=True)
     kept, left_out = _shown_columns(comp, headers, grid, columns)
     n_left = len(headers) - len(comp.columns)
-    table = Table(title=title, title_justify="left")
+    if title:
+        print_heading(title)
+    table = Table()
     for i in kept:
         h = headers[i]
         if i >= n_left:
@@ -114,7 +116,7 @@ def _print_config(comp) -> None:
 
     from engine.analysis.render import config_grid
     headers, grid = config_grid(comp)
-    table = Table(title_justify="left")
+    table = Table()
     for h in headers:
         table.add_column(h, overflow="fold")
     for cells in grid:

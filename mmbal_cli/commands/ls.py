@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import RunsDirOpt
-from ..output import fail, out_console
+from ..output import fail, out_console, print_heading
 
 SORTS = ("created", "name", "state", "score")
 FILTER_FIELDS = ("name", "method", "dataset", "state", "id", "tag")
@@ -128,7 +128,8 @@ def register(app: typer.Typer) -> None:
                 "; start one with `mmbal run presets/quickstart.toml`"
             out_console.print(f"no runs in {root}{hint}", markup=False, highlight=False)
             return
-        table = Table(title=str(root), title_justify="left", pad_edge=False, box=None, header_style="bold")
+        print_heading(str(root))
+        table = Table(pad_edge=False, box=None, header_style="bold")
         table.add_column("id", no_wrap=True)
         table.add_column("name", overflow="fold", ratio=1)
         table.add_column("state", overflow="fold", max_width=40)
