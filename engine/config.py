@@ -32,6 +32,7 @@ from typing import Any
 
 from .config_text import MAX_NESTING, deep_nesting_in_text, too_deep_path, toml_value
 from .data import DataConfig
+from .data.modality_names import modality_name_problem
 from .data.parquet import ModalityInfo, column_type_problem, peek_schema
 from .errors import DataError, PresetError
 from .methods import METHODS
@@ -268,10 +269,18 @@ def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, pa
         tables = {name: {} for name in available}
     specs, columns = [], {}
     by_column = {info.column: info for info in (available or {}).values()}
+    from_data = not _table(raw, "modalities", [])
     for name, table in tables.items():
         key = f"modalities.{name}"
         if not isinstance(table, dict):
             problems.append(f"{key}: expected a table ([{key}]), got {table!r}")
+            continue
+        bad_name = modality_name_problem(name)
+        if bad_name:
+            problems.append(f"data.path: the dataset's modality column '{name}' cannot be a modality's name: "
+                            f"{bad_name}; name it in the preset: [modalities.<name>] with column = \"{name}\""
+                            if from_data else f"{key}: {bad_name}; rename the table, and keep the data's column "
+                            f"with column = \"{table.get('column', name)}\"")
             continue
         column = table.get("column", name)
         if not isinstance(column, str):

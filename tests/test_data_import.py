@@ -275,7 +275,9 @@ def test_scalar_columns_grouped_into_vector_modalities(tmp_path):
     (("-m", "rna=gene_*", "-m", "p=prot_a,note"), ("column 'note' (in --modality 'p=prot_a,note') has type string",)),
     (("-m", "rna=gene_*,prot_a", "-m", "p=prot_*"), ("column 'prot_a' is in two modalities, 'rna' and 'p'",)),
     (("-m", "rna=gene_*", "-m", "gene_0=prot_*"), ("'gene_0' is another column",)),
-], ids=["no groups", "label", "no match", "text", "twice", "name of another column"])
+    (("-m", "fused=gene_*", "-m", "p=prot_*"), ("--modality fused=...: 'fused' is the fused model's name",)),
+    (("-m", "rna/x=gene_*", "-m", "p=prot_*"), ("--modality rna/x=...: 'rna/x' contains '/'",)),
+], ids=["no groups", "label", "no match", "text", "twice", "name of another column", "fused", "separator"])
 def test_grouped_modalities_refused_naming_the_column(tmp_path, args, expect):
     table, _, _ = _flat_table()
     pq.write_table(table, tmp_path / "flat.parquet")

@@ -98,6 +98,13 @@ def test_overrides_are_parsed_as_toml_or_strings():
      "train.select_metric: 'c' is neither 'fused' nor a modality"),
     (lambda t: t.replace("epochs = 2", "epochs = 2\nwarmup_epochs = 3"), (), "warmup_epochs (3) must be below train.epochs"),
     (lambda t: t.replace("[modalities.b]\nencoder = \"mlp\"", ""), (), "at least two modalities are needed"),
+    # a modality's name is part of its metric names
+    (lambda t: t.replace("[modalities.b]", '[modalities.fused]\ncolumn = "b"'), (),
+     "modalities.fused: 'fused' is the fused model's name in every metric (val/acc/fused)"),
+    (lambda t: t.replace("[modalities.b]", '[modalities."x;y"]\ncolumn = "b"'), (),
+     "modalities.x;y: 'x;y' contains ';', which separates the parts of metric names"),
+    (lambda t: t.replace("[modalities.b]", '[modalities."a/b"]\ncolumn = "b"'), (),
+     "rename the table, and keep the data's column with column = \"b\""),
 ])
 def test_bad_preset_cases(tmp_path, edit, overrides, expected):
     problems, message = problems_of(tmp_path, edit(BASE), overrides)
@@ -154,3 +161,21 @@ def test_a_modality_column_of_the_wrong_type_is_named_with_its_type(tmp_path):
     text = '[data]\npath = "d.parquet"\n[modalities.a]\nencoder = "mlp"\n[modalities.b]\nencoder = "mlp"\n'
     problems, _ = problems_of(tmp_path, text)
     assert any(p.startswith("modalities.b: column 'b' of") and "variable-length lists" in p for p in problems), problems
+
+
+def test_a_data_column_named_fused_must_be_mapped_to_another_modality_name(tmp_path):
+    """Without [modalities] every column is a modality of its own name; 'fused' would overwrite the fused
+    model's metrics (val/acc/fused), so the preset must name it otherwise, and then it trains."""
+    import numpy as np
+
+    from engine.data.writer import write_dataset
+    rng = np.random.default_rng(0)
+    write_dataset(tmp_path / "d.parquet", {"fused": rng.normal(size=(8, 3)), "b": rng.normal(size=(8, 2))},
+                  np.arange(8) % 2, None, ["n", "y"], name="d")
+    problems, _ = problems_of(tmp_path, '[data]\npath = "d.parquet"\n')
+    assert problems == ["data.path: the dataset's modality column 'fused' cannot be a modality's name: 'fused' is "
+                        "the fused model's name in every metric (val/acc/fused), so a modality of that name would "
+                        "overwrite its figures; name it in the preset: [modalities.<name>] with column = \"fused\""]
+    cfg, _ = load_preset(write(tmp_path, '[data]\npath = "d.parquet"\n[modalities.f]\ncolumn = "fused"\n'
+                                         '[modalities.b]\n'))
+    assert cfg.modalities == ["f", "b"] and cfg.columns == {"f": "fused", "b": "b"}

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from ..errors import DataError
 from ..registry import did_you_mean
 from .images import decode_images, is_image_type
+from .modality_names import modality_name_problem
 from .parquet import METADATA_KEY, check_unique_columns, dataset_files, read_schema
 from .sources import SPLIT_SYNONYMS, file_splits, glob_root, is_csv, is_glob
 from .split import SPLIT_NAMES, stratified_split
@@ -220,6 +221,13 @@ def _choose_columns(schema: pa.Schema, file: Path, options: ImportOptions) -> _C
         modalities = list(dict.fromkeys(modalities))
     else:
         modalities = [n for n in names if n in usable]
+    for m in modalities:
+        bad = modality_name_problem(m)
+        if bad and m in groups:
+            raise DataError(f"--modality {m}=...: {bad}; name the group otherwise")
+        if bad:
+            raise DataError(f"{file}: column '{m}' cannot be imported as a modality: {bad}; rename it in the "
+                            f"source, or name the modalities to import with --modality, without it")
     if len(modalities) < 2:
         raise DataError(f"{file}: a multimodal dataset needs at least two modality columns (numeric lists or "
                         f"tensors, or images, or groups of scalar columns named with --modality NAME=COLUMNS); "
