@@ -15,8 +15,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from engine.errors import MmbalError
 
 err_console = Console(stderr=True, highlight=False)
-# Tables piped to a file or another program keep whole cells rather than an 80-column squeeze.
-out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def piped_width() -> int | None:
+    """The width of tables printed to a pipe or file: $COLUMNS when set (Rich reads it), else 200, so that
+    they keep whole cells rather than an 80-column squeeze; None (the terminal's) on a terminal."""
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return None if columns.isdigit() and int(columns) > 0 else 200
+
+
+out_console = Console(highlight=False, width=piped_width())
 
 
 def print_heading(text: str) -> None:

@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# The CLI's tables are as wide as $COLUMNS when printed to a pipe (else 200): the tests' expectations must
+# not depend on the terminal they are started from.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TEST_DEVICE = os.environ.get("MMBAL_TEST_DEVICE", "cpu")

@@ -199,3 +199,16 @@ def test_data_inspect_prints_splits_and_each_class_with_its_rows(tmp_path):
     assert result.exit_code == 0, result.output
     assert "splits train 6, val 2, test 2" in result.output  # was a Python dict: {'train': 6, ...}
     assert "classes 3: cat (6), dog (3), eel (1)" in result.output
+
+
+def test_piped_tables_are_as_wide_as_COLUMNS_when_set_else_200(monkeypatch):
+    from rich.console import Console
+
+    from mmbal_cli import output
+    monkeypatch.setattr(output.sys.stdout, "isatty", lambda: False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert output.piped_width() == 200
+    monkeypatch.setenv("COLUMNS", "100")
+    assert output.piped_width() is None and Console(width=output.piped_width()).width == 100
+    monkeypatch.setenv("COLUMNS", "wide")
+    assert output.piped_width() == 200
