@@ -61,7 +61,8 @@ def test_predict_on_the_test_split_reproduces_the_runs_test_accuracy(finished):
     res = invoke("predict", run_dir, data, "--split", "test", "--out", out)
     assert res.exit_code == 0, res.output
     table = pq.read_table(out)
-    assert table.column_names == ["row", "split", "label", "pred", "prob", "pred_a", "prob_a", "pred_b", "prob_b"]
+    assert table.column_names == ["row", "split", "label", "pred", "predicted_class", "prob", "pred_a", "prob_a",
+                                  "pred_b", "prob_b"]
     assert set(table.column("split").to_pylist()) == {"test"}
     label = table.column("label").to_numpy()
     test = summary["test"]
@@ -73,6 +74,8 @@ def test_predict_on_the_test_split_reproduces_the_runs_test_accuracy(finished):
         assert (probs.argmax(axis=1) == pred).all()
     meta = json.loads(table.schema.metadata[b"mmbal.predictions"])
     assert meta["checkpoint"] == "best.pt" and meta["classes"] == ["0", "1", "2"]
+    names = table.column("predicted_class").to_pylist()
+    assert names == [meta["classes"][i] for i in table.column("pred").to_pylist()] and len(set(names)) > 1
 
 
 def test_predict_to_csv_has_a_probability_column_per_class(finished):
@@ -85,7 +88,8 @@ def test_predict_to_csv_has_a_probability_column_per_class(finished):
     import pyarrow.csv as pacsv
     table, reference = pacsv.read_csv(csv), pq.read_table(parquet)
     probs = [f"prob[{c}]" for c in ("0", "1", "2")]
-    assert table.column_names == ["row", "split", "label", "pred", *probs, "pred_a", *[f"prob_a[{c}]" for c in "012"],
+    assert table.column_names == ["row", "split", "label", "pred", "predicted_class", *probs, "pred_a",
+                                  *[f"prob_a[{c}]" for c in "012"],
                                   "pred_b", *[f"prob_b[{c}]" for c in "012"]]
     for name in ("row", "label", "pred", "pred_a", "pred_b"):
         assert table.column(name).to_pylist() == reference.column(name).to_pylist(), name
@@ -126,7 +130,7 @@ def test_predict_without_labels_and_refusals(finished, tmp_path):
     out = tmp_path / "p.parquet"
     res = invoke("predict", run_dir, unlabelled, "--out", out)
     assert res.exit_code == 0, res.output
-    assert pq.read_table(out).column_names[:3] == ["row", "pred", "prob"]
+    assert pq.read_table(out).column_names[:4] == ["row", "pred", "predicted_class", "prob"]
     assert pq.read_table(out).column("row").to_pylist() == list(range(300))
 
     res = invoke("eval", run_dir, unlabelled)

@@ -316,8 +316,9 @@ def predictions_format(out: str | Path) -> str:
 
 def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Path:
     """``out`` as Parquet or, for a ``.csv`` name, CSV (:func:`predictions_format`): ``row``, ``split`` and
-    ``label`` when the data have them, ``pred`` (fused class index), ``prob`` (fused probabilities), ``pred_<m>``
-    and ``prob_<m>`` per modality. In Parquet each ``prob`` column is a list of C floats and the schema
+    ``label`` when the data have them, ``pred`` (fused class index), ``predicted_class`` (its class's name),
+    ``prob`` (fused probabilities), ``pred_<m>`` and ``prob_<m>`` per modality (no ``pred_<m>`` pattern can
+    make ``predicted_class``). In Parquet each ``prob`` column is a list of C floats and the schema
     metadata ``mmbal.predictions`` names the run, checkpoint and classes (not ``mmbal``, the key of a
     dataset: a predictions file is not read as data). CSV has no lists nor metadata, so there each
     probability is its own column named by its class, ``prob[<class>]`` and ``prob_<m>[<class>]``, in
@@ -334,7 +335,10 @@ def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Pa
     for key, probs in preds.probs.items():
         suffix = "" if key == "fused" else f"_{key}"
         values = probs.numpy().astype(np.float32)
-        columns[f"pred{suffix}"] = pa.array(values.argmax(axis=1).astype(np.int64), pa.int64())
+        pred = values.argmax(axis=1).astype(np.int64)
+        columns[f"pred{suffix}"] = pa.array(pred, pa.int64())
+        if key == "fused":
+            columns["predicted_class"] = pa.array(np.asarray(run.classes, dtype=object)[pred], pa.string())
         if fmt == "csv":
             columns.update({f"prob{suffix}[{name}]": pa.array(values[:, i]) for i, name in enumerate(run.classes)})
         else:

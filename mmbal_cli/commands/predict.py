@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
                         split: SplitOpt = None, device: DeviceOpt = None, runs_dir: RunsDirOpt = None) -> None:
         """Predict with a finished run's selected checkpoint: fused and per-modality class probabilities per row.
 
-        Writes row, split and label (when the data have them), pred and prob (fused), pred_<m> and prob_<m>;
+        Writes row, split and label (when the data have them), pred, predicted_class and prob (fused), pred_<m> and prob_<m>;
         in a .csv file, one prob[<class>] column per class.
         """
         from engine.errors import MmbalError
