@@ -147,9 +147,11 @@ def test_table_columns_fit_their_cells_at_once_and_shrink_when_long_cells_go():
     assert short == len("short")  # markup is not counted
 
 
-def test_runs_screen_cuts_a_long_name_with_an_ellipsis_to_keep_the_created_column_in_view(tmp_path):
-    """At 100 columns the runs of a long name (advice members) pushed ``created`` off the screen; the name
-    column now gives way (down to 24 cells, ``…`` where cut) and follows a resize."""
+def test_runs_screen_cuts_a_long_name_with_an_ellipsis_to_keep_the_last_column_in_view(tmp_path):
+    """At 100 columns the runs of a long name (advice members) pushed the last column (``created``, now
+    ``age``) off the screen; the name column now gives way (down to 24 cells, ``…`` where cut) and
+    follows a resize. The row shows epochs done of planned and the selected validation score, as ls."""
+    import re
     import json
     import shutil
 
@@ -163,11 +165,14 @@ def test_runs_screen_cuts_a_long_name_with_an_ellipsis_to_keep_the_created_colum
 
     async def scenario(pilot, app):
         await pilot.press("r")
-        text = await shows(pilot, app, "created")
+        text = await shows(pilot, app, "age")
         line = next(row for row in text.splitlines() if "a0b1c2d3" in row)
-        assert "bc-advice-r5-unimodal-m… " in line and "2025-02-28 17:00" in line and len(line) <= 100
+        assert "bc-advice-r5-unimodal-m" in line and "… " in line and long_name not in line and len(line) <= 100
+        assert re.search(r"finished +3 +- +nutrimouse +\d+w *$", line), line
+        aug = next(row for row in text.splitlines() if "k3f9a2x1" in row)
+        assert re.search(r"finished +6 +0\.8748 +avdigits +\d+w *$", aug), aug
         await pilot.resize_terminal(160, 40)
         text = await shows(pilot, app, long_name)
-        assert "2025-02-28 17:00" in next(row for row in text.splitlines() if long_name in row)
+        assert re.search(r"nutrimouse +\d+w *$", next(row for row in text.splitlines() if long_name in row))
 
     drive(scenario, runs / AUG.name, runs, size=(100, 40))

@@ -1,7 +1,9 @@
-"""The runs screen: the runs directory as ``mmbal ls`` lists it; open one, or mark several to compare."""
+"""The runs screen: the runs directory as ``mmbal ls`` lists it (epochs done of planned, the selected
+validation score, age); open one, or mark several to compare."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.text import Text
@@ -13,6 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from engine.store import list_runs
 
+from ...run_cells import age, epochs_text, score_text
 from ..text import STATE_STYLES
 from ..widgets import fit_widths
 from .compare import CompareScreen
@@ -47,7 +50,7 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for label in (" ", "id", "name", "method", "dataset", "state", "epoch", "step", "created"):
+        for label in (" ", "id", "name", "method", "state", "epochs", "best val", "dataset", "age"):
             table.add_column(label, key=label)
         self.reload()
         self.set_interval(self.interval, self.reload)
@@ -60,6 +63,7 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         keep = self.paths[table.cursor_row] if self.paths and 0 <= table.cursor_row < len(self.paths) else self.current
         runs = list_runs(self.runs_dir)
+        now = getattr(self.app, "clock", time.time)()
         self.paths = [r.path.resolve() for r in runs]
         table.clear()
         for run in runs:
@@ -69,10 +73,9 @@ class RunsScreen(Screen):
             if run.error:
                 state.append(f" ({run.error})", style="dim")
             cells = (Text(run.run_id), Text(run.name, overflow="ellipsis", no_wrap=True), Text(run.method or ""),
-                     Text(run.dataset or ""))
-            table.add_row(mark, *cells, state,  # Text: names are not markup
-                          "" if run.epoch is None else str(run.epoch), "" if run.step is None else str(run.step),
-                          (run.created or "").replace("T", " ")[:19], key=str(path))
+                     state, Text(epochs_text(run), justify="right"), Text(score_text(run.selected), justify="right"),
+                     Text(run.dataset or ""))   # Text: names are not markup; the score before what fits less
+            table.add_row(mark, *cells, Text(age(run.created, now), justify="right"), key=str(path))
         if not runs:
             table.add_row("", "", Text(f"no runs in {self.runs_dir}", style="dim"), *[""] * 6)
         fit_widths(table, squeeze="name", least=24)
