@@ -323,7 +323,9 @@ def _labels(table: pa.Table, column: str, rows: _Rows, meta: dict) -> tuple[np.n
     arr = table.column(column).combine_chunks()
     if not pa.types.is_integer(arr.type):
         raise rows.error(column, None, f"has type {arr.type}; labels must be integers 0..C-1 "
-                                       f"(int8..int64), one class index per row")
+                                       f"(int8..int64), one class index per row. `mmbal data import FILE OUT.parquet "
+                                       f"--label {column}` converts class names, whole-number floats and booleans "
+                                       f"into class indices, keeping the names as the dataset's classes")
     if arr.null_count:
         row = _first(pc.is_null(arr).to_numpy(zero_copy_only=False))
         raise rows.error(column, row, "the label is missing (null); every row needs a class index")
