@@ -33,7 +33,7 @@ from typing import Any
 from .config_text import MAX_NESTING, deep_nesting_in_text, too_deep_path, toml_value
 from .data import DataConfig
 from .data.modality_names import modality_name_problem
-from .data.parquet import ModalityInfo, column_type_problem, peek_schema
+from .data.parquet import ModalityInfo, column_type_problem, flat_hint, peek_schema
 from .errors import DataError, PresetError
 from .methods import METHODS
 from .models import ENCODERS, FUSIONS, ModalitySpec, ModelSpec, default_encoder
@@ -204,7 +204,7 @@ def resolve(raw: dict, source: str, base_dir: Path, default_name: str = "run") -
     data = build(DataConfig, _table(raw, "data", problems), "data", problems)
     available = _available_modalities(data, base_dir, problems, every="modalities" not in raw) if data else None
     modalities, columns = _resolve_modalities(raw, available, data_file(data, base_dir) if data else None, problems,
-                                              base_dir)
+                                              base_dir, data.label_column if data else "label")
     _check_token_inputs(data, modalities, available, columns, problems)
     fusion, fusion_options = _resolve_registry_table(raw, "model", "fusion", FUSIONS, "concat", problems,
                                                      ignore=mid_fusion.KEYS)
@@ -262,7 +262,8 @@ def _available_modalities(data: DataConfig, base_dir: Path, problems: list[str],
 
 
 def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, path: Path | None,
-                        problems: list[str], base_dir: Path = Path(".")) -> tuple[list[ModalitySpec], dict[str, str]]:
+                        problems: list[str], base_dir: Path = Path("."),
+                        label_column: str = "label") -> tuple[list[ModalitySpec], dict[str, str]]:
     """Modality specs from ``[modalities.*]`` checked against the dataset (``path``: its file, if any)."""
     tables = _table(raw, "modalities", problems)
     if not tables and available is not None:
@@ -309,6 +310,8 @@ def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, pa
             columns[name] = column
     if available is not None and len(tables) < 2:
         offered = f"; the dataset {path} has the modality column(s): {', '.join(by_column) or 'none'}" if path else ""
+        hint = flat_hint(path, label_column) if path is not None and not by_column else None
+        offered += f"; {hint}" if hint else ""
         problems.append(f"modalities: at least two modalities are needed, got {len(tables)}{offered}")
     return specs, columns
 

@@ -246,6 +246,22 @@ def _flat_table(n: int = 12) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     return table, gene, prot
 
 
+def test_a_flat_table_given_as_data_is_refused_with_the_import_that_groups_its_columns(tmp_path):
+    """``data inspect`` and ``run`` on a table of scalar feature columns say how data import makes
+    modalities of them, with the groups the column prefixes suggest."""
+    table, _, _ = _flat_table()
+    flat = tmp_path / "flat.parquet"
+    pq.write_table(table, flat)
+    suggestion = (f"it has 5 scalar numeric columns (gene_0, gene_1, gene_2, prot_a, prot_b), one feature each: "
+                  f"`mmbal data import {flat} OUT.parquet --label LABEL -m gene='gene_*' -m prot='prot_*'`")
+    code, out = _invoke("data", "inspect", str(flat), tmp=tmp_path)
+    assert code == 2 and "found none; " + suggestion in out, out
+    (tmp_path / "p.toml").write_text(f'[data]\npath = "{flat}"\n')
+    code, out = _invoke("run", str(tmp_path / "p.toml"), tmp=tmp_path)
+    assert code == 2 and "has the modality column(s): none; " + suggestion in out, out
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_scalar_columns_grouped_into_vector_modalities(tmp_path):
     table, gene, prot = _flat_table()
     pq.write_table(table, tmp_path / "flat.parquet")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import fnmatch
 import glob
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError
 from ..registry import did_you_mean
+from .flat import group_example, listed, scalar_columns
 from .images import decode_images, is_image_type
 from .modality_names import modality_name_problem
 from .parquet import METADATA_KEY, check_unique_columns, dataset_files, read_schema
@@ -240,18 +240,11 @@ def _choose_columns(schema: pa.Schema, file: Path, options: ImportOptions) -> _C
 
 def _described(schema: pa.Schema, reserved: tuple) -> str:
     """The columns and their types; for a flat table of scalar columns, the groups their prefixes suggest."""
-    scalars = [f.name for f in schema if f.name not in reserved
-               and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))]
+    scalars = scalar_columns(schema, reserved)
     if len(scalars) < 2:
         return ", ".join(f"{f.name} ({f.type})" for f in schema)
-    prefixes: dict[str, int] = {}
-    for name in scalars:
-        head = re.split(r"[_.\-]", name, maxsplit=1)[0]
-        prefixes[head] = prefixes.get(head, 0) + 1
-    shared = [p for p, n in prefixes.items() if n > 1 and len(prefixes) > 1]
-    example = " ".join(f"-m {p}='{p}_*'" for p in shared[:3]) or f"-m a={scalars[0]} -m b={scalars[1]}"
-    return (f"{len(scalars)} scalar numeric columns ({', '.join(scalars[:6])}{', ...' if len(scalars) > 6 else ''}), "
-            f"which make modalities in groups: {example}")
+    return f"{len(scalars)} scalar numeric columns ({listed(scalars)}), which make modalities in groups: " \
+           f"{group_example(scalars)}"
 
 
 def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: dict[str, list[str]]

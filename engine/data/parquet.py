@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError
 from ..registry import did_you_mean
+from .flat import flat_table_hint
 from .sources import file_splits, glob_files, glob_root, is_csv, is_glob
 from .split import SPLIT_NAMES
 
@@ -273,6 +274,11 @@ def peek_schema(path: str | Path, label_column: str = "label",
     return _auto_modalities(schema, meta, files[0], label_column, strict=strict), meta
 
 
+def flat_hint(path: str | Path, label_column: str = "label") -> str | None:
+    """For a dataset of scalar feature columns, how to make modalities of them (``flat_table_hint``)."""
+    return flat_table_hint(read_schema(dataset_files(path)[0]), (label_column, SPLIT_COLUMN), str(path))
+
+
 def column_type_problem(path: str | Path, column: str) -> str | None:
     """Why an existing column of the dataset cannot be a modality (None if absent or usable)."""
     schema = read_schema(dataset_files(path)[0])
@@ -472,8 +478,10 @@ def open_dataset(path: str | Path, columns: dict[str, str] | None = None,
         mods = _requested_modalities(schema, meta, file, columns)
     if len(mods) < 2:
         found = ", ".join(f"'{m}'" for m in mods) or "none"
+        hint = flat_table_hint(schema, (label_column, SPLIT_COLUMN), str(path))
         raise DataError(f"{file}: a multimodal dataset needs at least two modality columns "
-                        f"(fixed_size_list<float> or arrow.fixed_shape_tensor); found {found}")
+                        f"(fixed_size_list<float> or arrow.fixed_shape_tensor); found {found}"
+                        + (f"; {hint}" if hint else ""))
     if label_column not in schema.names:
         raise DataError(f"{file}: column '{label_column}' (the label) is missing"
                         f"{did_you_mean(label_column, schema.names)}; its columns are {', '.join(schema.names)}")
