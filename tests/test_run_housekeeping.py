@@ -54,6 +54,18 @@ def test_show_json_has_config_summary_and_file_sizes(two_runs):
     assert sizes["checkpoints/last.pt"] > 0 and info["bytes"] >= sum(sizes.values())
 
 
+def test_show_says_why_a_failed_run_failed(tmp_path, two_runs):
+    import shutil
+    runs = tmp_path / "runs"
+    shutil.copytree(two_runs, runs)
+    status = RunPaths(next(runs.glob("*_first_*"))).status
+    record = json.loads(status.read_text())
+    status.write_text(json.dumps({**record, "state": "failed", "message": "RuntimeError: flaky encoder gave up"}))
+    lines = invoke(runs, "show", "first").stdout.splitlines()
+    assert lines[1].startswith("state     failed, epoch") and lines[2] == "error     RuntimeError: flaky encoder gave up"
+    assert invoke(runs, "show", "second").stdout.splitlines()[2].startswith("method ")   # no message: no line
+
+
 def test_show_lists_the_generator_options_only_for_a_run_on_synthetic_data(two_runs):
     from mmbal_cli.commands.show import shown_config
     assert "data.synthetic.n_samples" in invoke(two_runs, "show", "second").stdout   # the tiny preset is synthetic

@@ -84,6 +84,8 @@ def register(app: typer.Typer) -> None:
         state = status.get("effective_state", "?") + (f" ({status['reason']})" if status.get("reason") else "")
         say(f"state     {state}, epoch {status.get('epoch', '?')} of {status.get('epochs', '?')}, "
             f"step {status.get('step', '?')}")
+        if status.get("message"):   # why it failed or stopped (the exception, or what the run wrote)
+            say(f"{'error' if status.get('effective_state') == 'failed' else 'message':<10}{status['message']}")
         columns = terminal_width(sys.stdout)  # None into a pipe: no wrapping in logs
         for line in fit_lines("method  ", [
                 f"{run.get('method', '?')} on {run.get('dataset', '?')} ({', '.join(run.get('modalities', []))})",
