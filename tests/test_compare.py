@@ -315,6 +315,20 @@ def test_plot_writes_png_and_svg(runs, tmp_path):
     assert "val/acc/fused" in svg and "ogm_ge" in svg
 
 
+def test_plot_of_a_many_method_sweep_tells_its_rows_apart_and_makes_room_for_them():
+    """30 rows (a sweep of every method): no two rows share colour and line style (matplotlib's 10 default
+    colours repeat from the 11th), and the figure widens with the rows' bars; up to 10 rows keep C0..C9."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    from engine.analysis.plot import figure_size, row_style
+    styles = [(to_hex(row_style(j, 30)["color"]), row_style(j, 30)["linestyle"]) for j in range(30)]
+    assert len(set(styles)) == 30 and len({c for c, _ in styles[:20]}) == 20
+    assert [row_style(j, 3)["color"] for j in range(3)] == ["C0", "C1", "C2"]
+    assert figure_size(3, 3) == (12.0, 7.5) and figure_size(3, 30) == pytest.approx((12.3, 8.5))   # 90 bars, slanted
+    assert figure_size(2, 30)[0] == pytest.approx(10.5)                                # 30 labels of 0.3 inch
+
+
 def test_plot_without_matplotlib_says_how_to_install(runs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)       # import matplotlib -> ImportError
     res = invoke(runs, "j0", "--plot", tmp_path / "x.png")

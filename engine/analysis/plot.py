@@ -108,6 +108,30 @@ def bar_data(comp: Comparison) -> dict[str, dict[str, tuple[float | None, float 
     return out
 
 
+TAB10_ROWS = 10      # up to this many rows: matplotlib's default colours C0..C9, solid lines
+LINESTYLES = ("-", "--", ":", "-.")
+LEGEND_ROWS = 24     # entries per legend column
+ROTATE_AT = 8        # bar groups from which their labels are slanted
+
+
+def row_style(j: int, n: int) -> dict:
+    """Colour and line style of row ``j`` of ``n``: C0..C9 up to 10 rows; beyond, the 20 colours of tab20
+    (its dark half first, so that neighbours differ) and a new line style every 20 rows, so that no two
+    rows of a 30-method sweep look alike."""
+    if n <= TAB10_ROWS:
+        return {"color": f"C{j}", "linestyle": "-"}
+    from matplotlib import colormaps
+    k = j % 20
+    return {"color": colormaps["tab20"]((2 * k) % 20 + (k >= 10)), "linestyle": LINESTYLES[(j // 20) % 4]}
+
+
+def figure_size(n_targets: int, n_rows: int) -> tuple[float, float]:
+    """Inches: a panel of 4 per target, and room for every row's bars (0.12 per bar) and labels (0.3 per row),
+    slanted from ``ROTATE_AT`` rows."""
+    width = max(4.0 * n_targets, 8.0, 0.12 * n_targets * n_rows + 1.5, 0.3 * n_rows + 1.5)
+    return width, 7.5 + (1.0 if n_rows >= ROTATE_AT else 0.0)
+
+
 def plot_comparison(comp: Comparison, path: str | os.PathLike) -> None:
     """Draw the curves and bars of ``comp`` into ``path`` (.png, .svg or .pdf)."""
     check_plot_target(path)
@@ -117,7 +141,7 @@ def plot_comparison(comp: Comparison, path: str | os.PathLike) -> None:
     if not bars:
         raise UsageError(f"--plot {path}: none of the compared runs has finished, so there is nothing to draw")
     targets, labels = list(curves), list(bars)
-    fig = Figure(figsize=(max(4.0 * len(targets), 8.0), 7.5), layout="constrained")
+    fig = Figure(figsize=figure_size(len(targets), len(labels)), layout="constrained")
     grid = fig.add_gridspec(2, len(targets))
     _draw_curves(fig, grid, curves, labels)
     _draw_bars(fig.add_subplot(grid[1, :]), bars, targets, labels)
@@ -129,9 +153,10 @@ def plot_comparison(comp: Comparison, path: str | os.PathLike) -> None:
 
 
 def _draw_curves(fig, grid, curves: dict[str, dict[str, Curve]], labels: list[str]) -> None:
+    """One panel per target; the rows' legend beside the panels, outside them (one column per 24 rows)."""
     from matplotlib.ticker import MaxNLocator
 
-    first = None
+    first, handles = None, {}
     for i, (target, by_row) in enumerate(curves.items()):
         ax = fig.add_subplot(grid[0, i], sharey=first)
         first = first or ax
@@ -139,18 +164,23 @@ def _draw_curves(fig, grid, curves: dict[str, dict[str, Curve]], labels: list[st
             curve = by_row.get(label)
             if curve is None or not curve.epochs:
                 continue
-            color = f"C{j % 10}"
-            ax.plot(curve.epochs, curve.mean, color=color, label=label, marker="." if len(curve.epochs) < 30 else None)
+            style = row_style(j, len(labels))
+            line, = ax.plot(curve.epochs, curve.mean, label=label, marker="." if len(curve.epochs) < 30 else None,
+                            **style)
+            handles.setdefault(label, line)
             low = [m - s if not math.isnan(s) else m for m, s in zip(curve.mean, curve.std)]
             high = [m + s if not math.isnan(s) else m for m, s in zip(curve.mean, curve.std)]
-            ax.fill_between(curve.epochs, low, high, color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(curve.epochs, low, high, color=style["color"], alpha=0.2, linewidth=0)
         ax.set_title(f"val/acc/{target}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if i == 0:
             ax.set_ylabel("accuracy")
-            ax.legend(fontsize="small")
+    shown = [label for label in labels if label in handles]
+    if shown:
+        fig.legend([handles[label] for label in shown], shown, loc="outside right upper", fontsize="small",
+                   ncols=math.ceil(len(shown) / LEGEND_ROWS))
 
 
 def _draw_bars(ax, bars: dict[str, dict[str, tuple]], targets: list[str], labels: list[str]) -> None:
@@ -162,8 +192,12 @@ def _draw_bars(ax, bars: dict[str, dict[str, tuple]], targets: list[str], labels
         errors = [s if s is not None else 0.0 for s in stds] if any(s is not None for s in stds) else None
         ax.bar(xs, [m if m is not None else 0.0 for m in means], width, yerr=errors, capsize=3, label=target,
                color="C7" if target == "fused" else f"C{k % 10}")
-    ax.set_xticks(range(len(labels)), labels)
+    if len(labels) >= ROTATE_AT:
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_ylabel("test accuracy")
     ax.set_title("final test accuracy per modality")
-    ax.legend(fontsize="small", ncols=min(len(targets), 6))
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.005, 1.0))   # beside the bars, never on them
     ax.grid(axis="y", alpha=0.3)
