@@ -287,13 +287,16 @@ def test_scalar_columns_grouped_into_vector_modalities(tmp_path):
 @pytest.mark.parametrize("args, expect", [
     ((), ("found none among 5 scalar numeric columns", "-m gene='gene_*' -m prot='prot_*'")),
     (("-m", "rna=gene_*", "-m", "p=prot_*,label"), ("column 'label' (in --modality 'p=prot_*,label') is the label",)),
-    (("-m", "rna=gene_*", "-m", "p=prto_*"), ("no column matches 'prto_*'",)),
+    (("-m", "rna=gene_*", "-m", "p=prto_*"), ("no numeric column matches 'prto_*'",)),
+    (("-m", "rna=gene_*", "-m", "p=prot_a,prot_c"), ("has no column 'prot_c' (in --modality 'p=prot_a,prot_c')",)),
+    (("-m", "rest=*", "-m", "p=prot_*"), ("no numeric column that another group did not take matches 'prot_*'",)),
     (("-m", "rna=gene_*", "-m", "p=prot_a,note"), ("column 'note' (in --modality 'p=prot_a,note') has type string",)),
-    (("-m", "rna=gene_*,prot_a", "-m", "p=prot_*"), ("column 'prot_a' is in two modalities, 'rna' and 'p'",)),
+    (("-m", "rna=gene_0,prot_a", "-m", "p=prot_a,prot_b"), ("column 'prot_a' is in two modalities, 'rna' and 'p'",)),
     (("-m", "rna=gene_*", "-m", "gene_0=prot_*"), ("'gene_0' is another column",)),
     (("-m", "fused=gene_*", "-m", "p=prot_*"), ("--modality fused=...: 'fused' is the fused model's name",)),
     (("-m", "rna/x=gene_*", "-m", "p=prot_*"), ("--modality rna/x=...: 'rna/x' contains '/'",)),
-], ids=["no groups", "label", "no match", "text", "twice", "name of another column", "fused", "separator"])
+], ids=["no groups", "label", "no match", "no column", "taken", "text", "twice", "name of another column", "fused",
+        "separator"])
 def test_grouped_modalities_refused_naming_the_column(tmp_path, args, expect):
     table, _, _ = _flat_table()
     pq.write_table(table, tmp_path / "flat.parquet")
@@ -303,6 +306,24 @@ def test_grouped_modalities_refused_naming_the_column(tmp_path, args, expect):
     for part in expect:
         assert part in out, out
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_pattern_takes_the_numeric_columns_no_group_names_or_took_before(tmp_path):
+    """``-m rest='*' -m prot=prot_a,prot_b``: the pattern takes every other numeric column (the prot_*
+    columns, named exactly by a later group, are not taken) and leaves the text column out;
+    ``-m gene='gene_*' -m rest='*'`` gives rest what gene did not take."""
+    table, gene, prot = _flat_table()
+    pq.write_table(table, tmp_path / "flat.parquet")
+    code, out = _invoke("data", "import", str(tmp_path / "flat.parquet"), str(tmp_path / "o.parquet"),
+                        "-m", "rest=*", "-m", "prot=prot_a,prot_b", tmp=tmp_path)
+    assert code == 0 and "modalities: rest [3], prot [2]" in out and "not imported: note" in out, out
+    raw = read_dataset(tmp_path / "o.parquet")
+    kept = np.arange(12) != 4
+    np.testing.assert_array_equal(raw.features["rest"], gene.astype(np.float32))
+    np.testing.assert_array_equal(raw.features["prot"][kept], prot[kept].astype(np.float32))
+    code, out = _invoke("data", "import", str(tmp_path / "flat.parquet"), str(tmp_path / "o2.parquet"),
+                        "-m", "gene=gene_*", "-m", "rest=*", tmp=tmp_path)
+    assert code == 0 and "modalities: gene [3], rest [2]" in out, out
 
 
 def test_csv_tables_import_with_grouped_columns_and_the_splits_of_their_names(tmp_path):

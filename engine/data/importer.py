@@ -204,9 +204,10 @@ def _choose_columns(schema: pa.Schema, file: Path, options: ImportOptions) -> _C
     groups: dict[str, list[str]] = {}
     if options.modalities:
         modalities = []
+        named = _named_in_groups(options.modalities)
         for spec in options.modalities:
             if "=" in spec:
-                name, columns = _group(spec, schema, file, (label, split), groups)
+                name, columns = _group(spec, schema, file, (label, split), groups, named)
                 groups[name] = columns
                 modalities.append(name)
                 continue
@@ -247,31 +248,57 @@ def _described(schema: pa.Schema, reserved: tuple) -> str:
            f"{group_example(scalars)}"
 
 
-def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: dict[str, list[str]]
-           ) -> tuple[str, list[str]]:
-    """``NAME=PATTERN,PATTERN...``: the modality NAME made of the scalar numeric columns the patterns name
-    (exact names, or ``fnmatch`` patterns such as ``gene_*`` matching in the file's column order)."""
+def _is_pattern(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _named_in_groups(specs: list[str]) -> set[str]:
+    """The columns that groups name exactly (not by a pattern): a pattern never takes them."""
+    return {p.strip() for spec in specs if "=" in spec for p in spec.partition("=")[2].split(",")
+            if p.strip() and not _is_pattern(p.strip())}
+
+
+def _is_number(tp: pa.DataType) -> bool:
+    return pa.types.is_integer(tp) or pa.types.is_floating(tp) or pa.types.is_boolean(tp)
+
+
+def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: dict[str, list[str]],
+           named: set[str] = frozenset()) -> tuple[str, list[str]]:
+    """``NAME=PATTERN,PATTERN...``: the modality NAME made of the scalar numeric columns the patterns name.
+
+    An exact column name takes that column (two groups naming one column is an error). A pattern
+    (``fnmatch``: ``gene_*``, ``*``) takes, in the file's column order, the scalar numeric columns that no
+    group names exactly and no earlier group took, so ``-m clinical=age,bmi -m genes='*'`` puts every other
+    numeric column in ``genes``; text columns are left out (listed as not imported)."""
     name, _, patterns = spec.partition("=")
     name = name.strip()
     if not name or not patterns.strip():
         raise DataError(f"--modality {spec!r}: a group of columns is NAME=COLUMN,COLUMN... or NAME='prefix_*'")
     if name in groups:
         raise DataError(f"--modality {spec!r}: two groups are named '{name}'")
+    taken = {c for cols in groups.values() for c in cols}
     columns: list[str] = []
     for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
         if pattern in reserved:
             raise DataError(f"{file}: column '{pattern}' (in --modality {spec!r}) is the label or split column; "
                             f"it cannot be part of a modality")
-        matched = [n for n in schema.names if fnmatch.fnmatchcase(n, pattern) and n not in reserved]
+        if _is_pattern(pattern):
+            matched = [n for n in schema.names if fnmatch.fnmatchcase(n, pattern) and n not in reserved
+                       and n not in named and n not in taken and _is_number(schema.field(n).type)]
+        else:
+            matched = [pattern] if pattern in schema.names else []
         if not matched:
             names = schema.names
             listed = ", ".join(names[:12]) + (f", and {len(names) - 12} more" if len(names) > 12 else "")
-            raise DataError(f"{file}: no column matches '{pattern}' (in --modality {spec!r})"
-                            f"{did_you_mean(pattern, names)}; its columns are {listed}")
+            left = " that another group did not take" if any(fnmatch.fnmatchcase(n, pattern) for n in names) else ""
+            what = f"no numeric column{left} matches '{pattern}'" if _is_pattern(pattern) else \
+                f"has no column '{pattern}'"
+            raise DataError(f"{file}: {what} (in --modality {spec!r}){did_you_mean(pattern, names)}; its columns "
+                            f"are {listed}")
         columns += [n for n in matched if n not in columns]
     for column in columns:
         tp = schema.field(column).type
-        if not (pa.types.is_integer(tp) or pa.types.is_floating(tp) or pa.types.is_boolean(tp)):
+        if not _is_number(tp):
             raise DataError(f"{file}: column '{column}' (in --modality {spec!r}) has type {tp}; a group of columns "
                             f"takes one number per row from each (integers, floats or booleans)")
         other = next((g for g, cols in groups.items() if column in cols), None)

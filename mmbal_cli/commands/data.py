@@ -195,8 +195,10 @@ def data_import(
                                    "'split' when present, else the files' names give the splits.")] = None,
         modality: Annotated[Optional[list[str]], typer.Option(
             "--modality", "-m", help="A column to import as a modality (repeat, in order), or NAME=COLUMN,... / "
-                                     "NAME='prefix_*': one vector modality of a flat table's scalar columns; "
-                                     "default every column of numeric lists, tensors or images.")] = None,
+                                     "NAME='prefix_*': one vector modality of a flat table's scalar columns (a "
+                                     "pattern takes those no group names and no earlier group took: "
+                                     "NAME='*' is the rest); default every column of numeric lists, tensors or "
+                                     "images.")] = None,
         image_size: Annotated[Optional[str], typer.Option(
             "--image-size", help="Resize every decoded image to HEIGHTxWIDTH (e.g. 64x64).")] = None,
         val_fraction: Annotated[float, typer.Option(
