@@ -253,13 +253,16 @@ def test_a_flat_table_given_as_data_is_refused_with_the_import_that_groups_its_c
     flat = tmp_path / "flat.parquet"
     pq.write_table(table, flat)
     suggestion = (f"it has 5 scalar numeric columns (gene_0, gene_1, gene_2, prot_a, prot_b), one feature each: "
-                  f"`mmbal data import {flat} OUT.parquet --label LABEL -m gene='gene_*' -m prot='prot_*'`")
+                  f"`mmbal data import {flat} OUT.parquet --label label -m gene='gene_*' -m prot='prot_*'`")
     code, out = _invoke("data", "inspect", str(flat), tmp=tmp_path)
     assert code == 2 and "found none; " + suggestion in out, out
     (tmp_path / "p.toml").write_text(f'[data]\npath = "{flat}"\n')
     code, out = _invoke("run", str(tmp_path / "p.toml"), tmp=tmp_path)
     assert code == 2 and "has the modality column(s): none; " + suggestion in out, out
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    pq.write_table(table.rename_columns(["target" if c == "label" else c for c in table.column_names]), flat)
+    code, out = _invoke("data", "inspect", str(flat), tmp=tmp_path)    # scikit-learn's frames call it target
+    assert code == 2 and "it has 5 scalar numeric columns" in out and "--label target -m gene=" in out, out
 
 
 def test_scalar_columns_grouped_into_vector_modalities(tmp_path):

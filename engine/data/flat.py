@@ -29,12 +29,22 @@ def listed(names: list[str], most: int = 6) -> str:
     return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
+LABEL_NAMES = ("label", "labels", "target", "class", "y", "outcome")   # what tables commonly call their label
+
+
+def likely_label(schema: pa.Schema) -> str | None:
+    """The column a flat table most likely holds its label in (scikit-learn's frames: ``target``), by name."""
+    by_name = {f.name.lower(): f.name for f in schema}
+    return next((by_name[n] for n in LABEL_NAMES if n in by_name), None)
+
+
 def flat_table_hint(schema: pa.Schema, reserved: tuple, source: str = "FILE") -> str | None:
     """For a table of scalar feature columns, how ``mmbal data import`` makes modalities of them (from
-    ``source``); None when it has fewer than two."""
-    scalars = scalar_columns(schema, reserved)
+    ``source``; the label column guessed by its name, else LABEL); None when it has fewer than two."""
+    label = likely_label(schema)
+    scalars = scalar_columns(schema, (*reserved, label))
     if len(scalars) < 2:
         return None
     return (f"it has {len(scalars)} scalar numeric columns ({listed(scalars)}), one feature each: "
-            f"`mmbal data import {source} OUT.parquet --label LABEL {group_example(scalars)}` groups them into vector "
-            f"modalities")
+            f"`mmbal data import {source} OUT.parquet --label {label or 'LABEL'} {group_example(scalars)}` groups "
+            f"them into vector modalities")
