@@ -206,6 +206,37 @@ def test_compare_groups_a_grid_sweep_by_its_keys_members_never_started_too(tmp_p
                                                                    "ogm_ge, 0.01"]
 
 
+def test_baseline_joint_names_the_joint_row_of_a_grid_over_another_methods_option(tmp_path):
+    """A grid over ogm_ge's alpha leaves joint one row, ``joint, -``: ``--baseline joint`` names it, and the
+    sweep's closing hint offers it. A grid over a key of every member gives joint several rows: refused,
+    every row quoted."""
+    from types import SimpleNamespace
+
+    from engine.sweep.grid import Axis
+    from mmbal_cli.commands.sweep import _compare_hint
+    runs = tmp_path / "runs"
+    home = runs / "sweeps" / "g"
+    home.mkdir(parents=True)
+    members = [{"method": "ogm_ge", "seed": s, "run_name": f"g-ogm_ge-alpha={a}-s{s}", "grid": {"method.alpha": a},
+                "attempts": []} for s in (0, 1) for a in (0.1, 0.5)]
+    members += [{"method": "joint", "seed": s, "run_name": f"g-joint-s{s}", "grid": {}, "attempts": []} for s in (0, 1)]
+    (home / "sweep.json").write_text(json.dumps({"schema": 1, "name": "g", "members": members,
+                                                 "group_by": ["method", "method.alpha"]}))
+    comp = build_comparison(load_sweep(runs, "g"), group_by=["method"], baseline="joint")
+    assert [(r.label, r.baseline) for r in comp.rows] == [
+        ("ogm_ge, 0.1", False), ("ogm_ge, 0.5", False), ("joint, -", True)] and comp.baseline == "joint, -"
+    scoped = Axis("ogm_ge.alpha", (0.1, 0.5), ("0.1", "0.5"), "alpha", method="ogm_ge")
+    plan = SimpleNamespace(runs_dir=None, name="g", methods=["ogm_ge", "joint"], grid=[scoped])
+    assert _compare_hint(plan) == "mmbal compare --sweep g --baseline joint"
+    assert _compare_hint(SimpleNamespace(**{**vars(plan), "grid": [Axis("train.lr", (0.1,), ("0.1",), "lr")]})) \
+        == "mmbal compare --sweep g"
+    members = [{**m, "grid": {"train.lr": 0.1 if m["seed"] else 0.01}} for m in members]
+    (home / "sweep.json").write_text(json.dumps({"schema": 1, "name": "g", "members": members,
+                                                 "group_by": ["method", "train.lr"]}))
+    with pytest.raises(UsageError, match=r"no row is 'joint' .*rows: 'ogm_ge, 0.01', .*'joint, 0.1'"):
+        build_comparison(load_sweep(runs, "g"), group_by=["method"], baseline="joint")
+
+
 # -- a real grid sweep --------------------------------------------------------------------------
 def test_real_grid_sweep_then_compare_groups_by_the_grid_key(preset, tmp_path):
     runs = tmp_path / "runs"

@@ -203,11 +203,30 @@ def _per_seed(records: list[RunRecord], key: str) -> dict[Any, float]:
     return {s: math.fsum(vs) / len(vs) for s, vs in by_seed.items()}
 
 
-def _apply_baseline(rows: list[Row], columns: list[Column], label: str) -> None:
+def _without_unset(label: str) -> str:
+    """A row label without its trailing unset grid values: ``joint, -`` -> ``joint``."""
+    parts = label.split(", ")
+    while len(parts) > 1 and parts[-1] == "-":
+        parts.pop()
+    return ", ".join(parts)
+
+
+def baseline_row(rows: list[Row], label: str) -> Row:
+    """The row ``--baseline`` names: its label, or the one row whose label is that once the grid values it
+    does not have are dropped (``joint`` for ``joint, -`` in a sweep whose grid varies ogm_ge's alpha)."""
     labels = [r.label for r in rows]
-    if label not in labels:
-        raise UsageError(f"--baseline: no row is '{label}'{did_you_mean(label, labels)}; rows: {', '.join(labels)}")
-    base = rows[labels.index(label)]
+    if label in labels:
+        return rows[labels.index(label)]
+    trimmed = [r for r in rows if _without_unset(r.label) == label]
+    if len(trimmed) == 1:
+        return trimmed[0]
+    shown = ", ".join(f"'{x}'" for x in labels)
+    raise UsageError(f"--baseline: no row is '{label}'{did_you_mean(label, labels)}; rows: {shown}")
+
+
+def _apply_baseline(rows: list[Row], columns: list[Column], label: str) -> str:
+    """Mark the baseline row and each other row's differences to it; returns the baseline row's label."""
+    base = baseline_row(rows, label)
     base.baseline = True
     for row in rows:
         if row is base:
@@ -223,6 +242,7 @@ def _apply_baseline(rows: list[Row], columns: list[Column], label: str) -> None:
             common = sorted(set(mine) & set(theirs), key=str)
             test = paired_t_test([mine[s] for s in common], [theirs[s] for s in common])
             cell.pairs, cell.p = test.n, test.p
+    return base.label
 
 
 def _shown_value(key: str, value: float) -> float:
@@ -292,7 +312,7 @@ def build_comparison(records: list[RunRecord], group_by: list[str] | None = None
     config_keys = _config_keys(rows, False)
     all_keys = _config_keys(rows, True) if all_config else config_keys
     if baseline:
-        _apply_baseline(rows, columns, baseline)
+        baseline = _apply_baseline(rows, columns, baseline)
     _mark_best(rows, columns)
     if sort:
         rows = _sort(rows, columns, sort)

@@ -84,10 +84,13 @@ def _print_plan(plan, jobs: int, verbose: bool, gpus: list[str] = (), launcher: 
 
 
 def _compare_hint(plan) -> str:
+    """The compare of the sweep, with joint (else the first method) as the baseline when that is one row:
+    always without a grid, and with one when every grid key is scoped to another method (its row is
+    ``joint, -``, which ``--baseline joint`` names)."""
     where = f" --runs-dir {plan.runs_dir}" if plan.runs_dir else ""
-    if plan.grid:   # rows are method x grid values: no one method row to be the baseline
-        return f"mmbal compare --sweep {plan.name}{where}"
     base = "joint" if "joint" in plan.methods else plan.methods[0]
+    if any(axis.method in (None, base) for axis in plan.grid):   # the baseline method has several rows
+        return f"mmbal compare --sweep {plan.name}{where}"
     return f"mmbal compare --sweep {plan.name}{where} --baseline {base}"
 
 
