@@ -212,3 +212,17 @@ def test_piped_tables_are_as_wide_as_COLUMNS_when_set_else_200(monkeypatch):
     assert output.piped_width() is None and Console(width=output.piped_width()).width == 100
     monkeypatch.setenv("COLUMNS", "wide")
     assert output.piped_width() == 200
+
+
+def test_inspect_notes_a_column_that_cannot_name_a_modality(tmp_path):
+    import numpy as np
+
+    from engine.data.writer import write_dataset
+    rng = np.random.default_rng(0)
+    write_dataset(tmp_path / "d.parquet", {"fused": rng.normal(size=(8, 3)), "b": rng.normal(size=(8, 2))},
+                  np.arange(8) % 2, None, ["n", "y"], name="d")
+    result = CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "d.parquet")], env={"COLUMNS": "200"})
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "note: column 'fused' cannot be a modality's name in a run: 'fused' is the " \
+        "fused model's name" in text and 'a preset uses it under another name: [modalities.<name>] with column = ' \
+        '"fused"' in text and "column 'b'" not in text, text

@@ -109,6 +109,7 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a
     from rich.text import Text
 
     from engine.data import inspect_dataset
+    from engine.data.modality_names import modality_name_problem
     from engine.errors import MmbalError
     try:
         info = inspect_dataset(path)
@@ -130,6 +131,12 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a
                       str(m["missing"]),
                       *(f"{m[k]:.4g}" if m.get(k) is not None else "-" for k in ("mean", "std", "min", "max")))
     out_console.print(table)
+    for m in info.get("modalities", []):
+        problem = modality_name_problem(m["column"])
+        if problem:
+            out_console.print(f"note: column '{m['column']}' cannot be a modality's name in a run: {problem}; a "
+                              f"preset uses it under another name: [modalities.<name>] with column = "
+                              f"\"{m['column']}\"", markup=False)
     for key in ("source", "license"):
         if info.get(key):
             out_console.print(f"{key}: {info[key]}", markup=False)
