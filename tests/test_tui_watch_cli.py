@@ -39,6 +39,7 @@ def test_once_piped_keeps_to_120_columns_method_values_included():
     result = watch("p7q2", "--once")   # MCR: its method values and their meanings, a grid that fills its width
     assert result.exit_code == 0 and "its values and what they mean" in result.output
     assert max(len(line) for line in result.output.splitlines()) <= 120
+    assert not [line for line in result.output.splitlines() if line != line.rstrip()]   # no padding at line ends
 
 
 def test_without_a_terminal_watch_prints_a_snapshot():

@@ -66,6 +66,17 @@ def advice_home(root: Path, name: str) -> Path:
     raise RunNotFound(f"no advice '{name}' in {root}; {listed}")
 
 
+def _print_snapshot(snapshot, width: int) -> None:
+    """``--once``'s snapshot at ``width`` columns; into a file or pipe without the padding Rich leaves at
+    the ends of lines."""
+    if out_console.is_terminal:
+        out_console.print(snapshot, width=width)
+        return
+    with out_console.capture() as captured:
+        out_console.print(snapshot, width=width)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
 def _watch_advice(root: Path, name: str, once: bool, mouse: bool, interval: float) -> None:
     """``--advice NAME``: the advice screen, or with ``once`` its plain snapshot."""
     from engine.errors import RunNotFound
@@ -80,7 +91,7 @@ def _watch_advice(root: Path, name: str, once: bool, mouse: bool, interval: floa
         model = AdviceModel(home)
         model.apply(AdviceReader(home, root).read())
         width = min(out_console.width, 120)
-        out_console.print(render_advice_snapshot(model, width), width=width)
+        _print_snapshot(render_advice_snapshot(model, width), width)
         return
     from ..tui.app import DashboardApp
     DashboardApp(None, root, interval=interval, advice=home).run(mouse=mouse)
@@ -131,7 +142,7 @@ def register(app: typer.Typer) -> None:
             from ..tui.model import RunModel
             from ..tui.snapshot import render_snapshot
             width = min(out_console.width, 120)   # piped: 120 columns, as laid out (not the pipe's 200)
-            out_console.print(render_snapshot(RunModel(run_dir).load(), width=width), width=width)
+            _print_snapshot(render_snapshot(RunModel(run_dir).load(), width=width), width)
             return
         from ..tui.app import DashboardApp
         DashboardApp(run_dir, root, interval=interval).run(mouse=mouse)
