@@ -266,11 +266,11 @@ def _resolve_modalities(raw: dict, available: dict[str, ModalityInfo] | None, pa
                         label_column: str = "label") -> tuple[list[ModalitySpec], dict[str, str]]:
     """Modality specs from ``[modalities.*]`` checked against the dataset (``path``: its file, if any)."""
     tables = _table(raw, "modalities", problems)
-    if not tables and available is not None:
+    from_data = not tables   # every modality column of the dataset, named as its column
+    if from_data and available is not None:
         tables = {name: {} for name in available}
     specs, columns = [], {}
     by_column = {info.column: info for info in (available or {}).values()}
-    from_data = not _table(raw, "modalities", [])
     for name, table in tables.items():
         key = f"modalities.{name}"
         if not isinstance(table, dict):

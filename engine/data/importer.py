@@ -34,14 +34,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import DataError
 from ..registry import did_you_mean
 from .flat import group_example, listed, scalar_columns
 from .images import decode_images, is_image_type
 from .modality_names import modality_name_problem
-from .parquet import METADATA_KEY, check_unique_columns, dataset_files, read_schema
+from .parquet import METADATA_KEY, check_unique_columns, dataset_files, read_columns, read_schema
 from .sources import SPLIT_SYNONYMS, file_splits, glob_root, is_csv, is_glob
 from .split import SPLIT_NAMES, stratified_split
 from .tensors import Where, is_tensor_like, to_tensor
@@ -151,12 +150,7 @@ class _Tables:
         return self._read_csv(file).schema if is_csv(file) else read_schema(file)
 
     def table(self, file: Path, columns: list[str]) -> pa.Table:
-        if is_csv(file):
-            return self._read_csv(file).select(columns)
-        try:
-            return pq.read_table(file, columns=columns)
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{file}: cannot be read as a Parquet file ({exc})") from None
+        return self._read_csv(file).select(columns) if is_csv(file) else read_columns(file, columns)
 
     def _read_csv(self, file: Path) -> pa.Table:
         if file not in self._csv:
@@ -289,12 +283,12 @@ def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: di
             matched = [pattern] if pattern in schema.names else []
         if not matched:
             names = schema.names
-            listed = ", ".join(names[:12]) + (f", and {len(names) - 12} more" if len(names) > 12 else "")
+            shown = ", ".join(names[:12]) + (f", and {len(names) - 12} more" if len(names) > 12 else "")
             left = " that another group did not take" if any(fnmatch.fnmatchcase(n, pattern) for n in names) else ""
             what = f"no numeric column{left} matches '{pattern}'" if _is_pattern(pattern) else \
                 f"has no column '{pattern}'"
             raise DataError(f"{file}: {what} (in --modality {spec!r}){did_you_mean(pattern, names)}; its columns "
-                            f"are {listed}")
+                            f"are {shown}")
         columns += [n for n in matched if n not in columns]
     for column in columns:
         tp = schema.field(column).type

@@ -315,13 +315,16 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def read_columns(file: Path, columns: list[str]) -> pa.Table:
+    """``columns`` of one Parquet file; a data error naming the file when it cannot be read."""
+    try:
+        return pq.read_table(file, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{file}: cannot be read as a Parquet file ({exc})") from None
+
+
 def _read_table(files: list[Path], columns: list[str]) -> tuple[pa.Table, list[int]]:
-    tables = []
-    for f in files:
-        try:
-            tables.append(pq.read_table(f, columns=columns))
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{f}: cannot be read as a Parquet file ({exc})") from None
+    tables = [read_columns(f, columns) for f in files]
     return (pa.concat_tables(tables) if len(tables) > 1 else tables[0]), [t.num_rows for t in tables]
 
 

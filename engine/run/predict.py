@@ -87,11 +87,11 @@ class Predictions:
 
 
 # -- the run ----------------------------------------------------------------------------------------
-def run_config(run_dir: Path, data_path: str | None = None) -> tuple[RunConfig, dict]:
-    """The run's configuration as it trained (preset + recorded overrides), and its ``run.json``;
-    ``data_path``: where its data are now, when they have moved (:func:`locate_run_data`)."""
+def run_config(run_dir: Path, data_path: str | None = None, info: dict | None = None) -> tuple[RunConfig, dict]:
+    """The run's configuration as it trained (preset + recorded overrides), and its ``run.json`` (``info``
+    when already read); ``data_path``: where its data are now, when they have moved (:func:`locate_run_data`)."""
     paths = RunPaths(run_dir)
-    info = read_json(paths.run_json)
+    info = read_json(paths.run_json) if info is None else info
     preset = str(paths.preset_toml)
     raw = parse_toml(paths.preset_toml.read_text(encoding="utf-8"), preset)
     raw = without_initial_weights(apply_overrides(raw, list(info.get("overrides", []))))
@@ -130,8 +130,8 @@ def load_run(run_dir: str | Path, device: str | None = None, data: str | Path | 
     ``train.device``), and its train statistics; ``data``: the file to predict, which stands in for
     the run's own data when those have moved and it holds the same content."""
     run_dir = Path(run_dir)
-    moved = locate_run_data(run_dir, read_json(RunPaths(run_dir).run_json), data)
-    cfg, info = run_config(run_dir, moved)
+    info = read_json(RunPaths(run_dir).run_json)
+    cfg, info = run_config(run_dir, locate_run_data(run_dir, info, data), info)
     dev = resolve_device(device or cfg.train.device)
     state, name = selected_state(run_dir, dev)
     mode = (info.get("data_mode") or {}).get("mode", "resident")
@@ -159,7 +159,8 @@ def locate_run_data(run_dir: Path, info: dict, candidate: str | Path | None = No
         return None
     path = Path(recorded["path"])
     current = _identity(path)
-    if current is not None and not data_changes(recorded, {"source": "parquet", "path": str(path), **current}):
+    changes = None if current is None else data_changes(recorded, {"source": "parquet", "path": str(path), **current})
+    if current is not None and not changes:
         return None
     found = _identity(Path(candidate)) if candidate is not None else None
     if found is not None and _content(found) == _content(recorded):
@@ -169,7 +170,6 @@ def locate_run_data(run_dir: Path, info: dict, candidate: str | Path | None = No
     if current is None:
         raise DataError(f"{run_dir}: {why}, {path}, which is gone; put it back there, or pass a copy of it as the "
                         f"data to predict (it is recognised by its content)")
-    changes = data_changes(recorded, {"source": "parquet", "path": str(path), **current})
     raise DataError(f"{run_dir}: {why}, {path}, which changed since the run trained on it ({'; '.join(changes)}); "
                     f"predictions would be standardised otherwise than in training. Put the run's data back at {path}")
 
