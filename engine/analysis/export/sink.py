@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def write_failed(error: OSError, backend: str) -> StorageError:
                         f"what the export had written may be incomplete: fix the cause and run the export again")
 
 
-class Sink:
+class Sink(ABC):
     """One export target. The feed calls :meth:`start` once, :meth:`write` with each batch of new
     rows (in log order: steps never go down), :meth:`rewind` when rows already written were
     superseded by a resume, and :meth:`finish` with the summary at the end (also after Ctrl-C)."""
@@ -95,9 +96,9 @@ class Sink:
         self.notes: list[str] = []   # what the user should know afterwards (printed by the CLI)
 
     @property
+    @abstractmethod
     def target(self) -> str:
         """Where the export went, for the user."""
-        raise NotImplementedError
 
     def default_dir(self) -> Path:
         """``<run>/exports``: where a backend writes unless told otherwise."""
@@ -113,19 +114,21 @@ class Sink:
     def import_library(self) -> None:
         """Import the backend's third-party library (none by default)."""
 
+    @abstractmethod
     def start(self, params: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Begin the export with the run's configuration as flat parameters."""
 
+    @abstractmethod
     def write(self, rows: list[dict]) -> None:
-        raise NotImplementedError
+        """Write new metric rows, in log order."""
 
+    @abstractmethod
     def rewind(self) -> None:
         """Rows written so far were superseded; the feed writes them all again next."""
-        raise NotImplementedError
 
+    @abstractmethod
     def finish(self, summary: dict | None, complete: bool) -> None:
         """``complete``: the run reached a final state (not a snapshot of a live run, not a Ctrl-C)."""
-        raise NotImplementedError
 
     def abort(self) -> None:
         """An error stops the export: release what is open (files already written stay)."""

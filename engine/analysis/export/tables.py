@@ -10,6 +10,7 @@ file, and running the export again rewrites it rather than adding to it.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 
 from ..api import metrics_table
@@ -54,8 +55,9 @@ class TableSink(Sink):
         table = metrics_table(self.rows)
         atomic_write_with(self.path, lambda f: self.write_table(table, f))
 
+    @abstractmethod
     def write_table(self, table, f) -> None:
-        raise NotImplementedError
+        """Write ``table`` to the open binary file ``f`` in the backend's format."""
 
 
 class CsvSink(TableSink):
