@@ -101,6 +101,13 @@ def test_head(summary: dict) -> str:
         "test (last epoch, none selected on val)"
 
 
+def absent_line(absent: dict[str, int]) -> str:
+    """How many rows miss each modality's value, and what the run does with them."""
+    counts = ", ".join(f"{m} in {n} row{'s' * (n != 1)}" for m, n in absent.items())
+    return (f"absent values: {counts} (given the train mean as input; a modality's own val/test scores "
+            f"leave those rows out)")
+
+
 class PlainReporter:
     """Plain lines (for logs, nohup, CI, pipes). Results (one line of validation scores per epoch, the
     test scores at the end) go to stdout, so ``mmbal run ... | tee train.log`` keeps them; what the
@@ -129,6 +136,8 @@ class PlainReporter:
                  f"{info['steps_per_epoch']} steps ({info['n_train']} samples){where}")
         if info.get("data"):
             self.say(f"data: {info['data']}")
+        if info.get("absent"):
+            self.say(absent_line(info["absent"]))
         self.t0 = time.perf_counter()
 
     def progress(self, pos, n_batches, epochs, values):

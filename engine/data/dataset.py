@@ -30,7 +30,7 @@ from .plan import EpochPlan, check_rows
 from .split import SPLIT_NAMES, resplit_train_val, stratified_split
 from .synthetic import generate, working_bytes
 
-__all__ = ["TensorData", "stratified_split", "to_tensors", "load_data", "epoch_permutation", "batch_slices",
+__all__ = ["TensorData", "absent_counts", "stratified_split", "to_tensors", "load_data", "epoch_permutation", "batch_slices",
            "select_modalities", "fit_standardizer", "EpochBatches", "plan_order"]
 
 STD_FLOOR = 1e-6
@@ -50,6 +50,7 @@ class TensorData:
     source: str
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
     placement: Placement | None = None
+    absent: tuple[str, ...] = ()     # the modalities with an absent value in some row (``present`` False)
 
     @property
     def n_classes(self) -> int:
@@ -110,6 +111,14 @@ class TensorData:
         for idx in batch_slices(self.splits[split], batch_size, False):
             yield self.batch(idx)
 
+    def eval_rows(self, split: str, batch_size: int):
+        """``(x, y, present)`` batches of ``split`` as :meth:`eval_batches` gives them, with ``present``:
+        modality -> bool (B,), False where its value is absent, for the modalities with absent values
+        (empty when every value is present), so that scores can leave those rows out."""
+        for idx in batch_slices(self.splits[split], batch_size, False):
+            x, y = self.batch(idx)
+            yield x, y, {m: self.present[m].index_select(0, idx) for m in self.absent}
+
     def subset(self, train: torch.Tensor, val: torch.Tensor | None = None) -> "TensorData":
         """A batch source over part of this train split, sharing this data's tensors (no copy).
 
@@ -163,6 +172,16 @@ def plan_order(plan: EpochPlan, seed: int, epoch: int) -> tuple[torch.Tensor, to
         return plan.rows, plan.masks
     perm = epoch_permutation(len(plan), seed, epoch, plan.rows.device)
     return plan.rows[perm], None if plan.masks is None else plan.masks[perm]
+
+
+def absent_counts(data) -> dict[str, int]:
+    """Rows of resident ``data`` whose value of a modality is absent, for the modalities with such rows
+    (one host transfer); ``{}`` for streamed data, whose rows are not all read before training."""
+    absent = getattr(data, "absent", ())
+    if not absent:
+        return {}
+    counts = torch.stack([(~data.present[m]).sum() for m in absent]).tolist()
+    return dict(zip(absent, map(int, counts)))
 
 
 def select_modalities(raw: RawDataset, columns: dict[str, str] | None) -> RawDataset:
@@ -261,7 +280,8 @@ def to_tensors(raw: RawDataset, cfg: DataConfig, seed: int, device: torch.device
               for code, name in enumerate(SPLIT_NAMES)}
     return TensorData(x=x, y=torch.from_numpy(raw.labels.astype(np.int64)).to(device), present=present,
                       splits=splits, classes=list(raw.classes), modalities=dict(raw.modalities),
-                      name=raw.name, source=raw.source, stats=stats)
+                      name=raw.name, source=raw.source, stats=stats,
+                      absent=tuple(m for m, mask in raw.present.items() if not mask.all()))
 
 
 def load_data(cfg: DataConfig, modalities: dict[str, str] | None, seed: int, base_dir: Path,

@@ -47,7 +47,7 @@ import atexit
 import queue
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -168,12 +168,14 @@ class Plan:
     """The rows of one pass (an epoch or a split), as windows of units with their row counts.
 
     ``rows(w)`` returns, for window ``w``, the rows in output order as (position in the window's
-    decoded units, global row id, index in the pass's split).
+    decoded units, global row id, index in the pass's split). ``presence``: the batches report absent
+    values in ``Batch.masks`` (an evaluation pass; a training pass drops nothing, as resident data's).
     """
 
     units: list[list[Unit]]
     counts: np.ndarray
     rows: object
+    presence: bool = False
 
     @property
     def starts(self) -> np.ndarray:
@@ -434,6 +436,13 @@ class StreamData:
         for batch in StreamBatches(self, self.split_plan(split), batch_size, False).iterate(0):
             yield batch.x, batch.y
 
+    def eval_rows(self, split: str, batch_size: int):
+        """``(x, y, present)`` batches of ``split``, as :meth:`~engine.data.dataset.TensorData.eval_rows`
+        gives them (``present`` names every modality in a batch with an absent value, else is empty)."""
+        plan = replace(self.split_plan(split), presence=True)
+        for batch in StreamBatches(self, plan, batch_size, False).iterate(0):
+            yield batch.x, batch.y, batch.masks or {}
+
     def subset(self, train, val=None):
         """Refused (:class:`~engine.errors.DataError`): a view of some train rows needs resident data."""
         raise resident_only(self.source, "training on part of the train split (a nested training run)")
@@ -483,6 +492,7 @@ class StreamData:
         x = {m: torch.empty((local.size, *info.shape), dtype=torch.float32, pin_memory=self.pin)
              for m, info in self.modalities.items()}
         out = {m: t.numpy() for m, t in x.items()}  # numpy views: single-threaded work that releases the GIL,
+        kept = {m: np.ones(local.size, bool) for m in x} if plan.presence else None
         for i, u in enumerate(units):                # leaving torch's intra-op threads to the training step
             dest = np.flatnonzero(which == i)
             if dest.size == 0:
@@ -496,10 +506,13 @@ class StreamData:
                 np.divide(block, std, out=block)
                 block[~present[src]] = 0.0
                 out[m][dest] = block
+                if kept is not None:
+                    kept[m][dest] = present[src]
         y, ids = torch.from_numpy(self.labels[glob]), torch.from_numpy(split)
         if self.pin:
             y, ids = y.pin_memory(), ids.pin_memory()
-        return Batch(x, y, ids)
+        absent = kept is not None and not all(k.all() for k in kept.values())
+        return Batch(x, y, ids, {m: torch.from_numpy(k) for m, k in kept.items()} if absent else None)
 
     def working_set_bytes(self) -> int:
         """Host memory the reader may hold at once (see :func:`stream_working_set`)."""
@@ -587,13 +600,19 @@ class StreamBatches:
 
 
 def _map(batch: Batch, f) -> Batch:
-    """``f`` applied to every tensor of a streamed batch (which drops no modality: no masks)."""
-    return Batch({m: f(t) for m, t in batch.x.items()}, f(batch.y), f(batch.ids))
+    """``f`` applied to every tensor of a streamed batch (its masks, absent values of an evaluation pass, too)."""
+    masks = None if batch.masks is None else {m: f(k) for m, k in batch.masks.items()}
+    return Batch({m: f(t) for m, t in batch.x.items()}, f(batch.y), f(batch.ids), masks)
 
 
 def _join(a: Batch, b: Batch) -> Batch:
+    masks = None
+    if a.masks is not None or b.masks is not None:
+        def kept(batch: Batch, m: str) -> torch.Tensor:
+            return batch.masks[m] if batch.masks is not None else torch.ones_like(batch.y, dtype=torch.bool)
+        masks = {m: torch.cat([kept(a, m), kept(b, m)]) for m in a.x}
     return Batch({m: torch.cat([t, b.x[m]]) for m, t in a.x.items()}, torch.cat([a.y, b.y]),
-                 torch.cat([a.ids, b.ids]))
+                 torch.cat([a.ids, b.ids]), masks)
 
 
 def open_stream(layout: DatasetLayout, cfg: DataConfig, seed: int, device: torch.device | str,

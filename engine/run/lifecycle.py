@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__, collectives
+from ..data.dataset import absent_counts
 from ..data.fingerprint import data_fingerprint, loaded_counts
 from ..data.split import SPLIT_NAMES
 from ..config import RunConfig, apply_overrides, command_line_paths, load_preset, locked_differences, parse_toml, resolve
@@ -297,7 +298,8 @@ def _train_recorded(live: LiveRun, run_dir: Path, run_info: dict, cfg: RunConfig
                         "steps_per_epoch": trainer.steps_per_epoch, "position": trainer.pos,
                         "n_train": trainer.n_train, "method": cfg.method_name,
                         "modalities": list(method.trained_modalities),
-                        "data": data.placement.describe() if data.placement else None})
+                        "data": data.placement.describe() if data.placement else None,
+                        "absent": absent_counts(data)})
         try:
             with stop_on_signals(trainer) as stop:
                 test = trainer.fit()

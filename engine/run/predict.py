@@ -77,6 +77,8 @@ class Inputs:
     split: np.ndarray | None         # split names, when the file has a split column
     labels: np.ndarray | None        # int64, when the file has the label column
     x: dict[str, torch.Tensor]
+    absent: dict[str, np.ndarray] | None = None   # modality -> bool (N,), True where its value is absent
+                                                  # (only the modalities with such a row)
 
 
 @dataclass
@@ -218,13 +220,15 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
     keep = np.arange(table.num_rows) if split is None else np.flatnonzero(codes == SPLITS.index(split))
     if keep.size == 0:
         raise DataError(f"{path}: no row has split '{split}'")
-    x = {}
+    x, absent = {}, {}
     for m, info in mods.items():
         values, present = pq_format.decode_features(table, info, rows)
         x[m] = _standardised(values[keep], present[keep], run.stats[m], run.device)
+        if not present[keep].all():
+            absent[m] = ~present[keep]
     names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
     return Inputs(source=str(path), row=keep.astype(np.int64), split=names,
-                  labels=None if labels is None else labels[keep], x=x)
+                  labels=None if labels is None else labels[keep], x=x, absent=absent)
 
 
 def check_run_data(run: LoadedRun, path: Path, split: str) -> None:
@@ -289,14 +293,17 @@ def predict(run: LoadedRun, inputs: Inputs) -> Predictions:
 
 
 def score(run: LoadedRun, preds: Predictions, split: str | None) -> dict[str, float]:
-    """Accuracy, macro-F1 and loss, fused and per modality, in the run's metric names (one host transfer)."""
+    """Accuracy, macro-F1 and loss, fused and per modality, in the run's metric names (one host transfer); a
+    modality's over the rows where its value is present, as the run's evaluation scores them."""
     if preds.inputs.labels is None:
         raise UsageError("scoring needs the label column")
     scorer = SplitScorer(list(preds.logits), len(run.classes), run.device)
     y = torch.from_numpy(preds.inputs.labels).to(run.device)
+    present = {m: torch.from_numpy(~a).to(run.device) for m, a in (preds.inputs.absent or {}).items()}
     size = run.cfg.train.eval_batch_size
     for start in range(0, y.numel(), size):
-        scorer.add({k: z[start:start + size] for k, z in preds.logits.items()}, y[start:start + size])
+        scorer.add({k: z[start:start + size] for k, z in preds.logits.items()}, y[start:start + size],
+                   {m: p[start:start + size] for m, p in present.items()})
     return to_host(scorer.tensors(split or "all"))
 
 
@@ -317,8 +324,8 @@ def predictions_format(out: str | Path) -> str:
 def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Path:
     """``out`` as Parquet or, for a ``.csv`` name, CSV (:func:`predictions_format`): ``row``, ``split`` and
     ``label`` when the data have them, ``pred`` (fused class index), ``predicted_class`` (its class's name),
-    ``prob`` (fused probabilities), ``pred_<m>`` and ``prob_<m>`` per modality (no ``pred_<m>`` pattern can
-    make ``predicted_class``). In Parquet each ``prob`` column is a list of C floats and the schema
+    ``prob`` (fused probabilities), ``pred_<m>`` and ``prob_<m>`` per modality, null on the rows where
+    that modality's value is absent (no ``pred_<m>`` pattern can make ``predicted_class``). In Parquet each ``prob`` column is a list of C floats and the schema
     metadata ``mmbal.predictions`` names the run, checkpoint and classes (not ``mmbal``, the key of a
     dataset: a predictions file is not read as data). CSV has no lists nor metadata, so there each
     probability is its own column named by its class, ``prob[<class>]`` and ``prob_<m>[<class>]``, in
@@ -336,13 +343,17 @@ def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Pa
         suffix = "" if key == "fused" else f"_{key}"
         values = probs.numpy().astype(np.float32)
         pred = values.argmax(axis=1).astype(np.int64)
-        columns[f"pred{suffix}"] = pa.array(pred, pa.int64())
+        absent = (inputs.absent or {}).get(key)     # a modality's own prediction is null where it is absent
+        columns[f"pred{suffix}"] = pa.array(pred, pa.int64(), mask=absent)
         if key == "fused":
             columns["predicted_class"] = pa.array(np.asarray(run.classes, dtype=object)[pred], pa.string())
         if fmt == "csv":
-            columns.update({f"prob{suffix}[{name}]": pa.array(values[:, i]) for i, name in enumerate(run.classes)})
+            columns.update({f"prob{suffix}[{name}]": pa.array(values[:, i], mask=absent)
+                            for i, name in enumerate(run.classes)})
         else:
-            columns[f"prob{suffix}"] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), c)
+            flat = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), c)
+            columns[f"prob{suffix}"] = flat if absent is None else pa.FixedSizeListArray.from_arrays(
+                flat.values, c, mask=pa.array(absent))
     table = pa.table(columns)
     out = Path(out)
     try:

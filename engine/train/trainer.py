@@ -385,7 +385,8 @@ class Trainer:
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, split: str, model: MultimodalModel | None = None, method: Method | None = None) -> dict[str, float]:
-        """Fused and per-modality accuracy, macro-F1 and loss on ``split`` (one host transfer)."""
+        """Fused and per-modality accuracy, macro-F1 and loss on ``split`` (one host transfer); a modality's
+        over the rows where its value is present (:class:`~engine.train.metrics.SplitScorer`)."""
         model = model or self.model
         method = method or self.method
         was_training = model.training
@@ -394,11 +395,11 @@ class Trainer:
         kept: list = []  # outputs for the monitors, up to their row budget
         monitored = self.monitors.cfg.enabled and (split != "val" or self.monitors.evaluates())
         budget = self.monitors.cfg.eval_max_samples if monitored else 0
-        for x, y in self.data.eval_batches(split, self.cfg.eval_batch_size):
+        for x, y, present in self.data.eval_rows(split, self.cfg.eval_batch_size):
             with self.autocast():
                 out = method.predict(model, x)
             fault_point("eval")
-            scorer.add({"fused": out.fused, **out.logits}, y)
+            scorer.add({"fused": out.fused, **out.logits}, y, present)
             if budget > 0:
                 kept.append((out, y))
                 budget -= y.numel()

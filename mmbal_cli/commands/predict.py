@@ -42,11 +42,17 @@ def _shown_epoch(epoch) -> str:
     return "?" if epoch is None or epoch < 0 else str(epoch + 1)
 
 
-def score_lines(values: dict[str, float], split: str, targets: list[str]) -> list[str]:
-    """One line per target: accuracy, macro-F1 and loss."""
+def score_lines(values: dict[str, float], split: str, targets: list[str], rows: int = 0,
+                absent: dict[str, int] | None = None) -> list[str]:
+    """One line per target: accuracy, macro-F1 and loss; a modality absent in some of the ``rows`` says
+    over how many rows it was scored."""
     width = max(len(t) for t in targets)
+    absent = absent or {}
+
+    def counted(t: str) -> str:
+        return f"  ({rows - absent[t]} rows: absent in {absent[t]})" if absent.get(t) else ""
     return [f"{t:<{width}}  acc {values[f'{split}/acc/{t}']:.4f}  f1 {values[f'{split}/f1/{t}']:.4f}  "
-            f"loss {values[f'{split}/loss/{t}']:.4f}" for t in targets]
+            f"loss {values[f'{split}/loss/{t}']:.4f}{counted(t)}" for t in targets]
 
 
 def register(app: typer.Typer) -> None:
@@ -57,8 +63,8 @@ def register(app: typer.Typer) -> None:
                         split: SplitOpt = None, device: DeviceOpt = None, runs_dir: RunsDirOpt = None) -> None:
         """Predict with a finished run's selected checkpoint: fused and per-modality class probabilities per row.
 
-        Writes row, split and label (when the data have them), pred, predicted_class and prob (fused), pred_<m> and prob_<m>;
-        in a .csv file, one prob[<class>] column per class.
+        Writes row, split and label (when the data have them), pred, predicted_class and prob (fused), pred_<m> and prob_<m>
+        (null where modality m is absent); in a .csv file, one prob[<class>] column per class.
         """
         from engine.errors import MmbalError
         from engine.run.predict import predict, predictions_format, read_inputs, write_predictions
@@ -76,7 +82,10 @@ def register(app: typer.Typer) -> None:
     def eval_command(run_ref: RunArg, data: DataArg, split: SplitOpt = None, device: DeviceOpt = None,
                      runs_dir: RunsDirOpt = None,
                      as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-        """Score a finished run's selected checkpoint on a labelled data file: accuracy, macro-F1, loss (fused and per modality)."""
+        """Score a finished run's selected checkpoint on a labelled data file: accuracy, macro-F1, loss (fused and per modality).
+
+        A modality is scored on the rows where its value is present; the fused model on every row.
+        """
         from engine.errors import MmbalError
         from engine.run.predict import predict, read_inputs, score
         name = split.value if split else None
@@ -86,12 +95,14 @@ def register(app: typer.Typer) -> None:
             values = score(run, preds, name)
         except MmbalError as exc:
             fail(exc)
+        rows = len(preds.inputs.row)
+        absent = {m: int(a.sum()) for m, a in (preds.inputs.absent or {}).items()}
         if as_json:
             print(json.dumps({"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
-                              "rows": len(preds.inputs.row), "metrics": values}, indent=2))
+                              "rows": rows, "absent": absent, "metrics": values}, indent=2))
             return
         say = lambda text: out_console.print(text, markup=False, highlight=False)  # noqa: E731
         say(f"{run.run_dir.name} ({run.checkpoint}, epoch {_shown_epoch(run.epoch)}) on {data}: {len(preds.inputs.row)} rows"
             + (f" of split {name}" if name else ""))
-        for line in score_lines(values, name or "all", ["fused", *run.cfg.modalities]):
+        for line in score_lines(values, name or "all", ["fused", *run.cfg.modalities], rows, absent):
             say(line)
