@@ -75,6 +75,7 @@ class ImportReport:
     classes: list[str]
     ignored: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # about the labels: see label_warnings
+    source_columns: dict[str, list[str]] = field(default_factory=dict)  # a group's modality -> its columns
 
 
 @dataclass
@@ -95,27 +96,29 @@ class _Columns:
 def import_dataset(source: str | Path, out: str | Path, options: ImportOptions = ImportOptions()) -> ImportReport:
     """Convert ``source`` (file, directory or glob) into the mmbal Parquet file ``out`` (see the module doc)."""
     files, root = source_files(source)
-    tables = _Tables()
+    tables = SourceTables()
     schema = _shared_schema(files, tables)
     columns = _choose_columns(schema, files[0], options)
     parts = [_read_file(f, columns, options, tables) for f in files]
     features, present = _joined_features(parts, files, columns)
-    labels, classes = _labels([p["label"] for p in parts], files, columns.label, schema)
+    labels, classes = source_labels([p["label"] for p in parts], files, columns.label, schema)
     split, split_source = _splits(parts, files, root, columns)
     carved: list[str] = []
     if split is not None:
         split, carved = _complete_splits(split, labels, options, f"{source}: the splits from the {split_source}")
     name = options.name or Path(out).stem
     kinds = {m: "image" for m in columns.images}
+    grouped = {m: columns.groups[m] for m in columns.modalities if m in columns.groups}
     write_dataset(out, features, labels, split, classes, name=name, kinds=kinds,
-                  source=f"imported by mmbal data import from {source}", present=present)
+                  source=f"imported by mmbal data import from {source}", present=present,
+                  source_columns=grouped, label_column=columns.label)
     counts = None if split is None else {s: int(c) for s, c in zip(SPLIT_NAMES, np.bincount(split, minlength=3))}
     classes = classes or [str(i) for i in range(int(labels.max()) + 1)]
     return ImportReport(out=Path(out), rows=int(labels.shape[0]), files=len(files), splits=counts,
                         split_source=split_source, carved=carved,
                         modalities={m: tuple(v.shape[1:]) for m, v in features.items()},
                         classes=classes, ignored=columns.ignored,
-                        warnings=label_warnings(labels, len(classes), columns.label))
+                        warnings=label_warnings(labels, len(classes), columns.label), source_columns=grouped)
 
 
 # -- files and columns ------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ def source_files(source: str | Path) -> tuple[list[Path], Path | None]:
     return dataset_files(p), None
 
 
-class _Tables:
+class SourceTables:
     """The source files' schemas and columns: Parquet read column by column, a CSV table read whole once
     (pyarrow's CSV reader: types inferred, empty cells null, ``.gz``/``.bz2`` decompressed)."""
 
@@ -165,7 +168,7 @@ class _Tables:
         return self._csv[file]
 
 
-def _shared_schema(files: list[Path], tables: _Tables) -> pa.Schema:
+def _shared_schema(files: list[Path], tables: SourceTables) -> pa.Schema:
     first = tables.schema(files[0])
     for f in files[1:]:
         schema = tables.schema(f)
@@ -303,7 +306,7 @@ def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: di
     return name, columns
 
 
-def _stacked(table: pa.Table, name: str, columns: list[str], file: Path) -> tuple[np.ndarray, np.ndarray]:
+def stacked_group(table: pa.Table, name: str, columns: list[str], file: Path) -> tuple[np.ndarray, np.ndarray]:
     """The group's columns side by side as ``(values (N, k) float32, present (N,))``: a row whose columns are
     all null is a missing modality; a row with some of them null is refused, as is a NaN or infinite value."""
     nulls = np.stack([pc.is_null(table.column(c)).to_numpy(zero_copy_only=False) for c in columns], axis=1)
@@ -327,14 +330,14 @@ def _stacked(table: pa.Table, name: str, columns: list[str], file: Path) -> tupl
     return values, present
 
 
-def _read_file(file: Path, columns: _Columns, options: ImportOptions, tables: _Tables) -> dict:
+def _read_file(file: Path, columns: _Columns, options: ImportOptions, tables: SourceTables) -> dict:
     table = tables.table(file, list(dict.fromkeys(columns.read())))
     part = {"rows": table.num_rows, "label": table.column(columns.label).combine_chunks(),
             "split": table.column(columns.split).combine_chunks() if columns.split else None, "features": {}}
     for m in columns.modalities:
         where = Where(file, m)
         if m in columns.groups:
-            part["features"][m] = _stacked(table, m, columns.groups[m], file)
+            part["features"][m] = stacked_group(table, m, columns.groups[m], file)
         elif m in columns.images:
             part["features"][m] = decode_images(table.column(m), where, options.image_size)
         else:
@@ -357,7 +360,7 @@ def _joined_features(parts: list[dict], files: list[Path],
 
 
 # -- labels -----------------------------------------------------------------------------------------
-def _labels(arrays: list[pa.Array], files: list[Path], column: str,
+def source_labels(arrays: list[pa.Array], files: list[Path], column: str,
             schema: pa.Schema) -> tuple[np.ndarray, list[str] | None]:
     """int64 class indices of every row and the class names (None: the reader numbers them)."""
     tp = arrays[0].type
@@ -447,7 +450,7 @@ def _splits(parts: list[dict], files: list[Path], root: Path | None,
             columns: _Columns) -> tuple[np.ndarray | None, str]:
     """Split codes of every row and where they came from, or (None, "none")."""
     if columns.split is not None:
-        codes = [_split_codes(p["split"], f, columns.split) for p, f in zip(parts, files)]
+        codes = [split_codes_of(p["split"], f, columns.split) for p, f in zip(parts, files)]
         return np.concatenate(codes).astype(np.int8), f"column '{columns.split}'"
     names = file_splits(files, root) if len(files) > 1 or root is not None else None
     if names is None:
@@ -456,7 +459,7 @@ def _splits(parts: list[dict], files: list[Path], root: Path | None,
             "file names")
 
 
-def _split_codes(arr: pa.Array, file: Path, column: str) -> np.ndarray:
+def split_codes_of(arr: pa.Array, file: Path, column: str) -> np.ndarray:
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):

@@ -74,14 +74,17 @@ def _split_array(split: np.ndarray) -> pa.Array:
 def write_dataset(path: str | Path, features: dict[str, np.ndarray], labels: np.ndarray,
                   split: np.ndarray | None, classes: list[str] | None, name: str,
                   kinds: dict[str, str] | None = None, source: str = "", license: str = "",
-                  present: dict[str, np.ndarray] | None = None, row_group_rows: int | None = None) -> None:
+                  present: dict[str, np.ndarray] | None = None, row_group_rows: int | None = None,
+                  source_columns: dict[str, list[str]] | None = None, label_column: str | None = None) -> None:
     """Write one Parquet file in the mmbal format.
 
     ``features``: modality name -> (N, *shape) array (any float dtype, stored as float32).
     ``split``: codes 0/1/2 or the strings train/val/test, or None for no split column.
     ``kinds``: modality -> kind hint (default guessed from the shape). ``present``: modality ->
     (N,) bool, False writes a null (missing modality) for that row. ``row_group_rows``: rows per row
-    group (default :func:`group_rows`).
+    group (default :func:`group_rows`). ``source_columns``: modality -> the scalar columns of a flat
+    table it was made of, and ``label_column``: that table's label column, recorded in the metadata
+    (``columns`` of the modality, ``label_column``) so that new rows of such a table can be predicted.
     """
     labels = np.asarray(labels)
     n = labels.shape[0]
@@ -102,6 +105,10 @@ def write_dataset(path: str | Path, features: dict[str, np.ndarray], labels: np.
     if classes is not None:
         meta["classes"] = [str(c) for c in classes]
     meta["modalities"] = {m: {"kind": kinds[m], "shape": list(v.shape[1:])} for m, v in features.items()}
+    for m, names in (source_columns or {}).items():
+        meta["modalities"][m]["columns"] = list(names)
+    if source_columns and label_column:
+        meta["label_column"] = label_column
     if source:
         meta["source"] = source
     if license:

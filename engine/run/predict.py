@@ -186,8 +186,13 @@ def _identity(path: Path) -> dict | None:
 
 # -- the data ---------------------------------------------------------------------------------------
 def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need_labels: bool = False) -> Inputs:
-    """The rows of ``path`` (only those of ``split`` when given), checked against the run and standardised."""
+    """The rows of ``path`` (only those of ``split`` when given), checked against the run and standardised;
+    a flat table (a CSV file) as :mod:`engine.run.flat_inputs` reads it."""
     path = Path(path)
+    from .flat_inputs import imported_layout, read_flat, reads_flat
+    layout = imported_layout(run)
+    if reads_flat(run, path, layout):
+        return read_flat(run, path, layout, split, need_labels)
     cfg = run.cfg
     layout_files = pq_format.dataset_files(path)
     schemas = [pq_format.read_schema(f) for f in layout_files]
@@ -223,7 +228,7 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
     x, absent = {}, {}
     for m, info in mods.items():
         values, present = pq_format.decode_features(table, info, rows)
-        x[m] = _standardised(values[keep], present[keep], run.stats[m], run.device)
+        x[m] = standardised(values[keep], present[keep], run.stats[m], run.device)
         if not present[keep].all():
             absent[m] = ~present[keep]
     names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
@@ -265,7 +270,7 @@ def _labels(table, label: str, rows, meta: dict, run: LoadedRun) -> np.ndarray:
     return values
 
 
-def _standardised(values: np.ndarray, present: np.ndarray, stats, device: torch.device) -> torch.Tensor:
+def standardised(values: np.ndarray, present: np.ndarray, stats, device: torch.device) -> torch.Tensor:
     """As the run standardised its data (:func:`engine.data.dataset.to_tensors`): (x - mean) / std, absent rows 0."""
     mean, std = (s.detach().cpu().numpy() for s in stats)
     scaled = (values - mean) / std

@@ -258,3 +258,6 @@ def _print_import_report(report) -> None:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"to train on it, a preset of two lines is enough (every modality, method joint; docs/presets.md), "
           f"then `mmbal run PRESET.toml`:\n  [data]\n  path = {json.dumps(str(report.out.resolve()))}")
+    if report.source_columns and len(report.source_columns) == len(report.modalities):
+        print("a run trained on it predicts new rows of this table as they are (the groups' columns are recorded): "
+              "`mmbal predict RUN NEW.csv --out PREDS.csv`")

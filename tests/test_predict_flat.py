@@ -1,0 +1,132 @@
+"""``mmbal predict``/``eval`` on a flat table (CSV, or Parquet of scalar columns) for a run whose data
+``mmbal data import`` made from such a table: the import records each modality's columns and the label
+column, and new rows (without labels, or with class names) are read through them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from engine.data.writer import write_dataset
+from engine.run import NullReporter, start_run
+from mmbal_cli.app import app
+
+from methodkit import to_toml
+from runtools import tiny_doc
+
+runner = CliRunner()
+CLASSES = ["cat", "dog", "eel"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def flat_table(n: int = 150, seed: int = 0) -> pa.Table:
+    """Columns x1..x4 (x1, x2 informative; x3, x4 weakly), a class-name label, a few rows without x3, x4."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    cols = {"id": np.arange(n), "x1": y + rng.normal(0, 0.5, n), "x2": 10 * y + rng.normal(0, 5, n),
+            "x3": y + rng.normal(0, 2, n), "x4": rng.normal(0, 1, n)}
+    table = {k: pa.array(v) for k, v in cols.items()}
+    gone = np.arange(n) % 10 == 3
+    for c in ("x3", "x4"):
+        table[c] = pa.array(cols[c], mask=gone)
+    table["kind"] = pa.array(np.asarray(CLASSES, dtype=object)[y])
+    return pa.table(table)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flat")
+    pacsv.write_csv(flat_table(), folder / "train.csv")
+    res = invoke("data", "import", folder / "train.csv", folder / "data.parquet", "--label", "kind",
+                 "-m", "a=x1,x2", "-m", "b=x3,x4")
+    assert res.exit_code == 0, res.output
+    assert "predicts new rows of this table as they are" in res.output and "mmbal predict RUN NEW.csv" in res.output
+    doc = tiny_doc(epochs=2, data={"source": "parquet", "path": str(folder / "data.parquet"), "synthetic": None})
+    (folder / "run.toml").write_text(to_toml(doc))
+    result = start_run(folder / "run.toml", runs_dir=folder / "runs", reporter=NullReporter())
+    assert result.state == "finished"
+    return folder, Path(result.run_dir)
+
+
+def test_the_import_records_each_modalitys_columns_and_the_label_column(trained):
+    folder, _ = trained
+    meta = json.loads(pq.read_schema(folder / "data.parquet").metadata[b"mmbal"])
+    assert meta["modalities"]["a"]["columns"] == ["x1", "x2"]
+    assert meta["modalities"]["b"]["columns"] == ["x3", "x4"]
+    assert meta["label_column"] == "kind" and meta["classes"] == CLASSES
+
+
+def test_new_rows_of_the_table_are_predicted_as_the_imported_rows_are(trained):
+    folder, run_dir = trained
+    new = flat_table(40, seed=7)
+    pacsv.write_csv(new.drop_columns(["kind"]), folder / "new.csv")
+    assert invoke("predict", run_dir, folder / "new.csv", "--out", folder / "from_csv.parquet").exit_code == 0
+    # the same rows imported (labels needed there) and predicted from the mmbal-format file
+    pacsv.write_csv(new, folder / "new_labelled.csv")
+    assert invoke("data", "import", folder / "new_labelled.csv", folder / "new.parquet", "--label", "kind",
+                  "-m", "a=x1,x2", "-m", "b=x3,x4").exit_code == 0
+    res = invoke("predict", run_dir, folder / "new.parquet", "--out", folder / "from_parquet.parquet")
+    assert res.exit_code == 0, res.output
+    got, want = pq.read_table(folder / "from_csv.parquet"), pq.read_table(folder / "from_parquet.parquet")
+    assert "label" not in got.column_names
+    for name in ("pred", "predicted_class", "prob", "pred_a", "pred_b", "prob_b"):
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+    assert got.column("pred_b").null_count == 4      # rows 3, 13, 23, 33 have no x3, x4
+
+
+def test_eval_of_the_labelled_table_scores_as_eval_of_its_import(trained):
+    folder, run_dir = trained
+    pacsv.write_csv(flat_table(60, seed=3), folder / "scored.csv")
+    assert invoke("data", "import", folder / "scored.csv", folder / "scored.parquet", "--label", "kind",
+                  "-m", "a=x1,x2", "-m", "b=x3,x4").exit_code == 0
+    flat = json.loads(invoke("eval", run_dir, folder / "scored.csv", "--json").output)
+    imported = json.loads(invoke("eval", run_dir, folder / "scored.parquet", "--json").output)
+    assert flat["metrics"] == imported["metrics"] and flat["absent"] == {"b": 6}
+    # and a flat Parquet file (pandas' to_parquet) of the same rows reads as the CSV does
+    pq.write_table(flat_table(60, seed=3), folder / "scored_flat.parquet")
+    assert json.loads(invoke("eval", run_dir, folder / "scored_flat.parquet", "--json").output)["metrics"] == \
+        flat["metrics"]
+
+
+def test_refusals_name_the_file_column_and_row(trained, tmp_path):
+    folder, run_dir = trained
+    table = flat_table(20, seed=5)
+    kinds = table.column("kind").to_pylist()
+    kinds[4] = "fox"
+    pacsv.write_csv(table.set_column(table.schema.get_field_index("kind"), "kind", pa.array(kinds)),
+                    tmp_path / "fox.csv")
+    res = invoke("eval", run_dir, tmp_path / "fox.csv")
+    assert res.exit_code == 2 and "column 'kind', row 4" in res.output and "'fox' is not one of" in res.output
+    pacsv.write_csv(table.drop_columns(["x4"]), tmp_path / "short.csv")
+    res = invoke("predict", run_dir, tmp_path / "short.csv", "--out", tmp_path / "p.csv")
+    assert res.exit_code == 2 and "has no column 'x4' (modality 'b' is made of x3, x4)" in res.output
+    pacsv.write_csv(table.drop_columns(["kind"]), tmp_path / "unlabelled.csv")
+    res = invoke("eval", run_dir, tmp_path / "unlabelled.csv")
+    assert res.exit_code == 2 and "has no label column ('kind')" in res.output
+    res = invoke("predict", run_dir, tmp_path / "unlabelled.csv", "--split", "test", "--out", tmp_path / "p.csv")
+    assert res.exit_code == 2 and "has no 'split' column" in res.output
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_run_whose_data_record_no_columns_says_how_to_give_it_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    write_dataset(tmp_path / "plain.parquet", {"a": (y[:, None] + rng.normal(0, 1, (80, 2))),
+                                               "b": rng.normal(0, 1, (80, 2))}, y, None, None, "plain")
+    doc = tiny_doc(epochs=1, data={"source": "parquet", "path": str(tmp_path / "plain.parquet"), "synthetic": None})
+    (tmp_path / "run.toml").write_text(to_toml(doc))
+    run_dir = start_run(tmp_path / "run.toml", runs_dir=tmp_path / "runs", reporter=NullReporter()).run_dir
+    pacsv.write_csv(pa.table({"a1": [0.1], "a2": [0.2]}), tmp_path / "new.csv")
+    res = invoke("predict", run_dir, tmp_path / "new.csv", "--out", tmp_path / "p.csv")
+    assert res.exit_code == 2
+    assert "record no such columns" in res.output and "Parquet with the run's modality columns (a, b" in res.output
