@@ -55,6 +55,9 @@ def fail(exc: Exception, quiet: bool = False) -> None:
 
 
 def _short(value: float) -> str:
+    """Three decimals; ``-`` for NaN (no score: e.g. a modality absent in every row of the split)."""
+    if value != value:
+        return "-"
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
 
 

@@ -143,3 +143,10 @@ def test_streamed_evaluation_reports_the_same_absent_rows_as_resident(finished):
     np.testing.assert_array_equal(labels, same_labels)
     np.testing.assert_array_equal(resident, streamed)
     assert 0 < (~resident).sum() < len(resident)
+
+
+def test_the_epoch_line_shows_a_dash_for_a_modality_without_a_present_row():
+    from mmbal_cli.output import result_fields
+    values = {"val/acc/fused": 0.75, "val/acc/a": 0.5, "val/acc/b": float("nan"), "val/f1/fused": 0.7,
+              "val/loss/fused": 0.6}
+    assert result_fields(values, "val", ["a", "b"]) == ["fused 0.750", "a 0.500", "b -", "f1 0.700", "loss 0.600"]
