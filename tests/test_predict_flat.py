@@ -130,3 +130,22 @@ def test_a_run_whose_data_record_no_columns_says_how_to_give_it_rows(tmp_path):
     res = invoke("predict", run_dir, tmp_path / "new.csv", "--out", tmp_path / "p.csv")
     assert res.exit_code == 2
     assert "record no such columns" in res.output and "Parquet with the run's modality columns (a, b" in res.output
+
+
+def test_a_text_value_is_refused_by_row_and_an_empty_group_column_is_an_absent_value(trained, tmp_path):
+    folder, run_dir = trained
+    table = flat_table(12, seed=9).drop_columns(["kind"])
+    x4 = [None if v is None else str(v) for v in table.column("x4").to_pylist()]
+    x4[5] = "n/a?"
+    pacsv.write_csv(table.set_column(table.schema.get_field_index("x4"), "x4", pa.array(x4)), tmp_path / "text.csv")
+    res = invoke("predict", run_dir, tmp_path / "text.csv", "--out", tmp_path / "p.csv")
+    assert res.exit_code == 2, res.output
+    assert "column 'x4' (in modality 'b') has type string, row 5 (counting from 0) holds 'n/a?'" in res.output
+    assert not (tmp_path / "p.csv").exists()
+    # new samples without any b measurement: the CSV's x3 and x4 columns are empty (type null)
+    empty = pa.nulls(12, pa.null())
+    pacsv.write_csv(table.set_column(3, "x3", empty).set_column(4, "x4", empty), tmp_path / "no_b.csv")
+    res = invoke("predict", run_dir, tmp_path / "no_b.csv", "--out", tmp_path / "p.parquet")
+    assert res.exit_code == 0, res.output
+    got = pq.read_table(tmp_path / "p.parquet")
+    assert got.column("pred_b").null_count == 12 and got.column("pred_a").null_count == 0

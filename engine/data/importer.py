@@ -308,7 +308,11 @@ def _group(spec: str, schema: pa.Schema, file: Path, reserved: tuple, groups: di
 
 def stacked_group(table: pa.Table, name: str, columns: list[str], file: Path) -> tuple[np.ndarray, np.ndarray]:
     """The group's columns side by side as ``(values (N, k) float32, present (N,))``: a row whose columns are
-    all null is a missing modality; a row with some of them null is refused, as is a NaN or infinite value."""
+    all null is a missing modality; a row with some of them null is refused, as is a NaN or infinite value,
+    or a column that is not numbers (naming its first value that is not one)."""
+    for c in columns:   # a column of no value at all (type null: an empty CSV column) is all missing
+        if not (_is_number(table.column(c).type) or pa.types.is_null(table.column(c).type)):
+            raise _not_numbers(table.column(c), c, name, file)
     nulls = np.stack([pc.is_null(table.column(c)).to_numpy(zero_copy_only=False) for c in columns], axis=1)
     partial = np.flatnonzero(nulls.any(axis=1) & ~nulls.all(axis=1))
     if partial.size:
@@ -328,6 +332,24 @@ def stacked_group(table: pa.Table, name: str, columns: list[str], file: Path) ->
         raise DataError(f"{file}: column '{column}', row {row} (counting from 0): holds a NaN or infinite value "
                         f"(in modality '{name}')")
     return values, present
+
+
+def _not_numbers(column: pa.ChunkedArray, name: str, modality: str, file: Path) -> DataError:
+    """The error for a group's column of another type than numbers, with its first value that is not one."""
+    def number(value) -> bool:   # an empty text cell is a missing value, not a word
+        if isinstance(value, str) and not value.strip():
+            return True
+        try:
+            float(value)
+            return True
+        except (TypeError, ValueError):
+            return False
+    values = column.to_pylist()
+    row = next((i for i, v in enumerate(values) if v is not None and not number(v)), None)
+    where = "" if row is None else f", row {row} (counting from 0) holds {values[row]!r}"
+    return DataError(f"{file}: column '{name}' (in modality '{modality}') has type {column.type}{where}; a modality's "
+                     f"columns hold one number per row (integers, floats or booleans; an empty cell is a missing "
+                     f"value)")
 
 
 def _read_file(file: Path, columns: _Columns, options: ImportOptions, tables: SourceTables) -> dict:
