@@ -22,7 +22,7 @@ from ..data.importer import SourceTables, source_labels, split_codes_of, stacked
 from ..data.sources import is_csv
 from ..errors import DataError
 from ..registry import did_you_mean
-from .predict import SPLITS, Inputs, LoadedRun, standardised
+from .inputs import SPLITS, Inputs, standardised
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class FlatLayout:
         return all(self.groups.get(m) for m in modalities)
 
 
-def imported_layout(run: LoadedRun) -> FlatLayout | None:
+def imported_layout(run) -> FlatLayout | None:
     """The flat-table columns recorded in the metadata of the run's Parquet data (None for generated data)."""
     cfg = run.cfg
     if cfg.data.source == "synthetic" or not cfg.data.path:
@@ -59,7 +59,7 @@ def imported_layout(run: LoadedRun) -> FlatLayout | None:
     return FlatLayout(data, groups, label if isinstance(label, str) else None)
 
 
-def reads_flat(run: LoadedRun, path: Path, layout: FlatLayout | None) -> bool:
+def reads_flat(run, path: Path, layout: FlatLayout | None) -> bool:
     """Whether ``path`` is read as a flat table: a CSV file, or Parquet that lacks a modality column but has
     every column the import made the run's modalities of."""
     if is_csv(path):
@@ -77,7 +77,7 @@ def reads_flat(run: LoadedRun, path: Path, layout: FlatLayout | None) -> bool:
     return all(c in names for cols in layout.groups.values() for c in cols)
 
 
-def read_flat(run: LoadedRun, path: Path, layout: FlatLayout | None, split: str | None,
+def read_flat(run, path: Path, layout: FlatLayout | None, split: str | None,
               need_labels: bool) -> Inputs:
     """The rows of the flat table ``path`` as the run's modalities (see the module docstring)."""
     modalities = list(run.cfg.modalities)

@@ -44,10 +44,11 @@ from ..store.atomic import atomic_write_with
 from ..store.checkpoints import CheckpointDamaged, load_checkpoint
 from ..train.device import autocast_factory, channels_last_enabled, resolve_device
 from ..train.metrics import SplitScorer, to_host
+from .flat_inputs import imported_layout, read_flat, reads_flat
+from .inputs import SPLITS, Inputs, standardised
 from .parts import build_parts, load_run_data
 from .resume_checks import FINGERPRINT_KEY
 
-SPLITS = ("train", "val", "test")
 PREDICTIONS_KEY = "mmbal.predictions"   # schema metadata of a predictions file
 
 
@@ -66,19 +67,6 @@ class LoadedRun:
     checkpoint: str
     epoch: int | None
     device: torch.device
-
-
-@dataclass
-class Inputs:
-    """Rows of a data file to predict: features standardised with the run's statistics, on the device."""
-
-    source: str
-    row: np.ndarray                  # the row's index in the file (or the directory's files in name order)
-    split: np.ndarray | None         # split names, when the file has a split column
-    labels: np.ndarray | None        # int64, when the file has the label column
-    x: dict[str, torch.Tensor]
-    absent: dict[str, np.ndarray] | None = None   # modality -> bool (N,), True where its value is absent
-                                                  # (only the modalities with such a row)
 
 
 @dataclass
@@ -189,7 +177,6 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
     """The rows of ``path`` (only those of ``split`` when given), checked against the run and standardised;
     a flat table (a CSV file) as :mod:`engine.run.flat_inputs` reads it."""
     path = Path(path)
-    from .flat_inputs import imported_layout, read_flat, reads_flat
     layout = imported_layout(run)
     if reads_flat(run, path, layout):
         return read_flat(run, path, layout, split, need_labels)
@@ -268,14 +255,6 @@ def _labels(table, label: str, rows, meta: dict, run: LoadedRun) -> np.ndarray:
         raise DataError(f"{file}: column '{label}', row {local} (counting from 0): label {int(values[bad[0]])} is "
                         f"outside the run's {len(run.classes)} classes 0..{len(run.classes) - 1}")
     return values
-
-
-def standardised(values: np.ndarray, present: np.ndarray, stats, device: torch.device) -> torch.Tensor:
-    """As the run standardised its data (:func:`engine.data.dataset.to_tensors`): (x - mean) / std, absent rows 0."""
-    mean, std = (s.detach().cpu().numpy() for s in stats)
-    scaled = (values - mean) / std
-    scaled[~present] = 0.0
-    return torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32)).to(device)
 
 
 # -- predicting and scoring -------------------------------------------------------------------------

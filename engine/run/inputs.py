@@ -1,0 +1,32 @@
+"""The rows a finished run predicts (:mod:`engine.run.predict`, :mod:`engine.run.flat_inputs`): features
+standardised with the run's train statistics, on its device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Inputs:
+    """Rows of a data file to predict: features standardised with the run's statistics, on the device."""
+
+    source: str
+    row: np.ndarray                  # the row's index in the file (or the directory's files in name order)
+    split: np.ndarray | None         # split names, when the file has a split column
+    labels: np.ndarray | None        # int64, when the file has the label column
+    x: dict[str, torch.Tensor]
+    absent: dict[str, np.ndarray] | None = None   # modality -> bool (N,), True where its value is absent
+                                                  # (only the modalities with such a row)
+
+
+def standardised(values: np.ndarray, present: np.ndarray, stats, device: torch.device) -> torch.Tensor:
+    """As the run standardised its data (:func:`engine.data.dataset.to_tensors`): (x - mean) / std, absent rows 0."""
+    mean, std = (s.detach().cpu().numpy() for s in stats)
+    scaled = (values - mean) / std
+    scaled[~present] = 0.0
+    return torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32)).to(device)
