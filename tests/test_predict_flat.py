@@ -149,3 +149,19 @@ def test_a_text_value_is_refused_by_row_and_an_empty_group_column_is_an_absent_v
     assert res.exit_code == 0, res.output
     got = pq.read_table(tmp_path / "p.parquet")
     assert got.column("pred_b").null_count == 12 and got.column("pred_a").null_count == 0
+
+
+def test_a_directory_of_flat_parquet_files_reads_as_one_table(trained, tmp_path):
+    _, run_dir = trained
+    table = flat_table(50, seed=11)
+    pacsv.write_csv(table, tmp_path / "all.csv")
+    (tmp_path / "parts").mkdir()
+    pq.write_table(table.slice(0, 20), tmp_path / "parts" / "part-0.parquet")
+    pq.write_table(table.slice(20), tmp_path / "parts" / "part-1.parquet")
+    whole = json.loads(invoke("eval", run_dir, tmp_path / "all.csv", "--json").output)
+    parts = invoke("eval", run_dir, tmp_path / "parts", "--json")
+    assert parts.exit_code == 0, parts.output
+    assert json.loads(parts.output)["metrics"] == whole["metrics"] and json.loads(parts.output)["rows"] == 50
+    pq.write_table(table.slice(0, 10).drop_columns(["id"]), tmp_path / "parts" / "part-2.parquet")
+    res = invoke("eval", run_dir, tmp_path / "parts")
+    assert res.exit_code == 2 and "part-2.parquet" in res.output and "'id'" in res.output

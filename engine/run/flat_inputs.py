@@ -89,6 +89,8 @@ def read_flat(run, path: Path, layout: FlatLayout | None, split: str | None,
                         f"Parquet with the run's modality columns ({', '.join(modalities)}; docs/data-format.md)")
     tables = SourceTables()
     files = [path] if is_csv(path) else pq_format.dataset_files(path)
+    if len(files) > 1:
+        pq_format._check_same_schemas(files, [pq_format.read_schema(f) for f in files])
     schema = tables.schema(files[0])
     label = next((c for c in (layout.label, run.cfg.data.label_column) if c and c in schema.names), None)
     wanted = [c for cols in layout.groups.values() for c in cols]
