@@ -64,6 +64,12 @@ def test_the_import_records_each_modalitys_columns_and_the_label_column(trained)
     assert meta["modalities"]["a"]["columns"] == ["x1", "x2"]
     assert meta["modalities"]["b"]["columns"] == ["x3", "x4"]
     assert meta["label_column"] == "kind" and meta["classes"] == CLASSES
+    shown = invoke("data", "inspect", folder / "data.parquet")
+    assert "imported from a table's columns (new rows of it can be predicted as they are): a = x1, x2; " \
+           "b = x3, x4; label from column kind" in shown.output.replace("\n", " ")
+    info = json.loads(invoke("data", "inspect", folder / "data.parquet", "--json").output)
+    assert [m["source_columns"] for m in info["modalities"]] == [["x1", "x2"], ["x3", "x4"]]
+    assert info["label_column"] == "kind"
 
 
 def test_new_rows_of_the_table_are_predicted_as_the_imported_rows_are(trained):

@@ -21,8 +21,11 @@ def _modality_summary(raw: RawDataset, name: str, arrow_type: str) -> dict:
     flat = values[present].reshape(-1).astype(np.float64)
     stats = ({"mean": float(flat.mean()), "std": float(flat.std()), "min": float(flat.min()),
               "max": float(flat.max())} if flat.size else {"mean": None, "std": None, "min": None, "max": None})
+    described = (raw.metadata.get("modalities") or {}).get(info.column) or {}
+    made_of = described.get("columns") if isinstance(described, dict) else None
     return {"name": name, "column": info.column, "arrow_type": arrow_type, "shape": list(info.shape), "kind": info.kind,
-            "missing": int((~present).sum()), **stats}
+            "missing": int((~present).sum()), **stats,
+            "source_columns": list(made_of) if isinstance(made_of, list) else None}
 
 
 def inspect_dataset(path: str | Path) -> dict:
@@ -31,8 +34,9 @@ def inspect_dataset(path: str | Path) -> dict:
     Keys: ``file``, ``name``, ``rows``, ``splits`` ({train, val, test} counts, or None without a
     split column), ``n_classes``, ``classes``, ``class_counts`` (name -> rows), ``modalities`` (a
     list, in modality order, of {name, column, arrow_type, shape, kind, missing, mean, std, min,
-    max}; the statistics are over present values and None when every row is missing),
-    ``source``, ``license``.
+    max, source_columns}; the statistics are over present values and None when every row is missing;
+    ``source_columns``: the flat table's columns ``mmbal data import`` made it of, or None),
+    ``source``, ``license``, ``label_column`` (that table's label column, or None).
     """
     raw = read_dataset(path)
     schema = read_schema(dataset_files(path)[0])
@@ -53,4 +57,5 @@ def inspect_dataset(path: str | Path) -> dict:
                        for m in raw.modalities],
         "source": raw.metadata.get("source", ""),
         "license": raw.metadata.get("license", ""),
+        "label_column": raw.metadata.get("label_column"),
     }

@@ -140,6 +140,11 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A .parquet file or a
     for key in ("source", "license"):
         if info.get(key):
             out_console.print(f"{key}: {info[key]}", markup=False)
+    made_of = {m["name"]: m["source_columns"] for m in info.get("modalities", []) if m.get("source_columns")}
+    if made_of:
+        label = f"; label from column {info['label_column']}" if info.get("label_column") else ""
+        out_console.print("imported from a table's columns (new rows of it can be predicted as they are): "
+                          + "; ".join(f"{m} = {', '.join(cols)}" for m, cols in made_of.items()) + label, markup=False)
 
 
 def _image_size(value: Optional[str]) -> Optional[tuple[int, int]]:
