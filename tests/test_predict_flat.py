@@ -171,3 +171,30 @@ def test_a_directory_of_flat_parquet_files_reads_as_one_table(trained, tmp_path)
     pq.write_table(table.slice(0, 10).drop_columns(["id"]), tmp_path / "parts" / "part-2.parquet")
     res = invoke("eval", run_dir, tmp_path / "parts")
     assert res.exit_code == 2 and "part-2.parquet" in res.output and "'id'" in res.output
+
+
+def test_predict_takes_rows_whose_class_is_not_known_yet_and_eval_refuses_them(trained, tmp_path):
+    _, run_dir = trained
+    table = flat_table(10, seed=13)
+    kinds = table.column("kind").to_pylist()
+    kinds[2], kinds[6] = None, "fox"
+    pacsv.write_csv(table.set_column(table.schema.get_field_index("kind"), "kind", pa.array(kinds)), tmp_path / "mixed.csv")
+    res = invoke("predict", run_dir, tmp_path / "mixed.csv", "--out", tmp_path / "p.parquet")
+    assert res.exit_code == 0, res.output
+    got = pq.read_table(tmp_path / "p.parquet")
+    assert got.num_rows == 10 and "label" not in got.column_names
+    res = invoke("eval", run_dir, tmp_path / "mixed.csv")
+    assert res.exit_code == 2 and "column 'kind', row 2" in res.output
+
+
+def test_an_import_with_unlabelled_rows_says_how_many_and_what_to_do(tmp_path):
+    table = flat_table(20, seed=17)
+    kinds = table.column("kind").to_pylist()
+    kinds[4] = kinds[9] = None
+    pacsv.write_csv(table.set_column(table.schema.get_field_index("kind"), "kind", pa.array(kinds)), tmp_path / "t.csv")
+    res = invoke("data", "import", tmp_path / "t.csv", tmp_path / "out.parquet", "--label", "kind", "-m", "a=x1,x2",
+                 "-m", "b=x3,x4")
+    assert res.exit_code == 2 and not (tmp_path / "out.parquet").exists()
+    text = " ".join(res.output.split())
+    assert "row 4 (counting from 0): the label is missing (null), in 2 of 20 rows" in text
+    assert "Leave the unlabelled rows out of the table to import" in text

@@ -144,7 +144,8 @@ def source_files(source: str | Path) -> tuple[list[Path], Path | None]:
 
 class SourceTables:
     """The source files' schemas and columns: Parquet read column by column, a CSV table read whole once
-    (pyarrow's CSV reader: types inferred, empty cells null, ``.gz``/``.bz2`` decompressed)."""
+    (pyarrow's CSV reader: types inferred, empty cells null, in text columns too, so that an empty label
+    is a missing one and not a class named ''; ``.gz``/``.bz2`` decompressed)."""
 
     def __init__(self):
         self._csv: dict[Path, pa.Table] = {}
@@ -160,7 +161,8 @@ class SourceTables:
             from pyarrow import csv
             tabs = ".tsv" in file.name.lower() or ".tab" in file.name.lower()
             try:
-                table = csv.read_csv(file, parse_options=csv.ParseOptions(delimiter="\t" if tabs else ","))
+                table = csv.read_csv(file, parse_options=csv.ParseOptions(delimiter="\t" if tabs else ","),
+                                     convert_options=csv.ConvertOptions(strings_can_be_null=True))
             except (pa.ArrowException, OSError) as exc:
                 raise DataError(f"{file}: cannot be read as a CSV table ({exc})") from None
             check_unique_columns(table.schema, file)
@@ -389,7 +391,10 @@ def source_labels(arrays: list[pa.Array], files: list[Path], column: str,
     for f, arr in zip(files, arrays):
         if arr.null_count:
             row = int(np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))[0])
-            raise DataError(f"{f}: column '{column}', row {row} (counting from 0): the label is missing (null)")
+            raise DataError(f"{f}: column '{column}', row {row} (counting from 0): the label is missing (null), "
+                            f"in {arr.null_count} of {len(arr)} rows; every row to train on needs its class. Leave "
+                            f"the unlabelled rows out of the table to import (a run trained on it can predict them "
+                            f"later: `mmbal predict RUN rows.csv`)")
     if pa.types.is_dictionary(tp) or pa.types.is_string(tp) or pa.types.is_large_string(tp):
         return _named_labels(arrays)
     if pa.types.is_boolean(tp):

@@ -122,9 +122,21 @@ def read_flat(run, path: Path, layout: FlatLayout | None, split: str | None,
         x[m] = standardised(values[keep], present[keep], run.stats[m], run.device)
         if not present[keep].all():
             absent[m] = ~present[keep]
-    labels = None if label is None else _run_classes(table, label, files[0], run.classes)[keep]
+    labels = None if label is None else _labels_if_usable(table, label, files[0], run.classes, need_labels)
+    labels = None if labels is None else labels[keep]
     names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
     return Inputs(source=str(path), row=keep.astype(np.int64), split=names, labels=labels, x=x, absent=absent)
+
+
+def _labels_if_usable(table, column: str, file: Path, classes: list[str], need_labels: bool) -> np.ndarray | None:
+    """The label column as the run's class indices; for a prediction, which does not need them, None when
+    some are missing or unknown (new rows often have no class yet), instead of an error."""
+    try:
+        return _run_classes(table, column, file, classes)
+    except DataError:
+        if need_labels:
+            raise
+        return None
 
 
 def _run_classes(table, column: str, file: Path, classes: list[str]) -> np.ndarray:
