@@ -365,6 +365,44 @@ def test_csv_tables_import_with_grouped_columns_and_the_splits_of_their_names(tm
     assert code == 2 and f"convert it once with `mmbal data import {tmp_path / 't.csv'} t.parquet" in out, out
 
 
+def test_a_spreadsheets_csv_with_semicolons_and_decimal_commas_imports_as_the_comma_csv_does(tmp_path):
+    """A CSV saved by a spreadsheet in a locale with the decimal comma (``39,1;18,7``), compressed or not, and
+    a tab-separated one, give the same dataset as the plain comma CSV."""
+    import bz2
+
+    from engine.data.csv_dialect import csv_dialect
+
+    _, gene, prot = _flat_table(12)
+    header = ["gene_0", "gene_1", "gene_2", "prot_a", "prot_b", "note", "label"]
+
+    def rows(sep: str, decimal: str) -> str:
+        lines = [sep.join(header)]
+        for i in range(12):
+            values = [f"{v:.3f}".replace(".", decimal) for v in (*gene[i], *prot[i])]
+            lines.append(sep.join([*values, "x, y" if sep != "," else "x y", "ab"[i % 2]]))
+        return "\n".join(lines) + "\n"
+    (tmp_path / "comma.csv").write_text(rows(",", "."))
+    (tmp_path / "semi.csv").write_text(rows(";", ","))
+    with bz2.open(tmp_path / "semi.csv.bz2", "wt") as f:
+        f.write(rows(";", ","))
+    (tmp_path / "tabs.csv").write_text(rows("\t", "."))
+    assert csv_dialect(tmp_path / "semi.csv") == (";", ",") == csv_dialect(tmp_path / "semi.csv.bz2")
+    assert csv_dialect(tmp_path / "tabs.csv") == ("\t", ".") and csv_dialect(tmp_path / "comma.csv") == (",", ".")
+    datasets = {}
+    for name in ("comma.csv", "semi.csv", "semi.csv.bz2", "tabs.csv"):
+        out = tmp_path / f"{name.split('.')[0]}-{len(datasets)}.parquet"
+        code, text = _invoke("data", "import", str(tmp_path / name), str(out), "-m", "rna=gene_*",
+                             "-m", "protein=prot_*", tmp=tmp_path)
+        assert code == 0, (name, text)
+        datasets[name] = read_dataset(out)
+    want = datasets["comma.csv"]
+    np.testing.assert_allclose(want.features["rna"], np.round(gene, 3).astype(np.float32), rtol=1e-6)
+    for name, raw in datasets.items():
+        np.testing.assert_array_equal(raw.features["rna"], want.features["rna"], err_msg=name)
+        np.testing.assert_array_equal(raw.features["protein"], want.features["protein"], err_msg=name)
+        assert raw.classes == ["a", "b"] and (raw.labels == want.labels).all(), name
+
+
 def test_a_group_with_some_of_its_values_missing_in_a_row_is_refused(tmp_path):
     table, _, _ = _flat_table()
     prot_a = table.column("prot_a").to_pylist()

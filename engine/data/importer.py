@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from ..errors import DataError
 from ..registry import did_you_mean
+from .csv_dialect import csv_dialect
 from .flat import group_example, listed, scalar_columns
 from .images import decode_images, is_image_type
 from .modality_names import modality_name_problem
@@ -145,7 +146,8 @@ def source_files(source: str | Path) -> tuple[list[Path], Path | None]:
 class SourceTables:
     """The source files' schemas and columns: Parquet read column by column, a CSV table read whole once
     (pyarrow's CSV reader: types inferred, empty cells null, in text columns too, so that an empty label
-    is a missing one and not a class named ''; ``.gz``/``.bz2`` decompressed)."""
+    is a missing one and not a class named ''; ``.gz``/``.bz2`` decompressed; the delimiter and decimal
+    point of :func:`~engine.data.csv_dialect.csv_dialect`: commas, or a spreadsheet's ``;`` and ``39,1``)."""
 
     def __init__(self):
         self._csv: dict[Path, pa.Table] = {}
@@ -159,10 +161,11 @@ class SourceTables:
     def _read_csv(self, file: Path) -> pa.Table:
         if file not in self._csv:
             from pyarrow import csv
-            tabs = ".tsv" in file.name.lower() or ".tab" in file.name.lower()
+            delimiter, decimal = csv_dialect(file)
             try:
-                table = csv.read_csv(file, parse_options=csv.ParseOptions(delimiter="\t" if tabs else ","),
-                                     convert_options=csv.ConvertOptions(strings_can_be_null=True))
+                table = csv.read_csv(file, parse_options=csv.ParseOptions(delimiter=delimiter),
+                                     convert_options=csv.ConvertOptions(strings_can_be_null=True,
+                                                                        decimal_point=decimal))
             except (pa.ArrowException, OSError) as exc:
                 raise DataError(f"{file}: cannot be read as a CSV table ({exc})") from None
             check_unique_columns(table.schema, file)
