@@ -403,6 +403,25 @@ def test_a_spreadsheets_csv_with_semicolons_and_decimal_commas_imports_as_the_co
         assert raw.classes == ["a", "b"] and (raw.labels == want.labels).all(), name
 
 
+def test_a_windows_spreadsheets_csv_keeps_its_accented_class_names(tmp_path):
+    """Windows-1252 (a spreadsheet's "CSV" on Windows) and UTF-8 with a byte-order mark and CRLF line ends:
+    the class names come out as written (Windows-1252 was read as binary and refused as a label type)."""
+    from engine.data.csv_dialect import csv_encoding
+
+    text = "x1,x2,x3,label\r\n" + "".join(f"{i},{i % 3}.5,{-i},{['Adélie', 'Gentoo', 'Chinstrap'][i % 3]}\r\n"
+                                          for i in range(9))
+    (tmp_path / "win.csv").write_bytes(text.encode("cp1252"))
+    (tmp_path / "bom.csv").write_bytes(text.encode("utf-8-sig"))
+    assert csv_encoding(tmp_path / "win.csv") == "cp1252" and csv_encoding(tmp_path / "bom.csv") == "utf-8"
+    for name in ("win.csv", "bom.csv"):
+        code, out = _invoke("data", "import", str(tmp_path / name), str(tmp_path / f"{name}.parquet"),
+                            "-m", "a=x1,x2", "-m", "b=x3", tmp=tmp_path)
+        assert code == 0, (name, out)
+        raw = read_dataset(tmp_path / f"{name}.parquet")
+        assert raw.classes == ["Adélie", "Chinstrap", "Gentoo"], name
+        np.testing.assert_array_equal(raw.features["a"][:, 1], np.array([0.5, 1.5, 2.5] * 3, np.float32))
+
+
 def test_a_group_with_some_of_its_values_missing_in_a_row_is_refused(tmp_path):
     table, _, _ = _flat_table()
     prot_a = table.column("prot_a").to_pylist()

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from ..errors import DataError
 from ..registry import did_you_mean
-from .csv_dialect import csv_dialect
+from .csv_dialect import csv_dialect, csv_encoding
 from .flat import group_example, listed, scalar_columns
 from .images import decode_images, is_image_type
 from .modality_names import modality_name_problem
@@ -161,9 +161,11 @@ class SourceTables:
     def _read_csv(self, file: Path) -> pa.Table:
         if file not in self._csv:
             from pyarrow import csv
-            delimiter, decimal = csv_dialect(file)
+            encoding = csv_encoding(file)
+            delimiter, decimal = csv_dialect(file, encoding)
             try:
-                table = csv.read_csv(file, parse_options=csv.ParseOptions(delimiter=delimiter),
+                table = csv.read_csv(file, read_options=csv.ReadOptions(encoding=encoding),
+                                     parse_options=csv.ParseOptions(delimiter=delimiter),
                                      convert_options=csv.ConvertOptions(strings_can_be_null=True,
                                                                         decimal_point=decimal))
             except (pa.ArrowException, OSError) as exc:
