@@ -506,3 +506,11 @@ def test_duplicate_column_names_exit_2_naming_file_and_column(tmp_path, duplicat
                  ["data", "import", str(tmp_path / "d.parquet"), str(tmp_path / "o.parquet")]):
         code, out = _invoke(*args, tmp=tmp_path)
         assert code == 2 and f"column '{duplicate}' appears 2 times" in out, out
+
+
+def test_a_spreadsheet_workbook_is_refused_with_how_to_convert_it(tmp_path):
+    (tmp_path / "omics.xlsx").write_bytes(b"PK\x03\x04 not really a workbook")
+    code, out = _invoke("data", "import", str(tmp_path / "omics.xlsx"), str(tmp_path / "o.parquet"), tmp=tmp_path)
+    text = " ".join(out.split())
+    assert code == 2 and "it is a spreadsheet workbook by its name: save its sheet as CSV" in text, out
+    assert "`mmbal data import omics.csv omics.parquet --label COLUMN" in text and not (tmp_path / "o.parquet").exists()

@@ -78,13 +78,21 @@ def dataset_files(path: str | Path) -> list[Path]:
     return [p]
 
 
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+
+
 def read_schema(file: Path) -> pa.Schema:
     """The file's Arrow schema, checked for duplicate column names (a column must be named once)."""
     try:
         schema = pq.read_schema(file)
     except (pa.ArrowException, OSError) as exc:
+        stem = file.name.split('.')[0]
         hint = (f"; it is a CSV table by its name: convert it once with `mmbal data import {file} "
-                f"{file.name.split('.')[0]}.parquet --label COLUMN -m NAME='prefix_*' ...`" if is_csv(file) else "")
+                f"{stem}.parquet --label COLUMN -m NAME='prefix_*' ...`" if is_csv(file) else "")
+        if file.suffix.lower() in SPREADSHEET_SUFFIXES:
+            hint = (f"; it is a spreadsheet workbook by its name: save its sheet as CSV (UTF-8, or the "
+                    f"spreadsheet's own CSV) and convert that once with `mmbal data import {stem}.csv {stem}.parquet "
+                    f"--label COLUMN -m NAME=COLUMN,COLUMN ...`")
         raise DataError(f"{file}: cannot be read as a Parquet file ({exc}). A dataset is a Parquet file or a "
                         f"directory of Parquet files (see docs/data-format.md){hint}") from None
     check_unique_columns(schema, file)
