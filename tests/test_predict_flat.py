@@ -198,3 +198,29 @@ def test_an_import_with_unlabelled_rows_says_how_many_and_what_to_do(tmp_path):
     text = " ".join(res.output.split())
     assert "row 4 (counting from 0): the label is missing (null), in 2 of 20 rows" in text
     assert "Leave the unlabelled rows out of the table to import" in text
+
+
+def test_keep_copies_an_id_column_into_the_predictions_and_refuses_what_it_cannot(trained, tmp_path):
+    folder, run_dir = trained
+    table = flat_table(15, seed=19)
+    pacsv.write_csv(table.drop_columns(["kind"]), tmp_path / "new.csv")
+    res = invoke("predict", run_dir, tmp_path / "new.csv", "--keep", "id", "--keep", "x4", "--out", tmp_path / "p.csv")
+    assert res.exit_code == 0, res.output
+    got = pacsv.read_csv(tmp_path / "p.csv")
+    assert got.column_names[:4] == ["row", "id", "x4", "pred"]
+    assert got.column("id").to_pylist() == table.column("id").to_pylist()
+    assert got.column("x4").to_pylist() == table.column("x4").to_pylist()   # nulls stay null
+    # from mmbal-format Parquet, of one split: the kept rows only
+    res = invoke("predict", run_dir, folder / "data.parquet", "--split", "test", "--keep", "split", "--out",
+                 tmp_path / "q.parquet")
+    assert res.exit_code == 2 and "--keep split: the predictions have a column 'split' of their own" in res.output
+    res = invoke("predict", run_dir, folder / "data.parquet", "--split", "test", "--keep", "a", "--out",
+                 tmp_path / "q.parquet")
+    assert res.exit_code == 0, res.output
+    q = pq.read_table(tmp_path / "q.parquet")
+    whole = pq.read_table(folder / "data.parquet")
+    assert q.column("a").to_pylist() == whole.column("a").take(q.column("row")).to_pylist()
+    res = invoke("predict", run_dir, folder / "data.parquet", "--keep", "a", "--out", tmp_path / "q.csv")
+    assert res.exit_code == 2 and "which a CSV cell cannot hold" in res.output and not (tmp_path / "q.csv").exists()
+    res = invoke("predict", run_dir, tmp_path / "new.csv", "--keep", "idd", "--out", tmp_path / "r.csv")
+    assert res.exit_code == 2 and "has no column 'idd' to keep (--keep) (did you mean 'id'?)" in res.output

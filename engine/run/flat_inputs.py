@@ -22,7 +22,7 @@ from ..data.importer import SourceTables, source_labels, split_codes_of, stacked
 from ..data.sources import is_csv
 from ..errors import DataError
 from ..registry import did_you_mean
-from .inputs import SPLITS, Inputs, standardised
+from .inputs import SPLITS, Inputs, carried, check_carried, standardised
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def reads_flat(run, path: Path, layout: FlatLayout | None) -> bool:
 
 
 def read_flat(run, path: Path, layout: FlatLayout | None, split: str | None,
-              need_labels: bool) -> Inputs:
+              need_labels: bool, carry: tuple[str, ...] = ()) -> Inputs:
     """The rows of the flat table ``path`` as the run's modalities (see the module docstring)."""
     modalities = list(run.cfg.modalities)
     if layout is None or not layout.complete(modalities):
@@ -103,7 +103,9 @@ def read_flat(run, path: Path, layout: FlatLayout | None, split: str | None,
         raise DataError(f"{files[0]}: has no label column ('{layout.label or run.cfg.data.label_column}'); "
                         f"scoring needs the true classes")
     has_split = pq_format.SPLIT_COLUMN in schema.names and label != pq_format.SPLIT_COLUMN
-    read = list(dict.fromkeys(wanted + ([label] if label else []) + ([pq_format.SPLIT_COLUMN] if has_split else [])))
+    check_carried(carry, schema.names, files[0])
+    read = list(dict.fromkeys(wanted + ([label] if label else []) + ([pq_format.SPLIT_COLUMN] if has_split else [])
+                              + list(carry)))
     import pyarrow as pa
     table = pa.concat_tables([tables.table(f, read) for f in files])
     if table.num_rows == 0:
@@ -125,7 +127,8 @@ def read_flat(run, path: Path, layout: FlatLayout | None, split: str | None,
     labels = None if label is None else _labels_if_usable(table, label, files[0], run.classes, need_labels)
     labels = None if labels is None else labels[keep]
     names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
-    return Inputs(source=str(path), row=keep.astype(np.int64), split=names, labels=labels, x=x, absent=absent)
+    return Inputs(source=str(path), row=keep.astype(np.int64), split=names, labels=labels, x=x, absent=absent,
+                  carried=carried(table, carry, keep))
 
 
 def _labels_if_usable(table, column: str, file: Path, classes: list[str], need_labels: bool) -> np.ndarray | None:

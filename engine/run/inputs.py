@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import DataError
+from ..registry import did_you_mean
+
 SPLITS = ("train", "val", "test")
 
 
@@ -22,6 +25,7 @@ class Inputs:
     x: dict[str, torch.Tensor]
     absent: dict[str, np.ndarray] | None = None   # modality -> bool (N,), True where its value is absent
                                                   # (only the modalities with such a row)
+    carried: dict | None = None      # column name -> pyarrow array of the kept rows (``predict --keep``)
 
 
 def standardised(values: np.ndarray, present: np.ndarray, stats, device: torch.device) -> torch.Tensor:
@@ -30,3 +34,17 @@ def standardised(values: np.ndarray, present: np.ndarray, stats, device: torch.d
     scaled = (values - mean) / std
     scaled[~present] = 0.0
     return torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32)).to(device)
+
+
+def check_carried(names: tuple[str, ...], available: list[str], file) -> None:
+    """Every column ``predict --keep`` names is in the data (else a data error naming it, with a did-you-mean)."""
+    for name in names:
+        if name not in available:
+            raise DataError(f"{file}: has no column '{name}' to keep (--keep){did_you_mean(name, available)}")
+
+
+def carried(table, names: tuple[str, ...], keep: np.ndarray) -> dict:
+    """The columns ``names`` of ``table`` at the rows ``keep``, as they are (ids, file names, ...)."""
+    import pyarrow as pa
+    rows = pa.array(keep.astype(np.int64))
+    return {name: table.column(name).combine_chunks().take(rows) for name in names}

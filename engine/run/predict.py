@@ -45,7 +45,7 @@ from ..store.checkpoints import CheckpointDamaged, load_checkpoint
 from ..train.device import autocast_factory, channels_last_enabled, resolve_device
 from ..train.metrics import SplitScorer, to_host
 from .flat_inputs import imported_layout, read_flat, reads_flat
-from .inputs import SPLITS, Inputs, standardised
+from .inputs import SPLITS, Inputs, carried, check_carried, standardised
 from .parts import build_parts, load_run_data
 from .resume_checks import FINGERPRINT_KEY
 
@@ -173,13 +173,15 @@ def _identity(path: Path) -> dict | None:
 
 
 # -- the data ---------------------------------------------------------------------------------------
-def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need_labels: bool = False) -> Inputs:
+def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need_labels: bool = False,
+                carry: tuple[str, ...] = ()) -> Inputs:
     """The rows of ``path`` (only those of ``split`` when given), checked against the run and standardised;
-    a flat table (a CSV file) as :mod:`engine.run.flat_inputs` reads it."""
+    a flat table (a CSV file) as :mod:`engine.run.flat_inputs` reads it. ``carry``: columns copied as they
+    are into the predictions (``predict --keep``)."""
     path = Path(path)
     layout = imported_layout(run)
     if reads_flat(run, path, layout):
-        return read_flat(run, path, layout, split, need_labels)
+        return read_flat(run, path, layout, split, need_labels, carry)
     cfg = run.cfg
     layout_files = pq_format.dataset_files(path)
     schemas = [pq_format.read_schema(f) for f in layout_files]
@@ -199,8 +201,9 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
     has_split = pq_format.SPLIT_COLUMN in schema.names and label != pq_format.SPLIT_COLUMN
     if split is not None and not has_split:
         check_run_data(run, path, split)
-    columns = ([label] if has_labels else []) + ([pq_format.SPLIT_COLUMN] if has_split else []) + \
-        list(dict.fromkeys(i.column for i in mods.values()))
+    check_carried(carry, schema.names, first)
+    columns = list(dict.fromkeys(([label] if has_labels else []) + ([pq_format.SPLIT_COLUMN] if has_split else [])
+                                 + [i.column for i in mods.values()] + list(carry)))
     table, counts = pq_format._read_table(layout_files, columns)
     if table.num_rows == 0:
         raise DataError(f"{path}: the data has no rows")
@@ -220,7 +223,8 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
             absent[m] = ~present[keep]
     names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
     return Inputs(source=str(path), row=keep.astype(np.int64), split=names,
-                  labels=None if labels is None else labels[keep], x=x, absent=absent)
+                  labels=None if labels is None else labels[keep], x=x, absent=absent,
+                  carried=carried(table, carry, keep))
 
 
 def check_run_data(run: LoadedRun, path: Path, split: str) -> None:
@@ -305,9 +309,19 @@ def predictions_format(out: str | Path) -> str:
     return PREDICTION_FORMATS[suffix]
 
 
+def check_keep(names: tuple[str, ...], modalities) -> None:
+    """``predict --keep`` names no column the predictions have themselves (a usage error, before predicting)."""
+    own = {"row", "split", "label", "pred", "predicted_class", "prob"} | {f"{k}_{m}" for m in modalities
+                                                                         for k in ("pred", "prob")}
+    for name in names:
+        if name in own or name.startswith(("prob[", "prob_")) and name.endswith("]"):
+            raise UsageError(f"--keep {name}: the predictions have a column '{name}' of their own; keep the other "
+                             f"columns, and read '{name}' from the predictions")
+
+
 def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Path:
-    """``out`` as Parquet or, for a ``.csv`` name, CSV (:func:`predictions_format`): ``row``, ``split`` and
-    ``label`` when the data have them, ``pred`` (fused class index), ``predicted_class`` (its class's name),
+    """``out`` as Parquet or, for a ``.csv`` name, CSV (:func:`predictions_format`): ``row``, the columns
+    kept from the data (``--keep``), ``split`` and ``label`` when the data have them, ``pred`` (fused class index), ``predicted_class`` (its class's name),
     ``prob`` (fused probabilities), ``pred_<m>`` and ``prob_<m>`` per modality, null on the rows where
     that modality's value is absent (no ``pred_<m>`` pattern can make ``predicted_class``). In Parquet each ``prob`` column is a list of C floats and the schema
     metadata ``mmbal.predictions`` names the run, checkpoint and classes (not ``mmbal``, the key of a
@@ -319,6 +333,7 @@ def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Pa
     fmt = predictions_format(out)
     inputs, c = preds.inputs, len(run.classes)
     columns = {"row": pa.array(inputs.row, pa.int64())}
+    kept = inputs.carried or {}
     if inputs.split is not None:
         columns["split"] = pa.array(list(inputs.split), pa.string())
     if inputs.labels is not None:
@@ -338,6 +353,12 @@ def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Pa
             flat = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), c)
             columns[f"prob{suffix}"] = flat if absent is None else pa.FixedSizeListArray.from_arrays(
                 flat.values, c, mask=pa.array(absent))
+    check_keep(tuple(kept), preds.probs)
+    for name, values in kept.items():
+        if fmt == "csv" and pa.types.is_nested(values.type):
+            raise UsageError(f"--keep {name}: the column holds {values.type}, which a CSV cell cannot hold; write the "
+                             f"predictions as Parquet (--out preds.parquet) to keep it")
+    columns = {"row": columns.pop("row"), **kept, **columns}
     table = pa.table(columns)
     out = Path(out)
     try:
@@ -357,5 +378,6 @@ def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Pa
     return out
 
 
-__all__ = ["Inputs", "LoadedRun", "Predictions", "load_run", "predict", "predictions_format", "read_inputs", "score",
+__all__ = ["Inputs", "LoadedRun", "Predictions", "check_keep", "load_run", "predict", "predictions_format",
+           "read_inputs", "score",
            "write_predictions"]

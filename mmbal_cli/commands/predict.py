@@ -60,18 +60,24 @@ def register(app: typer.Typer) -> None:
     def predict_command(run_ref: RunArg, data: DataArg,
                         out: Annotated[Path, typer.Option(
                             "--out", "-o", help="File to write the predictions to: Parquet (.parquet), or CSV for a .csv name.")],
-                        split: SplitOpt = None, device: DeviceOpt = None, runs_dir: RunsDirOpt = None) -> None:
+                        split: SplitOpt = None, device: DeviceOpt = None, runs_dir: RunsDirOpt = None,
+                        keep: Annotated[Optional[list[str]], typer.Option(
+                            "--keep", metavar="COLUMN", help="A column of DATA to copy into the predictions as it is "
+                                                             "(an id or a file name; repeat for more), after row.",
+                            show_default=False)] = None) -> None:
         """Predict with a finished run's selected checkpoint: fused and per-modality class probabilities per row.
 
-        Writes row, split and label (when the data have them), pred, predicted_class and prob (fused), pred_<m> and prob_<m>
+        Writes row, the columns named with --keep, split and label (when the data have them), pred, predicted_class and prob (fused), pred_<m> and prob_<m>
         (null where modality m is absent); in a .csv file, one prob[<class>] column per class.
         """
         from engine.errors import MmbalError
-        from engine.run.predict import predict, predictions_format, read_inputs, write_predictions
+        from engine.run.predict import check_keep, predict, predictions_format, read_inputs, write_predictions
+        kept = tuple(dict.fromkeys(keep or ()))
         try:
             predictions_format(out)
             run = _loaded(run_ref, runs_dir, device, data)
-            preds = predict(run, read_inputs(run, data, split.value if split else None))
+            check_keep(kept, run.cfg.modalities)
+            preds = predict(run, read_inputs(run, data, split.value if split else None, carry=kept))
             written = write_predictions(run, preds, out)
         except MmbalError as exc:
             fail(exc)
