@@ -72,7 +72,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                 "mmbal predict try1 ../shared/data/cub10.parquet --split test --out test_preds.parquet",
                 "mmbal predict try1 new.parquet --out preds.csv",
                 "mmbal predict try1 new_samples.csv --keep sample_id --out preds.csv"),
-    "eval": ("mmbal eval try1 ../shared/data/cub10.parquet --split test", "mmbal eval try1 new.parquet --json"),
+    "eval": ("mmbal eval try1 ../shared/data/cub10.parquet --split test", "mmbal eval try1 new.parquet --json",
+             "mmbal eval try1 ../shared/data/cub10.parquet --split test --per-class"),
     "export": (
         "mmbal export try1 --to csv --out try1.csv",
         "mmbal export try1 --to tensorboard --out tb/try1",

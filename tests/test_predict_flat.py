@@ -224,3 +224,33 @@ def test_keep_copies_an_id_column_into_the_predictions_and_refuses_what_it_canno
     assert res.exit_code == 2 and "which a CSV cell cannot hold" in res.output and not (tmp_path / "q.csv").exists()
     res = invoke("predict", run_dir, tmp_path / "new.csv", "--keep", "idd", "--out", tmp_path / "r.csv")
     assert res.exit_code == 2 and "has no column 'idd' to keep (--keep) (did you mean 'id'?)" in res.output
+
+
+def test_per_class_figures_and_the_confusion_matrix_match_the_predictions(trained, tmp_path):
+    from engine.run.predict import per_class
+
+    folder, run_dir = trained
+    pacsv.write_csv(flat_table(90, seed=23), tmp_path / "scored.csv")
+    out = json.loads(invoke("eval", run_dir, tmp_path / "scored.csv", "--json").output)
+    assert out["classes"] == CLASSES and set(out["confusion"]) == {"fused", "a", "b"}
+    assert invoke("predict", run_dir, tmp_path / "scored.csv", "--out", tmp_path / "p.parquet").exit_code == 0
+    preds = pq.read_table(tmp_path / "p.parquet")
+    label, pred, pred_b = (np.asarray(preds.column(c).to_pylist(), dtype=object) for c in ("label", "pred", "pred_b"))
+    fused = np.array(out["confusion"]["fused"])
+    for t in range(3):
+        for p in range(3):
+            assert fused[t, p] == ((label == t) & (pred == p)).sum()
+    b = np.array(out["confusion"]["b"])
+    assert b.sum() == 90 - out["absent"]["b"] and np.trace(b) == ((pred_b == label) & (pred_b != None)).sum()  # noqa: E711
+    assert np.trace(fused) / 90 == out["metrics"]["all/acc/fused"]
+    # per-class figures by hand: a 2-class matrix with a class never predicted
+    figures = per_class(np.array([[3, 0], [2, 0]]))
+    assert figures["rows"].tolist() == [3, 2]
+    assert figures["precision"][0] == 0.6 and np.isnan(figures["precision"][1])
+    assert figures["recall"].tolist() == [1.0, 0.0] and figures["f1"].tolist() == [0.75, 0.0]
+    text = invoke("eval", run_dir, tmp_path / "scored.csv", "--per-class").output
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("│ cat "))
+    f = per_class(fused)
+    assert f"{int(f['rows'][0])} │" in row and f"{f['recall'][0]:.3f}" in row
+    assert "confusion (fused): a row per true class, a column per predicted class" in text

@@ -295,6 +295,30 @@ def score(run: LoadedRun, preds: Predictions, split: str | None) -> dict[str, fl
     return to_host(scorer.tensors(split or "all"))
 
 
+def confusions(preds: Predictions) -> dict[str, np.ndarray]:
+    """Per target (``fused`` and each modality): the (C, C) confusion matrix of the labelled rows, rows the true
+    class and columns the predicted one; a modality's over the rows where its value is present."""
+    labels, c = preds.inputs.labels, next(iter(preds.probs.values())).shape[1]
+    absent = preds.inputs.absent or {}
+    out = {}
+    for key, probs in preds.probs.items():
+        keep = ~absent[key] if key in absent else np.ones(labels.shape[0], bool)
+        pred = probs.numpy().argmax(axis=1)
+        out[key] = np.bincount(labels[keep] * c + pred[keep], minlength=c * c).reshape(c, c)
+    return out
+
+
+def per_class(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """``rows`` (true rows of each class), ``precision``, ``recall`` and ``f1`` per class from a confusion
+    matrix (NaN where a class has no row, or no prediction, to divide by)."""
+    tp = np.diagonal(confusion).astype(np.float64)
+    rows, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision, recall = tp / predicted, tp / rows
+        f1 = np.where(rows + predicted > 0, 2 * tp / (rows + predicted), np.nan)
+    return {"rows": rows, "precision": precision, "recall": recall, "f1": f1}
+
+
 PREDICTION_FORMATS = {".parquet": "parquet", ".pq": "parquet", "": "parquet", ".csv": "csv"}
 
 
@@ -378,6 +402,6 @@ def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Pa
     return out
 
 
-__all__ = ["Inputs", "LoadedRun", "Predictions", "check_keep", "load_run", "predict", "predictions_format",
+__all__ = ["Inputs", "LoadedRun", "Predictions", "check_keep", "confusions", "per_class", "load_run", "predict", "predictions_format",
            "read_inputs", "score",
            "write_predictions"]

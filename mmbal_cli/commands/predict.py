@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..options import RunsDirOpt
-from ..output import fail, out_console
+from ..output import fail, out_console, print_heading
 
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix, name, directory or 'latest'.")]
 DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="A Parquet file or directory with the run's modality "
@@ -55,6 +55,42 @@ def score_lines(values: dict[str, float], split: str, targets: list[str], rows: 
             f"loss {values[f'{split}/loss/{t}']:.4f}{counted(t)}" for t in targets]
 
 
+MATRIX_CLASSES = 20   # more classes than this: the confusion matrix only in --json
+
+
+def print_per_class(confusion, classes: list[str]) -> None:
+    """The fused model's per-class table, then its confusion matrix (true class by row)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from engine.run.predict import per_class
+
+    figures = per_class(confusion)
+
+    def cell(value: float) -> str:
+        return "-" if value != value else f"{value:.3f}"
+    print_heading("per class (fused)")
+    table = Table()
+    for heading in ("class", "rows", "precision", "recall", "f1"):
+        table.add_column(heading, justify="left" if heading == "class" else "right")
+    for i, name in enumerate(classes):
+        table.add_row(Text(name), str(int(figures["rows"][i])),
+                      *(cell(figures[k][i]) for k in ("precision", "recall", "f1")))
+    out_console.print(table)
+    if len(classes) > MATRIX_CLASSES:
+        out_console.print(f"the confusion matrix of {len(classes)} classes is too wide to print here: "
+                          f"`mmbal eval ... --json` holds it (key confusion)", markup=False)
+        return
+    print_heading("confusion (fused): a row per true class, a column per predicted class")
+    matrix = Table()
+    matrix.add_column("true \\ predicted")
+    for name in classes:
+        matrix.add_column(Text(name), justify="right")
+    for i, name in enumerate(classes):
+        matrix.add_row(Text(name), *(str(int(v)) for v in confusion[i]))
+    out_console.print(matrix)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("predict", rich_help_panel="Runs")
     def predict_command(run_ref: RunArg, data: DataArg,
@@ -87,13 +123,17 @@ def register(app: typer.Typer) -> None:
     @app.command("eval", rich_help_panel="Runs")
     def eval_command(run_ref: RunArg, data: DataArg, split: SplitOpt = None, device: DeviceOpt = None,
                      runs_dir: RunsDirOpt = None,
-                     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+                     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+                     by_class: Annotated[bool, typer.Option(
+                         "--per-class", help="Also each class's rows, precision, recall and F1, and the confusion "
+                                             "matrix, of the fused model.")] = False) -> None:
         """Score a finished run's selected checkpoint on a labelled data file: accuracy, macro-F1, loss (fused and per modality).
 
         A modality is scored on the rows where its value is present; the fused model on every row.
+        --json holds each target's confusion matrix too.
         """
         from engine.errors import MmbalError
-        from engine.run.predict import predict, read_inputs, score
+        from engine.run.predict import confusions, predict, read_inputs, score
         name = split.value if split else None
         try:
             run = _loaded(run_ref, runs_dir, device, data)
@@ -103,12 +143,16 @@ def register(app: typer.Typer) -> None:
             fail(exc)
         rows = len(preds.inputs.row)
         absent = {m: int(a.sum()) for m, a in (preds.inputs.absent or {}).items()}
+        matrices = confusions(preds)
         if as_json:
             print(json.dumps({"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
-                              "rows": rows, "absent": absent, "metrics": values}, indent=2))
+                              "rows": rows, "absent": absent, "metrics": values, "classes": run.classes,
+                              "confusion": {t: m.tolist() for t, m in matrices.items()}}, indent=2))
             return
         say = lambda text: out_console.print(text, markup=False, highlight=False)  # noqa: E731
         say(f"{run.run_dir.name} ({run.checkpoint}, epoch {_shown_epoch(run.epoch)}) on {data}: {len(preds.inputs.row)} rows"
             + (f" of split {name}" if name else ""))
         for line in score_lines(values, name or "all", ["fused", *run.cfg.modalities], rows, absent):
             say(line)
+        if by_class:
+            print_per_class(matrices["fused"], run.classes)
