@@ -254,3 +254,20 @@ def test_per_class_figures_and_the_confusion_matrix_match_the_predictions(traine
     f = per_class(fused)
     assert f"{int(f['rows'][0])} │" in row and f"{f['recall'][0]:.3f}" in row
     assert "confusion (fused): a row per true class, a column per predicted class" in text
+
+
+def test_eval_of_rows_without_any_value_of_a_modality_prints_no_score_for_it_in_strict_json(trained, tmp_path):
+    _, run_dir = trained
+    table = flat_table(30, seed=29)
+    empty = pa.nulls(30, pa.null())
+    pacsv.write_csv(table.set_column(3, "x3", empty).set_column(4, "x4", empty), tmp_path / "no_b.csv")
+
+    def strict(text: str) -> dict:
+        def refuse(token):
+            raise ValueError(f"{token} is not JSON")
+        return json.loads(text, parse_constant=refuse)
+    out = strict(invoke("eval", run_dir, tmp_path / "no_b.csv", "--json").output)
+    assert out["absent"] == {"b": 30} and out["metrics"]["all/acc/b"] is None and out["metrics"]["all/loss/b"] is None
+    assert out["metrics"]["all/acc/a"] is not None
+    text = invoke("eval", run_dir, tmp_path / "no_b.csv").output
+    assert "b      acc -  f1 -  loss -  (0 rows: absent in 30)" in text

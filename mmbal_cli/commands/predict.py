@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -51,8 +52,10 @@ def score_lines(values: dict[str, float], split: str, targets: list[str], rows: 
 
     def counted(t: str) -> str:
         return f"  ({rows - absent[t]} rows: absent in {absent[t]})" if absent.get(t) else ""
-    return [f"{t:<{width}}  acc {values[f'{split}/acc/{t}']:.4f}  f1 {values[f'{split}/f1/{t}']:.4f}  "
-            f"loss {values[f'{split}/loss/{t}']:.4f}{counted(t)}" for t in targets]
+    def shown(value: float) -> str:
+        return f"{value:.4f}" if math.isfinite(value) else "-"
+    return [f"{t:<{width}}  acc {shown(values[f'{split}/acc/{t}'])}  f1 {shown(values[f'{split}/f1/{t}'])}  "
+            f"loss {shown(values[f'{split}/loss/{t}'])}{counted(t)}" for t in targets]
 
 
 MATRIX_CLASSES = 20   # more classes than this: the confusion matrix only in --json
@@ -146,7 +149,8 @@ def register(app: typer.Typer) -> None:
         matrices = confusions(preds)
         if as_json:
             print(json.dumps({"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
-                              "rows": rows, "absent": absent, "metrics": values, "classes": run.classes,
+                              "rows": rows, "absent": absent, "classes": run.classes,
+                              "metrics": {k: v if math.isfinite(v) else None for k, v in values.items()},
                               "confusion": {t: m.tolist() for t, m in matrices.items()}}, indent=2))
             return
         say = lambda text: out_console.print(text, markup=False, highlight=False)  # noqa: E731
