@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from ..data import parquet as pq_format
 from ..data.importer import SourceTables, source_labels, split_codes_of, stacked_group
@@ -106,7 +107,6 @@ def read_flat(run, path: Path, layout: FlatLayout | None, split: str | None,
     check_carried(carry, schema.names, files[0])
     read = list(dict.fromkeys(wanted + ([label] if label else []) + ([pq_format.SPLIT_COLUMN] if has_split else [])
                               + list(carry)))
-    import pyarrow as pa
     table = pa.concat_tables([tables.table(f, read) for f in files])
     if table.num_rows == 0:
         raise DataError(f"{path}: the data has no rows")
@@ -144,7 +144,6 @@ def _labels_if_usable(table, column: str, file: Path, classes: list[str], need_l
 
 def _run_classes(table, column: str, file: Path, classes: list[str]) -> np.ndarray:
     """The label column as the run's class indices: names matched to the run's classes, integers kept."""
-    import pyarrow as pa
     tp = table.column(column).type
     named = pa.types.is_string(tp) or pa.types.is_large_string(tp) or pa.types.is_dictionary(tp) \
         or pa.types.is_boolean(tp)

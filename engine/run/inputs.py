@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from ..errors import DataError
@@ -45,6 +46,5 @@ def check_carried(names: tuple[str, ...], available: list[str], file) -> None:
 
 def carried(table, names: tuple[str, ...], keep: np.ndarray) -> dict:
     """The columns ``names`` of ``table`` at the rows ``keep``, as they are (ids, file names, ...)."""
-    import pyarrow as pa
     rows = pa.array(keep.astype(np.int64))
     return {name: table.column(name).combine_chunks().take(rows) for name in names}
