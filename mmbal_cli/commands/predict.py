@@ -16,7 +16,9 @@ from ..output import fail, out_console, print_heading
 
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run id, id prefix, name, directory or 'latest'.")]
 DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="A Parquet file or directory with the run's modality "
-                                                             "columns (docs/data-format.md).")]
+                                                             "columns (docs/data-format.md), or, for a run on data "
+                                                             "that data import made from a table, rows of that "
+                                                             "table (a CSV file) as they are.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", help="cpu, cuda, cuda:N or auto (default: the run's train.device).", show_default=False)]
 
