@@ -88,6 +88,17 @@ def test_the_rule_names_the_dominant_and_the_held_back_modality():
                                    "unimodal a alone") and "; keep joint;" not in level.sentence
 
 
+def test_with_absent_values_gaps_compare_present_rows_and_the_fused_model_every_row():
+    """b's own score alone (0.70 over the rows where it is present) is against its score inside joint over the
+    same rows (0.50): held back. The fused model (0.64, every row) is against each unimodal model over every row
+    (a 0.62, b 0.60), not against b's 0.70 over fewer rows."""
+    d = diagnose(0.64, {"a": 0.60, "b": 0.50}, {"a": 0.62, "b": 0.70}, 4, alone_every_row={"a": 0.62, "b": 0.60})
+    assert d.verdict == "imbalanced" and d.modalities[1].held_back and d.modalities[1].gap == pytest.approx(0.2)
+    assert d.fused_beats_best and d.best_alone == "a" and "does not beat" not in d.sentence
+    without = diagnose(0.64, {"a": 0.60, "b": 0.50}, {"a": 0.62, "b": 0.70}, 4)   # complete data: one figure each
+    assert not without.fused_beats_best and without.sentence.endswith("does not beat b alone (0.70)")
+
+
 def test_synthetic_strong_and_weak_informative_modality_is_imbalanced(tmp_path):
     record = advise(tmp_path, preset(tmp_path))
     d = record["diagnosis"]

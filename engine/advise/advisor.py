@@ -153,7 +153,11 @@ class Advisor:
         wall = time.perf_counter() - started
         self._need(results, "diagnosis")
         joint = next(r for r in results if r.label == "joint")
-        alone = {r.modality: self.reader.value(r.summary, "val/acc/fused") for r in results if r.modality}
+        # a modality alone: its own score (over its present rows, as inside joint), and the unimodal model's
+        # over every row (against the fused model's); the same where no value is absent
+        every_row = {r.modality: self.reader.value(r.summary, "val/acc/fused") for r in results if r.modality}
+        alone = {r.modality: _own_or(self.reader.value(r.summary, f"val/acc/{r.modality}"), every_row[r.modality])
+                 for r in results if r.modality}
         s = joint.summary
         inside = {m: self.reader.value(s, f"val/acc/{m}") for m in self.modalities}
         shapley = {m: v for m in self.modalities if (v := self.reader.value(s, f"shapley/{m}")) is not None}
@@ -161,7 +165,7 @@ class Advisor:
         run_info = read_json(RunPaths(joint.run_dir).run_json)
         n_classes = len(run_info.get("classes") or []) or 2
         counts = (run_info.get("data_fingerprint") or {}).get("split_counts") or {}
-        result = diagnose(self.reader.value(s, "val/acc/fused"), inside, alone, n_classes, shapley, mi)
+        result = diagnose(self.reader.value(s, "val/acc/fused"), inside, alone, n_classes, shapley, mi, every_row)
         epoch_s = self.reader.epoch_s(s) or 0.0
         least = min_round_epochs(self.reader.curve(joint.run_dir, "val/acc/fused"), result.chance, self.epochs)
         spent = sum(float(r.summary.get("duration_s") or 0.0) for r in results)
@@ -319,6 +323,11 @@ class Advisor:
             out["diff"], out["p"] = t.mean_diff, t.p
         self.record["apply"] = out
         write_advice(self.home, self.record)
+
+
+def _own_or(own: float | None, fallback: float) -> float:
+    """A unimodal run's own-modality score when it has one (a finite number), else ``fallback``."""
+    return own if own is not None and own == own else fallback
 
 
 def report(record: dict) -> dict:

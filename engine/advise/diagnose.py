@@ -69,9 +69,14 @@ class Diagnosis:
 
 
 def diagnose(fused: float, inside: dict[str, float], alone: dict[str, float], n_classes: int,
-             shapley: dict[str, float] | None = None, mi: dict[str, float] | None = None) -> Diagnosis:
+             shapley: dict[str, float] | None = None, mi: dict[str, float] | None = None,
+             alone_every_row: dict[str, float] | None = None) -> Diagnosis:
     """The diagnosis from joint's fused and per-modality validation accuracy (``inside``), each
-    modality's unimodal validation accuracy (``alone``) and the monitors' figures (see the module)."""
+    modality's unimodal validation accuracy (``alone``) and the monitors' figures (see the module).
+
+    Where a modality's value is absent in some rows, ``inside`` and ``alone`` count its present rows
+    (as its own scores do) and ``alone_every_row`` is the unimodal model's accuracy over every row, which
+    the fused model's (``fused``, every row) is compared with; without it, ``alone`` is."""
     chance = 1.0 / n_classes
     shapley, mi = shapley or {}, mi or {}
     total = sum(v for v in shapley.values())
@@ -84,8 +89,10 @@ def diagnose(fused: float, inside: dict[str, float], alone: dict[str, float], n_
             m, alone[m], inside[m], gap, sh, (sh / total) if sh is not None and total > 0 else None, mi.get(m),
             informative, informative and gap >= GAP))
     dominant = max(figures, key=lambda f: (f.inside_joint, f.alone)).name
-    best = max(figures, key=lambda f: f.alone)
-    beats = fused - best.alone > FUSED_MARGIN
+    every_row = alone_every_row or {}
+    best = max(figures, key=lambda f: every_row.get(f.name, f.alone))
+    best_score = every_row.get(best.name, best.alone)
+    beats = fused - best_score > FUSED_MARGIN
     held = sorted((f for f in figures if f.held_back), key=lambda f: -f.gap)
     useless = [f for f in figures if not f.informative]
     if held:
@@ -106,7 +113,7 @@ def diagnose(fused: float, inside: dict[str, float], alone: dict[str, float], n_
         if beats:
             sentence += "; keep joint"
     if not beats and verdict != "uninformative":
-        sentence += (f"; the fused model ({fused:.2f}) does not beat {best.name} alone ({best.alone:.2f})")
+        sentence += (f"; the fused model ({fused:.2f}) does not beat {best.name} alone ({best_score:.2f})")
         if verdict == "balanced":
             sentence += f": {suggestion}"
     return Diagnosis(verdict, sentence, chance, fused, best.name, beats, figures, dominant, suggestion)
