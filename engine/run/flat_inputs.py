@@ -23,7 +23,7 @@ from ..data.importer import SourceTables, source_labels, split_codes_of, stacked
 from ..data.sources import is_csv
 from ..errors import DataError
 from ..registry import did_you_mean
-from .inputs import SPLITS, Inputs, carried, check_carried, standardised
+from .inputs import Inputs, check_carried, labels_in_range, split_inputs
 
 
 @dataclass(frozen=True)
@@ -115,20 +115,9 @@ def read_flat(run, path: Path, layout: FlatLayout | None, split: str | None,
     if split is not None and codes is None:
         raise DataError(f"{path}: --split {split} asks for rows of one split, but the table has no "
                         f"'{pq_format.SPLIT_COLUMN}' column")
-    keep = np.arange(table.num_rows) if split is None else np.flatnonzero(codes == SPLITS.index(split))
-    if keep.size == 0:
-        raise DataError(f"{path}: no row has split '{split}'")
-    x, absent = {}, {}
-    for m in modalities:
-        values, present = stacked_group(table, m, layout.groups[m], files[0])
-        x[m] = standardised(values[keep], present[keep], run.stats[m], run.device)
-        if not present[keep].all():
-            absent[m] = ~present[keep]
     labels = None if label is None else _labels_if_usable(table, label, files[0], run.classes, need_labels)
-    labels = None if labels is None else labels[keep]
-    names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
-    return Inputs(source=str(path), row=keep.astype(np.int64), split=names, labels=labels, x=x, absent=absent,
-                  carried=carried(table, carry, keep))
+    features = ((m, *stacked_group(table, m, layout.groups[m], files[0])) for m in modalities)
+    return split_inputs(run, path, table, codes, split, labels, features, carry)
 
 
 def _labels_if_usable(table, column: str, file: Path, classes: list[str], need_labels: bool) -> np.ndarray | None:
@@ -159,9 +148,4 @@ def _run_classes(table, column: str, file: Path, classes: list[str]) -> np.ndarr
             raise DataError(f"{file}: column '{column}', row {row} (counting from 0): class {value!r} is not one of "
                             f"the run's classes ({', '.join(classes)})")
         return codes
-    bad = np.flatnonzero((codes < 0) | (codes >= len(classes)))
-    if bad.size:
-        row = int(bad[0])
-        raise DataError(f"{file}: column '{column}', row {row} (counting from 0): label {int(codes[row])} is outside "
-                        f"the run's {len(classes)} classes 0..{len(classes) - 1}")
-    return codes
+    return labels_in_range(codes, column, len(classes), lambda row: (file, row))

@@ -45,7 +45,7 @@ from ..store.checkpoints import CheckpointDamaged, load_checkpoint
 from ..train.device import autocast_factory, channels_last_enabled, resolve_device
 from ..train.metrics import SplitScorer, to_host
 from .flat_inputs import imported_layout, read_flat, reads_flat
-from .inputs import SPLITS, Inputs, carried, check_carried, standardised
+from .inputs import Inputs, check_carried, labels_in_range, split_inputs
 from .parts import build_parts, load_run_data
 from .resume_checks import FINGERPRINT_KEY
 
@@ -212,19 +212,8 @@ def read_inputs(run: LoadedRun, path: str | Path, split: str | None = None, need
     codes = pq_format._split(table, rows) if has_split else None
     if split is not None and codes is None:  # the run's own data: its seeded stratified split, drawn again
         codes = split_codes(labels, None, str(path), cfg.data, cfg.seed)
-    keep = np.arange(table.num_rows) if split is None else np.flatnonzero(codes == SPLITS.index(split))
-    if keep.size == 0:
-        raise DataError(f"{path}: no row has split '{split}'")
-    x, absent = {}, {}
-    for m, info in mods.items():
-        values, present = pq_format.decode_features(table, info, rows)
-        x[m] = standardised(values[keep], present[keep], run.stats[m], run.device)
-        if not present[keep].all():
-            absent[m] = ~present[keep]
-    names = None if codes is None else np.asarray(SPLITS, dtype=object)[codes[keep]]
-    return Inputs(source=str(path), row=keep.astype(np.int64), split=names,
-                  labels=None if labels is None else labels[keep], x=x, absent=absent,
-                  carried=carried(table, carry, keep))
+    features = ((m, *pq_format.decode_features(table, info, rows)) for m, info in mods.items())
+    return split_inputs(run, path, table, codes, split, labels, features, carry)
 
 
 def check_run_data(run: LoadedRun, path: Path, split: str) -> None:
@@ -253,12 +242,7 @@ def _content(fingerprint: dict) -> tuple:
 
 def _labels(table, label: str, rows, meta: dict, run: LoadedRun) -> np.ndarray:
     values, _ = pq_format._labels(table, label, rows, meta)
-    bad = np.flatnonzero((values < 0) | (values >= len(run.classes)))
-    if bad.size:
-        file, local = rows.where(int(bad[0]))
-        raise DataError(f"{file}: column '{label}', row {local} (counting from 0): label {int(values[bad[0]])} is "
-                        f"outside the run's {len(run.classes)} classes 0..{len(run.classes) - 1}")
-    return values
+    return labels_in_range(values, label, len(run.classes), rows.where)
 
 
 # -- predicting and scoring -------------------------------------------------------------------------
@@ -280,9 +264,10 @@ def predict(run: LoadedRun, inputs: Inputs) -> Predictions:
     return Predictions(inputs, probs, logits)
 
 
-def score(run: LoadedRun, preds: Predictions, split: str | None) -> dict[str, float]:
-    """Accuracy, macro-F1 and loss, fused and per modality, in the run's metric names (one host transfer); a
-    modality's over the rows where its value is present, as the run's evaluation scores them."""
+def score(run: LoadedRun, preds: Predictions, split: str | None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Accuracy, macro-F1 and loss, fused and per modality, in the run's metric names (one host transfer), and
+    each target's (C, C) confusion matrix (a row per true class); a modality's over the rows where its value
+    is present, as the run's evaluation scores them."""
     if preds.inputs.labels is None:
         raise UsageError("scoring needs the label column")
     scorer = SplitScorer(list(preds.logits), len(run.classes), run.device)
@@ -292,20 +277,7 @@ def score(run: LoadedRun, preds: Predictions, split: str | None) -> dict[str, fl
     for start in range(0, y.numel(), size):
         scorer.add({k: z[start:start + size] for k, z in preds.logits.items()}, y[start:start + size],
                    {m: p[start:start + size] for m, p in present.items()})
-    return to_host(scorer.tensors(split or "all"))
-
-
-def confusions(preds: Predictions) -> dict[str, np.ndarray]:
-    """Per target (``fused`` and each modality): the (C, C) confusion matrix of the labelled rows, rows the true
-    class and columns the predicted one; a modality's over the rows where its value is present."""
-    labels, c = preds.inputs.labels, next(iter(preds.probs.values())).shape[1]
-    absent = preds.inputs.absent or {}
-    out = {}
-    for key, probs in preds.probs.items():
-        keep = ~absent[key] if key in absent else np.ones(labels.shape[0], bool)
-        pred = probs.numpy().argmax(axis=1)
-        out[key] = np.bincount(labels[keep] * c + pred[keep], minlength=c * c).reshape(c, c)
-    return out
+    return to_host(scorer.tensors(split or "all")), {t: m.cpu().numpy() for t, m in scorer.conf.items()}
 
 
 def per_class(confusion: np.ndarray) -> dict[str, np.ndarray]:
@@ -402,6 +374,6 @@ def write_predictions(run: LoadedRun, preds: Predictions, out: str | Path) -> Pa
     return out
 
 
-__all__ = ["Inputs", "LoadedRun", "Predictions", "check_keep", "confusions", "per_class", "load_run", "predict", "predictions_format",
+__all__ = ["Inputs", "LoadedRun", "Predictions", "check_keep", "per_class", "load_run", "predict", "predictions_format",
            "read_inputs", "score",
            "write_predictions"]

@@ -138,17 +138,16 @@ def register(app: typer.Typer) -> None:
         --json holds each target's confusion matrix too.
         """
         from engine.errors import MmbalError
-        from engine.run.predict import confusions, predict, read_inputs, score
+        from engine.run.predict import predict, read_inputs, score
         name = split.value if split else None
         try:
             run = _loaded(run_ref, runs_dir, device, data)
             preds = predict(run, read_inputs(run, data, name, need_labels=True))
-            values = score(run, preds, name)
+            values, matrices = score(run, preds, name)
         except MmbalError as exc:
             fail(exc)
         rows = len(preds.inputs.row)
         absent = {m: int(a.sum()) for m, a in (preds.inputs.absent or {}).items()}
-        matrices = confusions(preds)
         if as_json:
             print(json.dumps({"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
                               "rows": rows, "absent": absent, "classes": run.classes,
