@@ -161,15 +161,20 @@ class SourceTables:
     def _read_csv(self, file: Path) -> pa.Table:
         if file not in self._csv:
             from pyarrow import csv
-            encoding = csv_encoding(file)
-            delimiter, decimal = csv_dialect(file, encoding)
-            try:
-                table = csv.read_csv(file, read_options=csv.ReadOptions(encoding=encoding),
-                                     parse_options=csv.ParseOptions(delimiter=delimiter),
-                                     convert_options=csv.ConvertOptions(strings_can_be_null=True,
-                                                                        decimal_point=decimal))
-            except (pa.ArrowException, OSError) as exc:
-                raise DataError(f"{file}: cannot be read as a CSV table ({exc})") from None
+            def read(encoding: str) -> pa.Table:
+                delimiter, decimal = csv_dialect(file, encoding)
+                try:
+                    return csv.read_csv(file, read_options=csv.ReadOptions(encoding=encoding),
+                                        parse_options=csv.ParseOptions(delimiter=delimiter),
+                                        convert_options=csv.ConvertOptions(strings_can_be_null=True,
+                                                                           decimal_point=decimal))
+                except (pa.ArrowException, OSError) as exc:
+                    raise DataError(f"{file}: cannot be read as a CSV table ({exc})") from None
+            # read as UTF-8 first; pyarrow types a column binary only where its text is not UTF-8, and only
+            # then is the file's encoding looked for (a whole pass over it)
+            table = read("utf-8")
+            if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
+                table = read(csv_encoding(file))
             check_unique_columns(table.schema, file)
             self._csv[file] = table
         return self._csv[file]
